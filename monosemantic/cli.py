@@ -1,0 +1,199 @@
+"""Command line: thin subcommands that parse config dataclasses and call one library function each.
+
+    monosemantic train-tensors ACTS.npy --out runs/x --arch topk --expansion-factor 32 --k 32
+    monosemantic train-tensors --out runs/x --resume
+    monosemantic eval runs/x ACTS.npy
+    monosemantic bench toy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from monosemantic import __version__
+from monosemantic.activations import ActivationDataError, TensorBatches, load_activation_file
+from monosemantic.atomic import atomic_write_json
+from monosemantic.checkpoint import CheckpointError
+from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int, to_dict
+from monosemantic.metrics import EvalResult, evaluate
+from monosemantic.rundir import EVAL_FILE, RunDirError, create_run_dir, read_train_config
+from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError, create_sae
+from monosemantic.toy import ToyConfig, ToyData, format_table, results_to_json, run_toy_benchmark
+from monosemantic.trainer import TrainConfig, Trainer, TrainingError
+
+USER_ERRORS = (ConfigError, SAEFormatError, ActivationDataError, RunDirError, CheckpointError, TrainingError,
+               FileNotFoundError)
+SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model")
+
+
+def add_sae_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="topk",
+                        help="SAE architecture (default: %(default)s)")
+    parser.add_argument("--expansion-factor", type=parse_int, default=32, metavar="INT",
+                        help="d_sae = expansion factor x d_in (default: %(default)s)")
+    parser.add_argument("--d-sae", type=parse_int, default=None, metavar="INT",
+                        help="number of latents; overrides --expansion-factor")
+    add_arguments(parser, SAEConfig, exclude=SAE_FLAGS_FROM_ELSEWHERE, defaults={"k": 32})
+
+
+def sae_config_from_args(args: argparse.Namespace, d_in: int) -> SAEConfig:
+    d_sae = args.d_sae if args.d_sae is not None else args.expansion_factor * d_in
+    k = args.k if args.arch != "relu" else None
+    return from_args(SAEConfig, args, arch=args.arch, d_in=d_in, d_sae=d_sae, k=k)
+
+
+def cmd_train_tensors(args: argparse.Namespace) -> int:
+    """Train an SAE on activation vectors saved in a file."""
+    out = Path(args.out)
+    if args.resume:
+        saved = read_train_config(out)
+        sae_cfg = from_dict(SAEConfig, saved["sae"], source=f"{out}/sae config")
+        train_cfg = from_dict(TrainConfig, saved["train"], source=f"{out}/train config")
+        acts_path = args.acts or saved["data"]["path"]
+        acts = load_activation_file(acts_path, saved["data"].get("key"))
+        if list(acts.shape) != saved["data"]["shape"]:
+            raise ActivationDataError(
+                f"{acts_path}: shape {list(acts.shape)} differs from the {saved['data']['shape']} this run trained on"
+            )
+    else:
+        if args.acts is None:
+            raise ConfigError("give the activation file to train on (ACTS), or --resume an existing run")
+        acts = load_activation_file(args.acts, args.key)
+        acts_path = args.acts
+        sae_cfg = sae_config_from_args(args, acts.shape[1])
+        train_cfg = from_args(TrainConfig, args)
+        data = {"path": str(Path(acts_path).resolve()), "key": args.key, "shape": list(acts.shape)}
+        create_run_dir(out, {"sae": to_dict(sae_cfg), "train": to_dict(train_cfg), "data": data})
+    torch.manual_seed(train_cfg.seed)
+    sae = create_sae(sae_cfg)
+    batches = TensorBatches(acts, train_cfg.batch_size, seed=train_cfg.seed)
+    trainer = Trainer(sae, train_cfg, out, progress=not args.quiet)
+    trainer.fit(batches, resume=args.resume)
+    print(f"saved {sae_cfg.arch} SAE (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae}) to {out}")
+    return 0
+
+
+def activation_batches(paths: list[str], key: str | None, d_in: int, batch_size: int):
+    """Batches of the activation files, in file order; checks every file before the first batch."""
+    tensors = [load_activation_file(p, key) for p in paths]
+    for path, x in zip(paths, tensors):
+        if x.shape[1] != d_in:
+            raise ActivationDataError(f"{path}: activations have width {x.shape[1]}, the SAE expects d_in={d_in}")
+    for x in tensors:
+        for start in range(0, x.shape[0], batch_size):
+            yield x[start : start + batch_size].float()
+
+
+def format_eval(result: EvalResult) -> str:
+    rows = [("tokens", f"{result.n_tokens}"), ("FVU", f"{result.fvu:.4f}"),
+            ("explained variance", f"{result.explained_variance:.4f}"),
+            ("normalised MSE", f"{result.normalized_mse:.4f}"), ("L0", f"{result.l0:.2f}"),
+            (f"dead (no activation in {result.n_tokens} tokens)", f"{result.dead_fraction:.2%}"),
+            ("dense (> 10% of tokens)", f"{result.dense_fraction:.2%}")]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a run's SAE on activation files and write RUN_DIR/eval.json."""
+    sae = SAE.load(args.run_dir, device=args.device)
+    batches = activation_batches(args.acts, args.key, sae.d_in, args.batch_size)
+    result = evaluate(sae, batches, max_tokens=args.max_tokens)
+    atomic_write_json(Path(args.run_dir) / EVAL_FILE,
+                      {"data": [str(Path(p).resolve()) for p in args.acts], "metrics": result.to_dict()})
+    print(format_eval(result))
+    return 0
+
+
+def cmd_bench_toy(args: argparse.Namespace) -> int:
+    """Train SAEs on synthetic superposition data and report recovery of the true features."""
+    data = ToyData(from_args(ToyConfig, args))
+    train = TrainConfig(batch_size=args.batch_size, total_tokens=args.tokens, lr=args.lr,
+                        dead_window=args.dead_window, log_every=50, b_dec_init="mean", seed=args.seed)
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    unknown = sorted(set(archs) - set(ARCHITECTURES))
+    if unknown:
+        raise ConfigError(f"unknown architecture(s) {unknown}; expected some of {sorted(ARCHITECTURES)}")
+    results = run_toy_benchmark(data, archs, d_sae=args.d_sae, k=args.k, l1_coefficient=args.l1_coefficient,
+                                train=train, progress=not args.quiet)
+    print(f"toy data: d={data.cfg.d}, {data.cfg.n_features} true features, "
+          f"{data.cfg.avg_active} active per sample on average; MMCS = recovery of the true features "
+          f"(1 = all found); dead = no activation on {8 * 4096} held-out samples")
+    print(format_table(results))
+    if args.json:
+        atomic_write_json(args.json, {"toy": to_dict(data.cfg), "results": results_to_json(results)})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monosemantic", formatter_class=HelpFormatter,
+                                     description="Sparse autoencoders for language models: train, evaluate, "
+                                     "benchmark. Every command has --help.")
+    parser.add_argument("--version", action="version", version=f"monosemantic {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--threads", type=int, default=None, metavar="INT",
+                        help="CPU threads for torch (default: one per core)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = {"formatter_class": HelpFormatter}
+
+    p = sub.add_parser("train-tensors", help=cmd_train_tensors.__doc__, description=cmd_train_tensors.__doc__, **fmt)
+    p.add_argument("acts", nargs="?", metavar="ACTS",
+                   help="activations, [N, d_in] (or [..., d_in]) in .npy or .safetensors; optional with --resume")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or to continue with --resume)")
+    p.add_argument("--key", default=None, metavar="NAME", help="tensor name inside a .safetensors file holding several")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint, with its saved configuration")
+    add_sae_arguments(p)
+    add_arguments(p, TrainConfig)
+    p.set_defaults(func=cmd_train_tensors)
+
+    p = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__, **fmt)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any directory with cfg.json + sae.safetensors)")
+    p.add_argument("acts", nargs="+", metavar="ACTS", help="activation files (.npy / .safetensors)")
+    p.add_argument("--key", default=None, metavar="NAME", help="tensor name inside .safetensors files holding several")
+    p.add_argument("--max-tokens", type=parse_int, default=None, metavar="INT", help="evaluate at most this many activation vectors")
+    p.add_argument("--batch-size", type=parse_int, default=4096, metavar="INT", help="activation vectors per forward pass")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the SAE on")
+    p.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks.", **fmt).add_subparsers(dest="bench", required=True, metavar="BENCH")
+    p = bench.add_parser("toy", help=cmd_bench_toy.__doc__, description=cmd_bench_toy.__doc__, **fmt)
+    add_arguments(p, ToyConfig)
+    p.add_argument("--archs", default="topk,batchtopk,relu", metavar="LIST", help="comma-separated architectures to train")
+    p.add_argument("--d-sae", type=parse_int, default=None, metavar="INT", help="latents per SAE (default: 2 x n_features)")
+    p.add_argument("--k", type=parse_int, default=None, metavar="INT", help="topk/batchtopk k (default: avg_active rounded)")
+    p.add_argument("--l1-coefficient", type=float, default=3.0, metavar="FLOAT", help="relu: L1 penalty weight")
+    p.add_argument("--tokens", type=parse_int, default=2_000_000, metavar="INT", help="training samples per SAE")
+    p.add_argument("--batch-size", type=parse_int, default=1024, metavar="INT", help="samples per training step")
+    p.add_argument("--lr", type=float, default=3e-3, metavar="FLOAT", help="Adam learning rate")
+    p.add_argument("--dead-window", type=parse_int, default=100_000, metavar="INT", help="tokens without firing that make a latent dead")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
+    p.set_defaults(func=cmd_bench_toy)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

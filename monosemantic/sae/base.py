@@ -1,0 +1,354 @@
+"""What every SAE architecture shares: config, outputs, parameters, save/load.
+
+- `SAEConfig`: the JSON-able description saved as `cfg.json`.
+- `SAEOutput`: what `sae(x)` returns (dense, plain autograd: also the reference for the fast path).
+- `TrainOutput`: what `sae.training_forward(x)` returns to the trainer (fast path where there is one).
+- `SAE`: base module with W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in];
+  `save(dir)` / `SAE.load(dir)` (safetensors only, verified); the unit-norm decoder constraint;
+  folding of the input-normalisation scalar into the weights.
+
+An architecture subclasses `SAE` and implements `encode` (and, if it has one, a sparse
+`training_forward`); it lists itself in `monosemantic.sae.ARCHITECTURES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal, NamedTuple
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import Tensor, nn
+
+from monosemantic.atomic import atomic_write_bytes, atomic_write_json
+from monosemantic.config import ConfigError, from_dict, to_dict
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae.safetensors"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+class SAEFormatError(ValueError):
+    """A saved SAE (cfg.json / sae.safetensors) is missing, corrupt or does not match its config."""
+
+
+@dataclass
+class SAEConfig:
+    arch: str
+    """architecture: relu (ReLU + L1, Anthropic), topk (OpenAI), batchtopk"""
+    d_in: int
+    """width of the activation vectors the SAE reads"""
+    d_sae: int
+    """number of latents in the dictionary (d_in x expansion factor)"""
+    k: int | None = None
+    """active latents per token (topk; batchtopk: on average over a batch)"""
+    dtype: Literal["float32", "bfloat16", "float16", "float64"] = "float32"
+    """dtype of the weights"""
+    apply_b_dec_to_input: bool = True
+    """subtract b_dec from the input before encoding (the pre-encoder bias)"""
+    l1_coefficient: float = 5.0
+    """relu: weight of the L1 penalty on latent activations (times decoder row norms)"""
+    k_aux: int | None = None
+    """topk/batchtopk: dead latents used by the AuxK loss per token (default d_in // 2)"""
+    auxk_coef: float = 1 / 32
+    """topk/batchtopk: weight of the AuxK loss (OpenAI: 1/32)"""
+    activation_scale: float = 1.0
+    """input-normalisation scalar already folded into these weights (informational)"""
+    hookpoint: str | None = None
+    """where the activations were read, e.g. layers.4.mlp.neurons (informational)"""
+    model: str | None = None
+    """model the activations came from (informational)"""
+
+    def __post_init__(self) -> None:
+        from monosemantic.sae import ARCHITECTURES  # the registry imports this module
+
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(f"unknown architecture {self.arch!r}; expected one of {sorted(ARCHITECTURES)}")
+        for name in ("d_in", "d_sae"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype {self.dtype!r} not supported; expected one of {sorted(DTYPES)}")
+        ARCHITECTURES[self.arch].check_config(self)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+
+class SAEOutput(NamedTuple):
+    """What `sae(x)` returns; leading dimensions of x are kept.
+
+    x_hat:   [..., d_in]  reconstruction
+    latents: [..., d_sae] latent activations (dense)
+    loss:    []           training objective: the sum of `losses`
+    losses:  named terms of the loss, already weighted: "mse" (squared error summed over d_in,
+             averaged over tokens), plus "l1" (relu) or "auxk" (topk family, when dead latents
+             are given)
+    """
+
+    x_hat: Tensor
+    latents: Tensor
+    loss: Tensor
+    losses: dict[str, Tensor]
+
+
+class TrainOutput(NamedTuple):
+    """What `sae.training_forward(x)` returns to the trainer; x is [B, d_in].
+
+    x_hat:  [B, d_in] reconstruction (detached)
+    loss:   []        training objective (differentiable)
+    losses: named, weighted terms of the loss (detached)
+    fired:  [d_sae]   bool, latents with a nonzero activation on some token of the batch
+    l0:     []        mean number of nonzero latents per token
+    """
+
+    x_hat: Tensor
+    loss: Tensor
+    losses: dict[str, Tensor]
+    fired: Tensor
+    l0: Tensor
+
+
+def mse_loss(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Squared error summed over d_in, averaged over tokens (the SAELens convention)."""
+    return (x_hat - x).pow(2).sum(-1).mean()
+
+
+class SAE(nn.Module):
+    """Base class: parameters, shared maths, save/load. Subclasses implement `encode`."""
+
+    arch: ClassVar[str] = ""
+    #: buffers that scale with the latent activations (e.g. a threshold); see `fold_input_scale_`.
+    scaled_buffers: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None):
+        super().__init__()
+        if cfg.arch != self.arch:
+            raise ConfigError(f"{type(self).__name__} needs arch={self.arch!r}, got {cfg.arch!r}")
+        self.cfg = cfg
+        kw = {"device": device, "dtype": cfg.torch_dtype}
+        self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.d_sae, **kw))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **kw))
+        self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in, **kw))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))
+        self._workspace: dict[str, Tensor] = {}
+        self.reset_parameters()
+
+    @staticmethod
+    def check_config(cfg: SAEConfig) -> None:
+        """Raise ConfigError if `cfg` does not suit this architecture."""
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        # Random unit-norm decoder rows, encoder tied to their transpose (OpenAI, sec. A.1; also
+        # SAELens' and sparsify's default); biases zero until the trainer sets b_dec from data.
+        W = torch.randn(self.cfg.d_sae, self.cfg.d_in, dtype=torch.float32, device=self.W_dec.device)
+        W /= W.norm(dim=1, keepdim=True)
+        self.W_dec.copy_(W)
+        self.W_enc.copy_(W.t())
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+
+    # ---- maths shared by every architecture -------------------------------------------------
+
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.cfg.d_sae
+
+    def _flatten(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"expected activations of shape [..., {self.cfg.d_in}] (d_in={self.cfg.d_in}), "
+                f"got shape {list(x.shape)}"
+            )
+        return x.reshape(-1, self.cfg.d_in).to(self.W_enc.dtype)
+
+    def pre_acts(self, x: Tensor) -> Tensor:
+        """Encoder pre-activations (x - b_dec) @ W_enc + b_enc: [N, d_sae] for x [N, d_in]."""
+        if self.cfg.apply_b_dec_to_input:
+            x = x - self.b_dec
+        return torch.addmm(self.b_enc, x, self.W_enc)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Latent activations [..., d_sae] of activations x [..., d_in]."""
+        lead = x.shape[:-1]
+        return self.activation(self.pre_acts(self._flatten(x))).reshape(*lead, self.cfg.d_sae)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Reconstruction [..., d_in] from latent activations z [..., d_sae]."""
+        if z.shape[-1] != self.cfg.d_sae:
+            raise ValueError(f"expected latents of shape [..., {self.cfg.d_sae}], got {list(z.shape)}")
+        lead = z.shape[:-1]
+        out = torch.addmm(self.b_dec, z.reshape(-1, self.cfg.d_sae).to(self.W_dec.dtype), self.W_dec)
+        return out.reshape(*lead, self.cfg.d_in)
+
+    def aux_losses(self, x: Tensor, x_hat: Tensor, latents: Tensor, pre: Tensor,
+                   dead: Tensor | None, penalty_scale: float) -> dict[str, Tensor]:
+        """Loss terms besides the MSE (dense reference); x, x_hat [N, d_in]; latents, pre [N, d_sae]."""
+        return {}
+
+    def forward(self, x: Tensor, *, dead: Tensor | None = None, penalty_scale: float = 1.0) -> SAEOutput:
+        """Dense forward pass with plain autograd; see `SAEOutput`.
+
+        dead:          [d_sae] bool, latents the trainer counts as dead (enables AuxK)
+        penalty_scale: multiplier of the sparsity penalty during its warm-up (0..1)
+        """
+        lead = x.shape[:-1]
+        x = self._flatten(x)
+        pre = self.pre_acts(x)
+        latents = self.activation(pre)
+        x_hat = latents @ self.W_dec + self.b_dec
+        losses = {"mse": mse_loss(x_hat, x)}
+        losses.update(self.aux_losses(x, x_hat, latents, pre, dead, penalty_scale))
+        loss = torch.stack(list(losses.values())).sum()
+        return SAEOutput(x_hat.reshape(*lead, -1), latents.reshape(*lead, -1), loss, losses)
+
+    def activation(self, pre: Tensor) -> Tensor:
+        """Latent activations [N, d_sae] from pre-activations [N, d_sae] (dense)."""
+        raise NotImplementedError
+
+    def training_forward(self, x: Tensor, *, dead: Tensor | None = None, penalty_scale: float = 1.0,
+                         matmul_dtype: torch.dtype | None = None) -> TrainOutput:
+        """One training forward pass on x [B, d_in]; architectures with sparse latents override it."""
+        out = self.forward(x, dead=dead, penalty_scale=penalty_scale)
+        active = out.latents != 0
+        return TrainOutput(
+            out.x_hat.detach(), out.loss, {k: v.detach() for k, v in out.losses.items()},
+            active.any(0), active.sum(-1).float().mean(),
+        )
+
+    def workspace(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        """A reusable scratch tensor: a fresh [B, d_sae] allocation each step costs page faults
+        comparable to a fifth of the encoder matmul on CPU."""
+        buf = self._workspace.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != self.W_enc.device:
+            buf = torch.empty(shape, dtype=dtype, device=self.W_enc.device)
+            self._workspace[name] = buf
+        return buf
+
+    # ---- constraints kept by the trainer ----------------------------------------------------
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Project decoder rows back onto the unit sphere (Towards Monosemanticity; OpenAI)."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def remove_parallel_grad_(self) -> None:
+        """Drop the component of each decoder row's gradient along the row, so that Adam's step
+        moves along the sphere (Towards Monosemanticity, "Autoencoder Architecture")."""
+        g = self.W_dec.grad
+        if g is not None:
+            g -= (g * self.W_dec).sum(dim=1, keepdim=True) * self.W_dec
+
+    @torch.no_grad()
+    def fold_input_scale_(self, scale: float) -> None:
+        """Make an SAE trained on `scale * x` take raw x, keeping the decoder unit-norm.
+
+        With act positively homogeneous (ReLU, top-k, thresholds that scale along), the latents for
+        raw x are the trained latents divided by `scale`: b_enc, b_dec and thresholds divide by
+        `scale`; W_enc and W_dec are unchanged.
+        """
+        if not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"activation scale must be a positive finite number, got {scale}")
+        self.b_enc /= scale
+        self.b_dec /= scale
+        for name in self.scaled_buffers:
+            getattr(self, name).div_(scale)
+        self.cfg = dataclasses.replace(self.cfg, activation_scale=self.cfg.activation_scale * scale)
+
+    # ---- save / load ------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Write `cfg.json` + `sae.safetensors` into directory `path` (each file atomically)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        data = safetensors.torch.save(tensors, metadata={"arch": self.cfg.arch})
+        # Weights first, then the config that names their hash: a crash in between leaves a
+        # mismatch that `load` reports, never a silently inconsistent pair.
+        atomic_write_bytes(path / WEIGHTS_FILE, data)
+        atomic_write_json(path / CFG_FILE, {**to_dict(self.cfg), "sha256": hashlib.sha256(data).hexdigest()})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: torch.device | str | None = None, verify: bool = True) -> SAE:
+        """Load an SAE saved by `save`, checking architecture, shapes, dtypes and integrity."""
+        cfg, expected_sha = read_config(path)
+        from monosemantic.sae import ARCHITECTURES
+
+        arch_cls = ARCHITECTURES[cfg.arch]
+        if cls is not SAE and arch_cls is not cls:
+            raise SAEFormatError(f"{path}: holds a {cfg.arch!r} SAE, not {cls.arch!r}")
+        weights = Path(path) / WEIGHTS_FILE
+        if not weights.is_file():
+            raise SAEFormatError(f"{weights}: missing; an SAE directory holds {CFG_FILE} and {WEIGHTS_FILE}")
+        if verify and expected_sha is not None and file_sha256(weights) != expected_sha:
+            raise SAEFormatError(
+                f"{weights}: contents do not match the sha256 recorded in {CFG_FILE} (the file was "
+                "changed or damaged after saving); pass verify=False to load it anyway"
+            )
+        try:
+            tensors = safetensors.torch.load_file(weights)
+        except (safetensors.SafetensorError, OSError, ValueError) as e:
+            raise SAEFormatError(f"{weights}: not a readable safetensors file ({e}); is it truncated?") from e
+        with torch.device("meta"):
+            sae = arch_cls(cfg)
+        check_state(sae.state_dict(), tensors, str(weights))
+        sae.load_state_dict(tensors, assign=True)
+        sae._workspace = {}
+        return sae.to(device) if device is not None else sae
+
+
+def read_config(path: str | Path) -> tuple[SAEConfig, str | None]:
+    """Parse `path/cfg.json` into an SAEConfig (and the weights' recorded sha256, if any)."""
+    cfg_path = Path(path) / CFG_FILE
+    if not cfg_path.is_file():
+        raise SAEFormatError(f"{cfg_path}: missing; an SAE directory holds {CFG_FILE} and {WEIGHTS_FILE}")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SAEFormatError(f"{cfg_path}: not valid JSON ({e})") from e
+    sha = raw.pop("sha256", None) if isinstance(raw, dict) else None
+    try:
+        return from_dict(SAEConfig, raw, source=str(cfg_path)), sha
+    except ConfigError as e:
+        raise SAEFormatError(str(e)) from e
+
+
+def check_state(expected: dict[str, Tensor], found: dict[str, Tensor], source: str) -> None:
+    """Raise SAEFormatError unless `found` has exactly the names, shapes and dtypes of `expected`
+    and only finite values."""
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        raise SAEFormatError(f"{source}: tensors do not match the config: missing {missing}, unexpected {extra}")
+    for name, want in expected.items():
+        got = found[name]
+        if tuple(got.shape) != tuple(want.shape):
+            raise SAEFormatError(
+                f"{source}: tensor {name!r} has shape {list(got.shape)}, the config implies {list(want.shape)}"
+            )
+        if got.dtype != want.dtype:
+            raise SAEFormatError(f"{source}: tensor {name!r} has dtype {got.dtype}, the config says {want.dtype}")
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise SAEFormatError(f"{source}: tensor {name!r} contains NaN or inf")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,94 @@
+"""BatchTopK SAE (Bussmann et al. 2024, "BatchTopK Sparse Autoencoders").
+
+Training keeps the k * B largest ReLU pre-activations of the whole batch, so tokens that need more
+latents get more and the mean is still k. Inference cannot see a batch: a latent fires when its
+pre-activation exceeds a threshold, the running mean (EMA) of the smallest activation kept in
+training batches (dictionary_learning's estimator). AuxK is shared with TopK.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from monosemantic.sae.base import SAE, SAEConfig, TrainOutput
+from monosemantic.sae.topk import auxk_dense, check_k, encoder_preacts, sparse_training_step
+
+THRESHOLD_EMA = 0.999  # dictionary_learning's threshold_beta
+
+
+def batch_topk_select(pre: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The n largest entries of pre [B, F] as row-sorted (rows, cols, values), each [n].
+
+    A full sort of B * F entries is slow; instead take each row's top m as candidates and select
+    among those. That is exact unless some row had all m candidates selected (then it may hold
+    more), in which case m grows and we retry.
+    """
+    B, F_ = pre.shape
+    n = min(n, B * F_)
+    m = min(F_, max(1, 2 * -(-n // B)))
+    while True:
+        cand_vals, cand_idx = pre.topk(m, dim=-1, sorted=False)  # [B, m]
+        _, pos = cand_vals.reshape(-1).topk(n, sorted=False)
+        if m == F_ or not bool((torch.bincount(pos // m, minlength=B) == m).any()):
+            break
+        m = min(F_, 4 * m)
+    pos = pos.sort().values  # row-major order
+    return pos // m, cand_idx.reshape(-1)[pos], cand_vals.reshape(-1)[pos]
+
+
+class BatchTopKSAE(SAE):
+    """BatchTopK in training, a learned threshold at inference; see the module docstring."""
+
+    arch = "batchtopk"
+    scaled_buffers = ("threshold",)
+
+    def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None):
+        super().__init__(cfg, device)
+        # < 0: not estimated yet (then inference falls back to plain ReLU)
+        self.register_buffer("threshold", torch.tensor(-1.0, dtype=cfg.torch_dtype, device=device))
+
+    @staticmethod
+    def check_config(cfg: SAEConfig) -> None:
+        check_k(cfg)
+
+    def threshold_activation(self, pre: Tensor) -> Tensor:
+        """Inference: pre-activations above max(threshold, 0) pass, the rest are zero."""
+        return torch.where(pre > self.threshold.clamp_min(0), pre, torch.zeros_like(pre))
+
+    def activation(self, pre: Tensor) -> Tensor:
+        if not self.training:
+            return self.threshold_activation(pre)
+        flat = F.relu(pre).reshape(-1)
+        vals, idx = flat.topk(min(self.cfg.k * pre.shape[0], flat.numel()), sorted=False)
+        return torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
+
+    def encode(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        return self.threshold_activation(self.pre_acts(self._flatten(x))).reshape(*lead, self.cfg.d_sae)
+
+    def aux_losses(self, x, x_hat, latents, pre, dead, penalty_scale):
+        return auxk_dense(self, x, x_hat, pre, dead)
+
+    def training_forward(self, x: Tensor, *, dead: Tensor | None = None, penalty_scale: float = 1.0,
+                         matmul_dtype: torch.dtype | None = None) -> TrainOutput:
+        x = self._flatten(x)
+        pre = encoder_preacts(self, x, matmul_dtype)
+        rows, cols, values = batch_topk_select(pre, self.cfg.k * x.shape[0])
+        exact = values if pre.dtype == self.W_enc.dtype else None
+        out = sparse_training_step(self, x, pre, rows, cols, exact, dead)
+        if self.training:
+            self.update_threshold_(values)
+        return out
+
+    @torch.no_grad()
+    def update_threshold_(self, selected: Tensor) -> None:
+        positive = selected[selected > 0]
+        if positive.numel() == 0:
+            return
+        low = positive.min().to(self.threshold.dtype)
+        if self.threshold < 0:
+            self.threshold.copy_(low)
+        else:
+            self.threshold.mul_(THRESHOLD_EMA).add_((1 - THRESHOLD_EMA) * low)

@@ -1,0 +1,127 @@
+"""TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders", OpenAI).
+
+z = ReLU(TopK_k((x - b_dec) @ W_enc + b_enc)): the k largest pre-activations per token survive.
+Training adds the AuxK loss: the residual e = x - x_hat is reconstructed from the top k_aux
+*dead* latents alone, which gives dead latents a gradient again (sec. A.2).
+
+The fast training path (`training_forward`) computes the dense encoder matmul once, into a reused
+buffer and without autograd, and does everything else through the sparse kernels of
+`monosemantic.sae.sparse`; `forward` is the plain dense-autograd reference it is tested against.
+The helpers here (`encoder_preacts`, `sparse_training_step`, AuxK) are shared with BatchTopK.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from monosemantic.config import ConfigError
+from monosemantic.sae.base import SAE, SAEConfig, TrainOutput, mse_loss
+from monosemantic.sae.sparse import selected_preacts, sparse_decode
+
+
+def check_k(cfg: SAEConfig) -> None:
+    if not isinstance(cfg.k, int) or isinstance(cfg.k, bool) or cfg.k < 1:
+        raise ConfigError(f"arch={cfg.arch!r} needs k, the number of active latents per token (>= 1); got k={cfg.k!r}")
+    if cfg.k > cfg.d_sae:
+        raise ConfigError(f"k={cfg.k} is larger than d_sae={cfg.d_sae}; k must be at most the number of latents")
+    if cfg.k_aux is not None and (not isinstance(cfg.k_aux, int) or cfg.k_aux < 1):
+        raise ConfigError(f"k_aux must be a positive integer or unset, got {cfg.k_aux!r}")
+    if cfg.auxk_coef < 0:
+        raise ConfigError(f"auxk_coef must be >= 0, got {cfg.auxk_coef}")
+
+
+def k_aux(cfg: SAEConfig) -> int:
+    # sparsify's default; OpenAI used 512 at d_in = 768 and larger.
+    return cfg.k_aux if cfg.k_aux is not None else max(1, cfg.d_in // 2)
+
+
+@torch.no_grad()
+def encoder_preacts(sae: SAE, x: Tensor, matmul_dtype: torch.dtype | None) -> Tensor:
+    """(x - b_dec) @ W_enc + b_enc into the SAE's reused [B, d_sae] buffer, without autograd.
+
+    With `matmul_dtype` (e.g. bfloat16) the matmul runs in that dtype; callers then use the result
+    only to choose latents and recompute the chosen values in the weights' dtype.
+    """
+    dtype = matmul_dtype or sae.W_enc.dtype
+    x_c = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
+    out = sae.workspace("pre_acts", (x.shape[0], sae.d_sae), dtype)
+    return torch.addmm(sae.b_enc.to(dtype), x_c.to(dtype), sae.W_enc.to(dtype), out=out)
+
+
+def auxk_dense(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> dict[str, Tensor]:
+    """AuxK term with dense ops (reference): top-k_aux dead latents reconstruct the residual."""
+    if dead is None or not bool(dead.any()):
+        return {}
+    n = min(k_aux(sae.cfg), int(dead.sum()))
+    vals, idx = pre.masked_fill(~dead, float("-inf")).topk(n, dim=-1, sorted=False)
+    z = torch.zeros_like(pre).scatter(-1, idx, F.relu(vals))
+    return {"auxk": sae.cfg.auxk_coef * mse_loss(z @ sae.W_dec, (x - x_hat).detach())}
+
+
+def auxk_sparse(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> dict[str, Tensor]:
+    """AuxK term touching only the dead latents: cost O(B * n_dead) to select, O(B * k_aux * d_in) after."""
+    if dead is None:
+        return {}
+    dead_ids = dead.nonzero().squeeze(1)
+    if dead_ids.numel() == 0:
+        return {}
+    B = x.shape[0]
+    n = min(k_aux(sae.cfg), dead_ids.numel())
+    vals, j = pre.index_select(1, dead_ids).topk(n, dim=-1, sorted=False)  # [B, n]
+    rows = torch.arange(B, device=x.device).repeat_interleave(n)
+    cols = dead_ids[j.reshape(-1)]
+    exact = vals.reshape(-1) if pre.dtype == sae.W_enc.dtype else None
+    b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
+    pre_aux = selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, exact)
+    e_hat = sparse_decode(F.relu(pre_aux), rows, cols, sae.W_dec, B)
+    return {"auxk": sae.cfg.auxk_coef * mse_loss(e_hat, (x - x_hat).detach())}
+
+
+def sparse_training_step(sae: SAE, x: Tensor, pre: Tensor, rows: Tensor, cols: Tensor,
+                         values: Tensor | None, dead: Tensor | None) -> TrainOutput:
+    """Loss and statistics for selected latents (rows, cols) of x [B, d_in]; see `sparse`.
+
+    `values` are the selected pre-activations from `pre` when it was computed in the weights'
+    dtype; None makes them be recomputed exactly from the selected columns.
+    """
+    B = x.shape[0]
+    b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
+    acts = F.relu(selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, values))
+    x_hat = sparse_decode(acts, rows, cols, sae.W_dec, B) + sae.b_dec
+    losses = {"mse": mse_loss(x_hat, x)}
+    losses.update(auxk_sparse(sae, x, x_hat, pre, dead))
+    loss = torch.stack(list(losses.values())).sum()
+    active = acts > 0
+    fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=x.device)
+    fired[cols[active]] = True
+    return TrainOutput(x_hat.detach(), loss, {k: v.detach() for k, v in losses.items()},
+                       fired, active.sum().float() / B)
+
+
+class TopKSAE(SAE):
+    """ReLU(TopK) SAE with AuxK; see the module docstring."""
+
+    arch = "topk"
+
+    @staticmethod
+    def check_config(cfg: SAEConfig) -> None:
+        check_k(cfg)
+
+    def activation(self, pre: Tensor) -> Tensor:
+        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre).scatter(-1, idx, F.relu(vals))
+
+    def aux_losses(self, x, x_hat, latents, pre, dead, penalty_scale):
+        return auxk_dense(self, x, x_hat, pre, dead)
+
+    def training_forward(self, x: Tensor, *, dead: Tensor | None = None, penalty_scale: float = 1.0,
+                         matmul_dtype: torch.dtype | None = None) -> TrainOutput:
+        x = self._flatten(x)
+        B, k = x.shape[0], self.cfg.k
+        pre = encoder_preacts(self, x, matmul_dtype)
+        vals, idx = pre.topk(k, dim=-1, sorted=False)
+        rows = torch.arange(B, device=x.device).repeat_interleave(k)
+        exact = vals.reshape(-1) if pre.dtype == self.W_enc.dtype else None
+        return sparse_training_step(self, x, pre, rows, idx.reshape(-1), exact, dead)

@@ -1,0 +1,361 @@
+"""The trainer: an SAE + any Iterator[Tensor] of activation batches -> a trained SAE.
+
+It never sees a language model. Each step: scale the batch by one scalar (E||x|| = sqrt(d_in)),
+run the SAE's own `training_forward` (fast path and loss live in the SAE), Adam, keep the decoder
+rows unit norm, and count the tokens since each latent last fired. Around the step: learning-rate
+warm-up and decay, sparsity-penalty warm-up, dead-latent resampling (Towards Monosemanticity),
+`metrics.jsonl`, a progress bar, and atomic checkpoints that resume bit-for-bit.
+
+    trainer = Trainer(sae, TrainConfig(total_tokens=10**7), run_dir="runs/x")
+    sae_for_raw_activations = trainer.fit(batches)           # or fit(batches, resume=True)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import chain, islice
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from monosemantic import checkpoint as ckpt
+from monosemantic.activations import ActivationDataError, check_finite
+from monosemantic.config import ConfigError, to_dict
+from monosemantic.metrics import dead_fraction, fvu
+from monosemantic.rundir import MetricsLog
+from monosemantic.sae.base import DTYPES, SAE, TrainOutput
+
+log = logging.getLogger(__name__)
+
+SCALE_TOKENS = 1 << 16  # tokens used to estimate the normalisation scalar and b_dec
+OPERATIONAL_FIELDS = {"device", "checkpoint_every", "keep_checkpoints", "log_every"}  # may change on resume
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on: non-finite data or loss, or an exhausted data source."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 4096
+    """activation vectors (tokens) per optimiser step"""
+    total_tokens: int = 2_000_000
+    """tokens to train on; steps = total_tokens // batch_size"""
+    lr: float | None = None
+    """Adam learning rate (default: 2e-4 / sqrt(d_sae / 2^14), OpenAI's scaling)"""
+    lr_warmup: float = 0.01
+    """fraction of the steps over which the learning rate rises linearly from 0"""
+    lr_decay: float = 0.2
+    """fraction of the steps at the end over which the learning rate falls linearly to 0"""
+    penalty_warmup: float = 0.05
+    """fraction of the steps over which the sparsity penalty (relu: L1) rises linearly from 0"""
+    dead_window: int = 10_000_000
+    """a latent that has not fired in this many tokens is dead (AuxK, resampling, dead fraction)"""
+    resample_every: int = 0
+    """resample dead latents from high-loss inputs every this many steps (0: never)"""
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
+    """initial b_dec, estimated from the first batches"""
+    normalize_activations: bool = True
+    """scale inputs by one scalar so that E||x|| = sqrt(d_in); folded into the saved SAE"""
+    matmul_dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype of the topk/batchtopk encoder matmul (bfloat16 only picks latents; values stay fp32)"""
+    seed: int = 0
+    """seed of the SAE initialisation and of the trainer's randomness"""
+    device: str = "cpu"
+    """device to train on: cpu, cuda, cuda:1, ..."""
+    checkpoint_every: int = 500
+    """steps between checkpoints (0: only at the end)"""
+    keep_checkpoints: int = 2
+    """how many of the newest checkpoints to keep"""
+    log_every: int = 20
+    """steps between lines of metrics.jsonl"""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.total_tokens < self.batch_size:
+            raise ConfigError(f"total_tokens={self.total_tokens} is less than one batch ({self.batch_size})")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        for name in ("lr_warmup", "lr_decay", "penalty_warmup"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} is a fraction of the steps in [0, 1], got {getattr(self, name)}")
+        if self.lr_warmup + self.lr_decay > 1:
+            raise ConfigError(f"lr_warmup + lr_decay = {self.lr_warmup + self.lr_decay} exceeds 1")
+        for name in ("dead_window", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.resample_every < 0 or self.checkpoint_every < 0:
+            raise ConfigError("resample_every and checkpoint_every must be >= 0")
+
+    @property
+    def steps(self) -> int:
+        return self.total_tokens // self.batch_size
+
+
+def default_lr(d_sae: int) -> float:
+    return 2e-4 / math.sqrt(d_sae / 2**14)
+
+
+def lr_at(step: int, steps: int, base: float, warmup: float, decay: float) -> float:
+    """Linear warm-up over the first `warmup` fraction, linear decay to 0 over the last `decay`."""
+    n_warm, n_decay = warmup * steps, decay * steps
+    if step < n_warm:
+        return base * (step + 1) / n_warm
+    if step >= steps - n_decay:
+        return base * (steps - step) / n_decay
+    return base
+
+
+@torch.no_grad()
+def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
+    """Weiszfeld's algorithm on x [N, d] in float64 (Towards Monosemanticity initialises b_dec so)."""
+    x = x.double()
+    y = x.mean(0)
+    for _ in range(iters):
+        w = 1 / (x - y).norm(dim=1).clamp_min(1e-12)
+        y_next = (w[:, None] * x).sum(0) / w.sum()
+        if (y_next - y).norm() <= tol * y.norm().clamp_min(1e-12):
+            return y_next
+        y = y_next
+    return y
+
+
+@torch.no_grad()
+def resample_dead_latents(sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor, dead: Tensor,
+                          generator: torch.Generator) -> int:
+    """Re-initialise dead latents from inputs of x [B, d_in] drawn with probability ~ loss^2.
+
+    Towards Monosemanticity, "Neuron Resampling": decoder row = the unit input; encoder column =
+    the same, at 0.2 x the mean norm of the alive encoder columns; encoder bias 0; Adam moments of
+    those entries reset. Returns the number of latents resampled.
+    """
+    ids = dead.nonzero().squeeze(1)
+    if ids.numel() == 0:
+        return 0
+    loss = (x - sae(x).x_hat).pow(2).sum(-1)
+    weights = loss.pow(2) if bool(loss.pow(2).sum() > 0) else torch.ones_like(loss)
+    picked = x[torch.multinomial(weights, ids.numel(), replacement=True, generator=generator)]
+    unit = picked / picked.norm(dim=1, keepdim=True).clamp_min(1e-12)  # [n_dead, d_in]
+    alive = ~dead
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
+    sae.W_dec[ids] = unit.to(sae.W_dec.dtype)
+    sae.W_enc[:, ids] = (unit.T * 0.2 * enc_norm).to(sae.W_enc.dtype)
+    sae.b_enc[ids] = 0
+    for param, index in ((sae.W_dec, (ids,)), (sae.W_enc, (slice(None), ids)), (sae.b_enc, (ids,))):
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in optimizer.state.get(param, {}):
+                optimizer.state[param][key][index] = 0
+    return ids.numel()
+
+
+class Trainer:
+    """Trains one SAE; see the module docstring. `dense_reference=True` swaps the fast path for
+    plain dense autograd (the baseline of tests and benchmarks)."""
+
+    def __init__(self, sae: SAE, cfg: TrainConfig, run_dir: str | Path | None = None, *,
+                 progress: bool = True, dense_reference: bool = False):
+        self.cfg, self.progress = cfg, progress
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.device = torch.device(cfg.device)
+        self.sae = sae.to(self.device).train()
+        self.steps = cfg.steps
+        self.lr = cfg.lr if cfg.lr is not None else default_lr(sae.d_sae)
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.lr, fused=fused)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.matmul_dtype = DTYPES[cfg.matmul_dtype] if cfg.matmul_dtype != "float32" else None
+        self.forward = (lambda x, **kw: SAE.training_forward(self.sae, x, **kw)) if dense_reference \
+            else self.sae.training_forward
+        self.state = ckpt.TrainerState(
+            step=0, tokens_seen=0, scale=1.0, data_state={},
+            tokens_since_fired=torch.zeros(sae.d_sae, dtype=torch.long, device=self.device),
+            configs={"sae": to_dict(sae.cfg), "train": to_dict(cfg)},
+        )
+        self._batches_consumed = 0
+        self.metrics = MetricsLog(self.run_dir) if self.run_dir is not None else None
+
+    # ---- the step ---------------------------------------------------------------------------
+
+    def step(self, x: Tensor) -> TrainOutput:
+        """One optimiser step on x [B, d_in] (already normalised)."""
+        s, cfg = self.state, self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(s.step, self.steps, self.lr, cfg.lr_warmup, cfg.lr_decay)
+        penalty = min(1.0, (s.step + 1) / (cfg.penalty_warmup * self.steps)) if cfg.penalty_warmup > 0 else 1.0
+        dead = s.tokens_since_fired >= cfg.dead_window
+        out = self.forward(x, dead=dead, penalty_scale=penalty, matmul_dtype=self.matmul_dtype)
+        if not bool(torch.isfinite(out.loss)):
+            raise TrainingError(
+                f"loss became {out.loss.item()} at step {s.step} ({ {k: v.item() for k, v in out.losses.items()} }); "
+                "lower --lr or check the activations"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.sae.remove_parallel_grad_()
+        self.optimizer.step()
+        self.sae.normalize_decoder_()
+        s.tokens_since_fired += x.shape[0]
+        s.tokens_since_fired[out.fired] = 0
+        s.step += 1
+        s.tokens_seen += x.shape[0]
+        if cfg.resample_every and s.step % cfg.resample_every == 0 and s.step < self.steps:
+            n = resample_dead_latents(self.sae, self.optimizer, x, dead, self.generator)
+            s.tokens_since_fired[dead] = 0
+            log.info("step %d: resampled %d dead latents", s.step, n)
+        return out
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def fit(self, batches: Iterator[Tensor], *, resume: bool = False) -> SAE:
+        """Train to `cfg.total_tokens`; return the SAE with normalisation folded in (takes raw
+        activations). With a run directory, also save it there as cfg.json + sae.safetensors."""
+        batches = iter(batches)
+        if resume:
+            batches = self._restore(batches)
+        else:
+            batches = self._initialise(batches)
+        start, t0 = self.state.step, time.perf_counter()
+        with tqdm(total=self.steps, initial=start, unit="step", desc=f"train {self.sae.cfg.arch}",
+                  disable=not self.progress, dynamic_ncols=True) as bar:
+            while self.state.step < self.steps:
+                x = self._next_batch(batches)
+                out = self.step(x)
+                bar.update(1)
+                if self.state.step % self.cfg.log_every == 0 or self.state.step == self.steps:
+                    row = self._log_row(x, out, (self.state.step - start) * self.cfg.batch_size / (time.perf_counter() - t0))
+                    bar.set_postfix(fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}",
+                                    dead="n/a" if row["dead_fraction"] is None else f"{row['dead_fraction']:.1%}")
+                every = self.cfg.checkpoint_every
+                if self.run_dir is not None and every and self.state.step % every == 0 and self.state.step < self.steps:
+                    self.save_checkpoint(batches)
+        if self.run_dir is not None:
+            self.save_checkpoint(batches)
+        return self.export()
+
+    def _next_batch(self, batches: Iterator[Tensor]) -> Tensor:
+        try:
+            x = next(batches)
+        except StopIteration:
+            raise TrainingError(
+                f"the data ran out after {self._batches_consumed} batches, at step {self.state.step} of "
+                f"{self.steps}; provide more data or lower total_tokens"
+            ) from None
+        self._batches_consumed += 1
+        if x.ndim != 2 or x.shape[1] != self.sae.d_in:
+            raise ActivationDataError(
+                f"batch at step {self.state.step} has shape {list(x.shape)}; expected [batch, {self.sae.d_in}]"
+            )
+        check_finite(x, f"batch at step {self.state.step}")
+        return x.to(self.device, self.sae.W_enc.dtype, non_blocking=True) * self.state.scale
+
+    def _log_row(self, x: Tensor, out: TrainOutput, tokens_per_s: float) -> dict:
+        s = self.state
+        row = {
+            "step": s.step,
+            "tokens": s.tokens_seen,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "loss": out.loss.item(),
+            **{k: v.item() for k, v in out.losses.items()},
+            "fvu": fvu(x, out.x_hat).item(),
+            "l0": out.l0.item(),
+            # measurable only once the window has passed: before that no latent can be dead
+            "dead_fraction": dead_fraction(s.tokens_since_fired, self.cfg.dead_window)
+            if s.tokens_seen >= self.cfg.dead_window else None,
+            "dead_window": self.cfg.dead_window,
+            "tokens_per_s": round(tokens_per_s, 1),
+        }
+        if self.metrics is not None:
+            self.metrics.append(row)
+        return row
+
+    # ---- start, checkpoint, resume, export --------------------------------------------------
+
+    def _initialise(self, batches: Iterator[Tensor]) -> Iterator[Tensor]:
+        """Estimate the normalisation scalar and b_dec from the first batches without losing them."""
+        rewind = getattr(batches, "state_dict", None) and getattr(batches, "load_state_dict", None)
+        saved = batches.state_dict() if rewind else None
+        n_batches = max(1, -(-SCALE_TOKENS // self.cfg.batch_size))
+        peeked = list(islice(batches, n_batches))
+        if not peeked:
+            raise TrainingError("the data source yielded no batches")
+        sample = torch.cat([b.reshape(-1, b.shape[-1]) for b in peeked]).to(self.device, torch.float32)
+        check_finite(sample, "first batches")
+        if self.cfg.normalize_activations:
+            self.state.scale = math.sqrt(self.sae.d_in) / sample.norm(dim=1).mean().clamp_min(1e-12).item()
+        sample = sample * self.state.scale
+        with torch.no_grad():
+            if self.cfg.b_dec_init == "geometric_median":
+                self.sae.b_dec.copy_(geometric_median(sample[:SCALE_TOKENS]))
+            elif self.cfg.b_dec_init == "mean":
+                self.sae.b_dec.copy_(sample.mean(0))
+        if rewind:
+            batches.load_state_dict(saved)
+            return batches
+        return chain(peeked, batches)  # a fresh source replays them, so resume skips them by count
+
+    def save_checkpoint(self, batches: Iterator[Tensor]) -> Path:
+        s = self.state
+        s.data_state = batches.state_dict() if hasattr(batches, "state_dict") \
+            else {"batches_consumed": self._batches_consumed}
+        s.rng = {"torch": torch.get_rng_state(), "trainer": self.generator.get_state()}
+        if torch.cuda.is_available():
+            s.rng.update({f"cuda{i}": t for i, t in enumerate(torch.cuda.get_rng_state_all())})
+        path = ckpt.save_checkpoint(self.run_dir, self.sae, self.optimizer, s, self.cfg.keep_checkpoints)
+        if self.metrics is not None:
+            self.metrics.flush()
+        return path
+
+    def _restore(self, batches: Iterator[Tensor]) -> Iterator[Tensor]:
+        if self.run_dir is None:
+            raise ConfigError("resume needs a run directory")
+        path = ckpt.latest_checkpoint(self.run_dir)
+        if path is None:
+            raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
+        state = ckpt.load_checkpoint(path, self.sae, self.optimizer)
+        check_same_configs(state.configs, self.state.configs, path)
+        state.configs = self.state.configs
+        self.state = state
+        torch.set_rng_state(state.rng["torch"])
+        self.generator.set_state(state.rng["trainer"].to(self.generator.get_state().device))
+        for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            if f"cuda{i}" in state.rng:
+                torch.cuda.set_rng_state(state.rng[f"cuda{i}"], i)
+        if self.metrics is not None:
+            self.metrics.truncate_after(state.step)
+        log.info("resumed from %s (step %d)", path, state.step)
+        if hasattr(batches, "load_state_dict") and "batches_consumed" not in state.data_state:
+            batches.load_state_dict(state.data_state)
+            return batches
+        skip = state.data_state.get("batches_consumed", 0)
+        self._batches_consumed = skip
+        return islice(batches, skip, None)
+
+    def export(self) -> SAE:
+        """A copy of the SAE, on the CPU and in eval mode, that takes raw activations."""
+        sae = copy.deepcopy(self.sae).cpu().eval()
+        sae._workspace = {}
+        sae.fold_input_scale_(self.state.scale)
+        if self.run_dir is not None:
+            sae.save(self.run_dir)
+        return sae
+
+
+def check_same_configs(saved: dict, current: dict, source: Path) -> None:
+    """Refuse to resume a checkpoint under a different configuration (operational fields aside)."""
+    diffs = []
+    for part in ("sae", "train"):
+        a, b = saved.get(part, {}), current.get(part, {})
+        for key in sorted(set(a) | set(b)):
+            if key not in OPERATIONAL_FIELDS and a.get(key) != b.get(key):
+                diffs.append(f"{part}.{key}: checkpoint has {a.get(key)!r}, now {b.get(key)!r}")
+    if diffs:
+        raise ckpt.CheckpointError(f"{source}: cannot resume with a different configuration: " + "; ".join(diffs))
