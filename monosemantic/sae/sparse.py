@@ -108,16 +108,19 @@ def selected_preacts(
     rows: Tensor,
     cols: Tensor,
     values: Tensor | None = None,
+    W_enc_rows: Tensor | None = None,
 ) -> Tensor:
     """Differentiable pre-activations of the selected latents: [nnz].
 
     x [B, d_in]; W_enc [d_in, d_sae]; `b_dec` is subtracted from x first when given. `values`, when
     given, are these pre-activations as the encoder matmul computed them (fp32); without it they are
     computed here in the weights' dtype from the selected columns only (used after a bf16 matmul,
-    which is only trusted to pick the latents, not to give their values).
+    which is only trusted to pick the latents, not to give their values). `W_enc_rows` is
+    W_enc^T as a contiguous [d_sae, d_in] tensor, if the caller keeps one.
     """
     if values is None:
         with torch.no_grad():
             x_c = (x - b_dec) if b_dec is not None else x
-            values = row_dots(x_c.to(W_enc.dtype), W_enc.t().contiguous(), rows, cols) + b_enc[cols]
+            rows_T = W_enc_rows if W_enc_rows is not None else W_enc.t().contiguous()
+            values = row_dots(x_c.to(W_enc.dtype), rows_T, rows, cols) + b_enc[cols]
     return _SelectedPreacts.apply(x, W_enc, b_enc, b_dec, values, rows, cols)

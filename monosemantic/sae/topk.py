@@ -47,7 +47,10 @@ def encoder_preacts(sae: SAE, x: Tensor, matmul_dtype: torch.dtype | None) -> Te
     dtype = matmul_dtype or sae.W_enc.dtype
     x_c = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
     out = sae.workspace("pre_acts", (x.shape[0], sae.d_sae), dtype)
-    return torch.addmm(sae.b_enc.to(dtype), x_c.to(dtype), sae.W_enc.to(dtype), out=out)
+    W_enc = sae.W_enc
+    if dtype != W_enc.dtype:
+        W_enc = sae.workspace("W_enc_cast", tuple(W_enc.shape), dtype).copy_(W_enc)
+    return torch.addmm(sae.b_enc.to(dtype), x_c.to(dtype), W_enc, out=out)
 
 
 def auxk_dense(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> dict[str, Tensor]:
@@ -60,8 +63,11 @@ def auxk_dense(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | N
     return {"auxk": sae.cfg.auxk_coef * mse_loss(z @ sae.W_dec, (x - x_hat).detach())}
 
 
-def auxk_sparse(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> dict[str, Tensor]:
-    """AuxK term touching only the dead latents: cost O(B * n_dead) to select, O(B * k_aux * d_in) after."""
+def auxk_sparse(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None,
+                W_enc_rows: Tensor | None) -> dict[str, Tensor]:
+    """AuxK term touching only the dead latents: cost O(B * n_dead) to select, O(B * k_aux * d_in) after.
+
+    `W_enc_rows` (W_enc^T, contiguous) is needed when `pre` came from a low-precision matmul."""
     if dead is None:
         return {}
     dead_ids = dead.nonzero().squeeze(1)
@@ -74,7 +80,7 @@ def auxk_sparse(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | 
     cols = dead_ids[j.reshape(-1)]
     exact = vals.reshape(-1) if pre.dtype == sae.W_enc.dtype else None
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
-    pre_aux = selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, exact)
+    pre_aux = selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, exact, W_enc_rows)
     e_hat = sparse_decode(F.relu(pre_aux), rows, cols, sae.W_dec, B)
     return {"auxk": sae.cfg.auxk_coef * mse_loss(e_hat, (x - x_hat).detach())}
 
@@ -88,10 +94,12 @@ def sparse_training_step(sae: SAE, x: Tensor, pre: Tensor, rows: Tensor, cols: T
     """
     B = x.shape[0]
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
-    acts = F.relu(selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, values))
+    # recomputing values after a low-precision matmul needs W_enc^T rows: one copy per step
+    W_enc_rows = sae.transposed_copy("W_enc_T", sae.W_enc) if pre.dtype != sae.W_enc.dtype else None
+    acts = F.relu(selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, values, W_enc_rows))
     x_hat = sparse_decode(acts, rows, cols, sae.W_dec, B) + sae.b_dec
     losses = {"mse": mse_loss(x_hat, x)}
-    losses.update(auxk_sparse(sae, x, x_hat, pre, dead))
+    losses.update(auxk_sparse(sae, x, x_hat, pre, dead, W_enc_rows))
     loss = torch.stack(list(losses.values())).sum()
     active = acts > 0
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=x.device)
