@@ -12,6 +12,7 @@ true features of the best cosine similarity with any decoder row.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass
 
@@ -46,12 +47,18 @@ class ToyConfig:
             raise ConfigError(f"avg_active must be in (0, n_features], got {self.avg_active}")
 
 
+def derived_seed(seed: int, purpose: str) -> int:
+    """A seed for one purpose, far from `seed` itself: torch.manual_seed(0) must not reproduce the
+    toy dictionary, or an SAE initialised from it would start out with the true features."""
+    return int.from_bytes(hashlib.sha256(f"{purpose}:{seed}".encode()).digest()[:7], "little")
+
+
 class ToyData:
     """The true dictionary and a sampler; batch i is a pure function of (seed, i)."""
 
     def __init__(self, cfg: ToyConfig):
         self.cfg = cfg
-        g = torch.Generator().manual_seed(cfg.seed)
+        g = torch.Generator().manual_seed(derived_seed(cfg.seed, "toy-dictionary"))
         features = torch.randn(cfg.n_features, cfg.d, generator=g)
         self.features = features / features.norm(dim=1, keepdim=True)  # [n_features, d]
         freq = (torch.arange(cfg.n_features, dtype=torch.float64) + 1) ** -cfg.power_law
@@ -59,7 +66,7 @@ class ToyData:
 
     def sample(self, n: int, index: int) -> Tensor:
         """Batch number `index` of n samples: [n, d]."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + 7919 * (index + 1))
+        g = torch.Generator().manual_seed(derived_seed(self.cfg.seed, f"toy-batch-{index}"))
         active = torch.rand(n, self.cfg.n_features, generator=g) < self.probs
         coef = active * torch.rand(n, self.cfg.n_features, generator=g)
         return coef @ self.features + self.cfg.noise * torch.randn(n, self.cfg.d, generator=g)

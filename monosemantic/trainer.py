@@ -30,12 +30,15 @@ from monosemantic import checkpoint as ckpt
 from monosemantic.activations import ActivationDataError, check_finite
 from monosemantic.config import ConfigError, to_dict
 from monosemantic.metrics import dead_fraction, fvu
-from monosemantic.rundir import MetricsLog
+from monosemantic.atomic import atomic_write_json
+from monosemantic.rundir import TRAIN_CONFIG_FILE, MetricsLog
 from monosemantic.sae.base import DTYPES, SAE, TrainOutput
 
 log = logging.getLogger(__name__)
 
-SCALE_TOKENS = 1 << 16  # tokens used to estimate the normalisation scalar and b_dec
+SCALE_TOKENS = 1 << 16  # tokens used to estimate the normalisation scalar and b_dec...
+SCALE_FLOATS = 1 << 24  # ...unless they would hold more floats than this (64 MB in fp32)
+MEDIAN_TOKENS = 1 << 14  # Weiszfeld iterations run on at most this many of them
 OPERATIONAL_FIELDS = {"device", "checkpoint_every", "keep_checkpoints", "log_every"}  # may change on resume
 
 
@@ -222,7 +225,15 @@ class Trainer:
         if resume:
             batches = self._restore(batches)
         else:
-            batches = self._initialise(batches)
+            if self.run_dir is not None and ckpt.checkpoint_dirs(self.run_dir):
+                raise ckpt.CheckpointError(
+                    f"{self.run_dir} already holds checkpoints; resume it, or train into a new directory"
+                )
+            batches = self._initialise(batches)  # validates the first batches before writing anything
+            if self.run_dir is not None:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                if not (self.run_dir / TRAIN_CONFIG_FILE).exists():
+                    atomic_write_json(self.run_dir / TRAIN_CONFIG_FILE, self.state.configs)
         start, t0 = self.state.step, time.perf_counter()
         with tqdm(total=self.steps, initial=start, unit="step", desc=f"train {self.sae.cfg.arch}",
                   disable=not self.progress, dynamic_ncols=True) as bar:
@@ -250,12 +261,14 @@ class Trainer:
                 f"{self.steps}; provide more data or lower total_tokens"
             ) from None
         self._batches_consumed += 1
-        if x.ndim != 2 or x.shape[1] != self.sae.d_in:
-            raise ActivationDataError(
-                f"batch at step {self.state.step} has shape {list(x.shape)}; expected [batch, {self.sae.d_in}]"
-            )
-        check_finite(x, f"batch at step {self.state.step}")
+        self._check_batch(x, f"batch at step {self.state.step}")
         return x.to(self.device, self.sae.W_enc.dtype, non_blocking=True) * self.state.scale
+
+    def _check_batch(self, x: Tensor, where: str) -> None:
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.sae.d_in:
+            shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ActivationDataError(f"{where} has shape {shape}; expected [batch, {self.sae.d_in}]")
+        check_finite(x, where)
 
     def _log_row(self, x: Tensor, out: TrainOutput, tokens_per_s: float) -> dict:
         s = self.state
@@ -283,18 +296,20 @@ class Trainer:
         """Estimate the normalisation scalar and b_dec from the first batches without losing them."""
         rewind = getattr(batches, "state_dict", None) and getattr(batches, "load_state_dict", None)
         saved = batches.state_dict() if rewind else None
-        n_batches = max(1, -(-SCALE_TOKENS // self.cfg.batch_size))
+        tokens = min(SCALE_TOKENS, SCALE_FLOATS // self.sae.d_in)
+        n_batches = max(1, -(-tokens // self.cfg.batch_size))
         peeked = list(islice(batches, n_batches))
         if not peeked:
             raise TrainingError("the data source yielded no batches")
-        sample = torch.cat([b.reshape(-1, b.shape[-1]) for b in peeked]).to(self.device, torch.float32)
-        check_finite(sample, "first batches")
+        for i, b in enumerate(peeked):
+            self._check_batch(b, f"batch {i} (read to initialise)")
+        sample = torch.cat(peeked).to(self.device, torch.float32)
         if self.cfg.normalize_activations:
             self.state.scale = math.sqrt(self.sae.d_in) / sample.norm(dim=1).mean().clamp_min(1e-12).item()
         sample = sample * self.state.scale
         with torch.no_grad():
             if self.cfg.b_dec_init == "geometric_median":
-                self.sae.b_dec.copy_(geometric_median(sample[:SCALE_TOKENS]))
+                self.sae.b_dec.copy_(geometric_median(sample[:MEDIAN_TOKENS]))
             elif self.cfg.b_dec_init == "mean":
                 self.sae.b_dec.copy_(sample.mean(0))
         if rewind:

@@ -150,10 +150,10 @@ class SAE(nn.Module):
     def reset_parameters(self) -> None:
         # Random unit-norm decoder rows, encoder tied to their transpose (OpenAI, sec. A.1; also
         # SAELens' and sparsify's default); biases zero until the trainer sets b_dec from data.
-        W = torch.randn(self.cfg.d_sae, self.cfg.d_in, dtype=torch.float32, device=self.W_dec.device)
-        W /= W.norm(dim=1, keepdim=True)
-        self.W_dec.copy_(W)
-        self.W_enc.copy_(W.t())
+        # drawn in float32 so that a seed gives the same directions whatever the weights' dtype
+        self.W_dec.copy_(torch.randn(self.cfg.d_sae, self.cfg.d_in, dtype=torch.float32, device=self.W_dec.device))
+        self.normalize_decoder_()
+        self.W_enc.copy_(self.W_dec.t())
         self.b_enc.zero_()
         self.b_dec.zero_()
 
@@ -224,10 +224,16 @@ class SAE(nn.Module):
         """One training forward pass on x [B, d_in]; architectures with sparse latents override it."""
         out = self.forward(x, dead=dead, penalty_scale=penalty_scale)
         active = out.latents != 0
+        self.observe_training_acts_(out.latents.detach()[active])
         return TrainOutput(
             out.x_hat.detach(), out.loss, {k: v.detach() for k, v in out.losses.items()},
             active.any(0), active.sum(-1).float().mean(),
         )
+
+    def observe_training_acts_(self, acts: Tensor) -> None:
+        """Called by every training forward pass with the batch's selected latent activations
+        (flat; may include non-positive ones): where an architecture estimates something for
+        inference from training batches (BatchTopK's threshold), it updates it here."""
 
     def workspace(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         """A reusable scratch tensor: a fresh [B, d_sae] allocation each step costs page faults
