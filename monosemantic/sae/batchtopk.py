@@ -22,7 +22,7 @@ def batch_topk_select(pre: Tensor, n: int, width: int | None = None) -> tuple[Te
     """The n largest entries of pre [B, F] as row-sorted (rows, cols, values), each [n], and the
     largest number taken from one row.
 
-    A full sort of B * F entries is slow; instead take each row's top m as candidates and select
+    Entries come sorted by (row, column). A full sort of B * F entries is slow; instead take each row's top m as candidates and select
     among those. That is exact unless some row had all m candidates selected (then it may hold
     more), in which case m grows and we retry. `width` is a first guess for m (e.g. the previous
     batch's largest row count); it changes the speed, never the result.
@@ -38,8 +38,12 @@ def batch_topk_select(pre: Tensor, n: int, width: int | None = None) -> tuple[Te
         if m == F_ or most < m:
             break
         m = min(F_, 4 * m)
-    pos = pos.sort().values  # row-major order
-    return pos // m, cand_idx.reshape(-1)[pos], cand_vals.reshape(-1)[pos], most
+    rows, cols = pos // m, cand_idx.reshape(-1)[pos]
+    # canonical (row, latent) order: the sums downstream must not depend on m, or a resumed run
+    # (which starts with another first guess) would differ in the last bits
+    order = (rows * F_ + cols).argsort()
+    rows, cols = rows[order], cols[order]
+    return rows, cols, pre[rows, cols], most
 
 
 class BatchTopKSAE(SAE):
