@@ -49,13 +49,15 @@ def load_activation_file(path: str | Path, key: str | None = None) -> Tensor:
     if path.suffix == ".npy":
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
-            raise ActivationDataError(f"{path}: not a plain numeric .npy array ({e})") from e
+        except (ValueError, EOFError, OSError) as e:
+            raise ActivationDataError(f"{path}: not a plain numeric .npy array ({e or 'empty file'})") from e
+        if not array.dtype.isnative:  # e.g. big-endian, written on another machine
+            array = array.astype(array.dtype.newbyteorder("="))
         with warnings.catch_warnings():  # read-only memory map; we never write to it
             warnings.simplefilter("ignore", UserWarning)
             try:
                 x = torch.from_numpy(array)
-            except TypeError as e:
+            except (TypeError, ValueError) as e:
                 raise ActivationDataError(f"{path}: unsupported array dtype {array.dtype} ({e})") from e
     elif path.suffix == ".safetensors":
         try:

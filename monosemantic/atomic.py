@@ -74,43 +74,58 @@ def fsync_tree(path: Path) -> None:
         fsync_dir(root)
 
 
+def _aside(path: Path) -> Path:
+    return path.parent / f".{path.name}.old.tmp"
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces `path` in one rename.
+    """Yield a temporary directory; on success it takes the place of `path`.
 
-    On an exception the temporary directory is removed and `path` is left untouched. An existing
-    `path` is moved aside first and deleted only after the new one is in place.
+    A new `path` appears in one rename. An existing one is first renamed aside (to `.NAME.old.tmp`)
+    and deleted only once the new one is in place; if the process dies between the two renames,
+    `remove_stale_temporaries` puts the old one back. On an exception the temporary directory is
+    removed and `path` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_UMASK)
+    old = None
     try:
         yield tmp
         fsync_tree(tmp)
-        old = None
         if path.exists():
-            old = path.parent / f".{path.name}.old.tmp"
+            old = _aside(path)
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
         os.replace(tmp, path)
         fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old)
     except BaseException:
+        if old is not None and old.exists() and not path.exists():
+            os.replace(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> None:
-    """Delete leftovers of writes that were interrupted (`.NAME.*.tmp`), e.g. after a SIGKILL."""
+    """Clear what interrupted writes left (`.NAME.*.tmp`), e.g. after a SIGKILL. A directory set
+    aside by `atomic_directory` whose replacement never arrived is moved back to NAME."""
     directory = Path(directory)
     if not directory.is_dir():
         return
-    for entry in directory.iterdir():
-        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+    for entry in sorted(directory.iterdir()):
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        if entry.name.endswith(".old.tmp") and entry.is_dir():
+            original = directory / entry.name[1 : -len(".old.tmp")]
+            if not original.exists():
+                os.replace(entry, original)
+                continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

@@ -122,7 +122,8 @@ def load_checkpoint(path: str | Path, sae: SAE, optimizer: torch.optim.Optimizer
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint, after clearing the leftovers of an interrupted write."""
+    """The newest complete checkpoint, after clearing the leftovers of interrupted writes."""
+    remove_stale_temporaries(run_dir)
     remove_stale_temporaries(Path(run_dir) / CHECKPOINTS_DIR)
     dirs = checkpoint_dirs(run_dir)
     return dirs[-1] if dirs else None

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -22,10 +22,10 @@ from monosemantic.atomic import atomic_write_json
 from monosemantic.checkpoint import CheckpointError
 from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int, to_dict
 from monosemantic.metrics import EvalResult, evaluate
-from monosemantic.rundir import EVAL_FILE, RunDirError, create_run_dir, read_train_config
+from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, create_run_dir, read_train_config
 from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError, create_sae
 from monosemantic.toy import ToyConfig, ToyData, format_table, results_to_json, run_toy_benchmark
-from monosemantic.trainer import TrainConfig, Trainer, TrainingError
+from monosemantic.trainer import OPERATIONAL_FIELDS, TrainConfig, Trainer, TrainingError
 
 USER_ERRORS = (ConfigError, SAEFormatError, ActivationDataError, RunDirError, CheckpointError, TrainingError,
                FileNotFoundError)
@@ -48,13 +48,38 @@ def sae_config_from_args(args: argparse.Namespace, d_in: int) -> SAEConfig:
     return from_args(SAEConfig, args, arch=args.arch, d_in=d_in, d_sae=d_sae, k=k)
 
 
+def resumed_configs(args: argparse.Namespace, saved: dict, source: Path) -> tuple[SAEConfig, TrainConfig]:
+    """The run's saved configs, with operational flags given now applied; any other flag that
+    differs from both its default and the saved value is refused rather than silently ignored."""
+    sae_cfg = from_dict(SAEConfig, saved["sae"], source=f"{source}/{TRAIN_CONFIG_FILE}")
+    train = from_dict(TrainConfig, saved["train"], source=f"{source}/{TRAIN_CONFIG_FILE}")
+    parser_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    changes, refused = {}, []
+    for name, default in parser_defaults.items():
+        value = getattr(args, name)
+        if value != default and value != getattr(train, name):
+            (changes.__setitem__(name, value) if name in OPERATIONAL_FIELDS else refused.append(name))
+    sae_flags = {"arch": "topk", "k": 32, **{f.name: f.default for f in dataclasses.fields(SAEConfig)
+                                               if f.name not in SAE_FLAGS_FROM_ELSEWHERE and f.name != "k"}}
+    for name, default in sae_flags.items():
+        value = getattr(args, name)
+        if value != default and value != getattr(sae_cfg, name):
+            refused.append(name)
+    if args.d_sae is not None and args.d_sae != sae_cfg.d_sae:
+        refused.append("d_sae")
+    if refused:
+        flags = ", ".join("--" + n.replace("_", "-") for n in refused)
+        raise ConfigError(f"--resume continues {source} with its saved configuration; {flags} cannot change "
+                          f"(only {', '.join(sorted('--' + n.replace('_', '-') for n in OPERATIONAL_FIELDS))} can)")
+    return sae_cfg, dataclasses.replace(train, **changes)
+
+
 def cmd_train_tensors(args: argparse.Namespace) -> int:
     """Train an SAE on activation vectors saved in a file."""
     out = Path(args.out)
     if args.resume:
         saved = read_train_config(out)
-        sae_cfg = from_dict(SAEConfig, saved["sae"], source=f"{out}/sae config")
-        train_cfg = from_dict(TrainConfig, saved["train"], source=f"{out}/train config")
+        sae_cfg, train_cfg = resumed_configs(args, saved, out)
         acts_path = args.acts or saved["data"]["path"]
         acts = load_activation_file(acts_path, saved["data"].get("key"))
         if list(acts.shape) != saved["data"]["shape"]:
@@ -65,15 +90,15 @@ def cmd_train_tensors(args: argparse.Namespace) -> int:
         if args.acts is None:
             raise ConfigError("give the activation file to train on (ACTS), or --resume an existing run")
         acts = load_activation_file(args.acts, args.key)
-        acts_path = args.acts
         sae_cfg = sae_config_from_args(args, acts.shape[1])
         train_cfg = from_args(TrainConfig, args)
-        data = {"path": str(Path(acts_path).resolve()), "key": args.key, "shape": list(acts.shape)}
-        create_run_dir(out, {"sae": to_dict(sae_cfg), "train": to_dict(train_cfg), "data": data})
+    # everything that can refuse the input does so before a new run directory exists
     torch.manual_seed(train_cfg.seed)
-    sae = create_sae(sae_cfg)
     batches = TensorBatches(acts, train_cfg.batch_size, seed=train_cfg.seed)
-    trainer = Trainer(sae, train_cfg, out, progress=not args.quiet)
+    trainer = Trainer(create_sae(sae_cfg), train_cfg, out, progress=not args.quiet)
+    if not args.resume:
+        data = {"path": str(Path(args.acts).resolve()), "key": args.key, "shape": list(acts.shape)}
+        create_run_dir(out, {"sae": to_dict(sae_cfg), "train": to_dict(train_cfg), "data": data})
     trainer.fit(batches, resume=args.resume)
     print(f"saved {sae_cfg.arch} SAE (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae}) to {out}")
     return 0
@@ -131,6 +156,13 @@ def cmd_bench_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    value = parse_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monosemantic", formatter_class=HelpFormatter,
                                      description="Sparse autoencoders for language models: train, evaluate, "
@@ -158,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any directory with cfg.json + sae.safetensors)")
     p.add_argument("acts", nargs="+", metavar="ACTS", help="activation files (.npy / .safetensors)")
     p.add_argument("--key", default=None, metavar="NAME", help="tensor name inside .safetensors files holding several")
-    p.add_argument("--max-tokens", type=parse_int, default=None, metavar="INT", help="evaluate at most this many activation vectors")
-    p.add_argument("--batch-size", type=parse_int, default=4096, metavar="INT", help="activation vectors per forward pass")
+    p.add_argument("--max-tokens", type=positive_int, default=None, metavar="INT", help="evaluate at most this many activation vectors")
+    p.add_argument("--batch-size", type=positive_int, default=4096, metavar="INT", help="activation vectors per forward pass")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the SAE on")
     p.set_defaults(func=cmd_eval)
 

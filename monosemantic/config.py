@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import decimal
 import functools
 import inspect
 import textwrap
@@ -64,17 +65,19 @@ _SUFFIXES = {"k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}
 
 
 def parse_int(text: str) -> int:
-    """An integer written as 4096, 1_000_000, 2e6 or 10M (k, M, G suffixes)."""
+    """An integer written as 4096, 1_000_000, 2e6, 2.5k or 10M (k, M, G suffixes), parsed exactly."""
     t = text.strip().replace("_", "").lower()
     scale = _SUFFIXES.get(t[-1:], 1)
     if scale != 1:
         t = t[:-1]
     try:
-        value = float(t) * scale if ("e" in t or "." in t or scale != 1) else int(t)
-    except ValueError:
+        value = decimal.Decimal(t) * scale  # exact: 2.01k is 2010, not 2009.9999999999998
+    except decimal.InvalidOperation:
         raise argparse.ArgumentTypeError(f"expected an integer such as 4096, 2e6 or 10M, got {text!r}") from None
-    if value != int(value):
+    if not value.is_finite() or value != value.to_integral_value():
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    if abs(value) >= 2**63:  # counts end up in int64 tensors
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (at most 2**63 - 1)")
     return int(value)
 
 
@@ -94,7 +97,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each flag's default, except where there is none to show (None, or an off switch)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or isinstance(action, argparse._StoreTrueAction):
+        if action.default is None or action.default is False or isinstance(action, argparse._StoreTrueAction):
             return action.help or ""
         return super()._get_help_string(action)
 

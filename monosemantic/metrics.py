@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from monosemantic.activations import ActivationDataError
+
 DENSE_DENSITY = 0.1  # a latent firing on more than this fraction of tokens is "dense"
 
 
@@ -102,6 +104,8 @@ class ReconstructionStats:
     def update(self, x: Tensor, x_hat: Tensor, latents: Tensor) -> None:
         x, x_hat, latents = _rows(x).double(), _rows(x_hat).double(), _rows(latents)
         n_b = x.shape[0]
+        if n_b == 0:
+            return
         mean_b = x.mean(0)
         m2_b = (x - mean_b).pow(2).sum().item()
         if self.mean is None:
@@ -158,7 +162,7 @@ def evaluate(sae, batches: Iterable[Tensor], max_tokens: int | None = None) -> E
     finally:
         sae.train(was_training)
     if stats.n == 0:
-        raise ValueError("evaluate: no activations were given")
+        raise ActivationDataError("evaluate: no activations were given (empty data, or max_tokens=0)")
     density = stats.density()
     f = stats.sse / stats.m2
     return EvalResult(

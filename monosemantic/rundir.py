@@ -13,6 +13,7 @@ Every command takes a run directory; this file names its parts and guards its cr
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from monosemantic.atomic import atomic_write_json, atomic_write_text, fsync_dir
@@ -74,8 +75,10 @@ class MetricsLog:
         self._file.flush()
 
     def flush(self) -> None:
+        """Flush and fsync: a checkpoint must never be ahead of the log it resumes."""
         if self._file is not None:
             self._file.flush()
+            os.fsync(self._file.fileno())
 
     def truncate_after(self, step: int) -> None:
         self.close()

@@ -98,6 +98,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.resample_every < 0 or self.checkpoint_every < 0:
             raise ConfigError("resample_every and checkpoint_every must be >= 0")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ConfigError(f"device {self.device!r} is not a torch device; expected cpu, cuda, cuda:1, ...") from None
 
     @property
     def steps(self) -> int:
@@ -169,6 +173,8 @@ class Trainer:
         self.cfg, self.progress = cfg, progress
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {cfg.device!r}: CUDA is not available on this machine; use --device cpu")
         self.sae = sae.to(self.device).train()
         self.steps = cfg.steps
         self.lr = cfg.lr if cfg.lr is not None else default_lr(sae.d_sae)

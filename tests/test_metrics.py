@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from monosemantic.activations import ActivationDataError
 from monosemantic.metrics import (
     ReconstructionStats,
     dead_fraction,
@@ -102,6 +103,17 @@ def test_evaluate_respects_max_tokens_and_refuses_no_data():
     sae = create_sae(SAEConfig(arch="topk", d_in=4, d_sae=8, k=2))
     result = evaluate(sae, iter([torch.randn(30, 4), torch.randn(30, 4)]), max_tokens=40)
     assert result.n_tokens == 40
-    with pytest.raises(ValueError, match="no activations"):
-        evaluate(sae, iter([]))
+    for batches, max_tokens in ((iter([]), None), (iter([torch.randn(30, 4)]), 0)):
+        with pytest.raises(ActivationDataError, match="no activations"):
+            evaluate(sae, batches, max_tokens=max_tokens)
     assert not math.isnan(result.fvu)
+
+
+def test_empty_batches_change_nothing():
+    x, x_hat, z = torch.randn(50, 3), torch.randn(50, 3), torch.rand(50, 4)
+    with_empty, plain = ReconstructionStats(4), ReconstructionStats(4)
+    for stats, pieces in ((with_empty, [(0, 20), (20, 20), (20, 50), (50, 50)]), (plain, [(0, 20), (20, 50)])):
+        for a, b in pieces:
+            stats.update(x[a:b], x_hat[a:b], z[a:b])
+    assert with_empty.n == plain.n == 50
+    assert with_empty.m2 == pytest.approx(plain.m2) and with_empty.sse == pytest.approx(plain.sse)

@@ -1,0 +1,39 @@
+"""Slow end-to-end runs (`make test-slow`, and CI): the demo's full toy benchmark, and the throughput
+benchmark script. They check outcomes, not timings: speed is measured by benchmarks/, not by tests."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_demo_toy_benchmark_recovers_the_features_with_every_architecture(tmp_path):
+    """What `make demo` runs, at its default size."""
+    out = tmp_path / "toy.json"
+    run = subprocess.run([sys.executable, "-m", "monosemantic", "-q", "bench", "toy", "--json", str(out)],
+                         capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert "MMCS" in run.stdout
+    results = json.loads(out.read_text())["results"]
+    assert {r["arch"] for r in results} == {"topk", "batchtopk", "relu"}
+    for r in results:
+        assert r["mmcs"] >= 0.9, r
+        assert r["fvu"] < 0.5, r
+
+
+def test_throughput_benchmark_runs_and_reports_every_path(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--sizes", "1024",
+                          "--rounds", "1", "--steps", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    [row] = json.loads(out.read_text())
+    assert row["d_sae"] == 1024
+    for path in ("fast_fp32", "fast_bf16", "dense_fp32"):
+        assert row[path]["tokens_per_s"] > 0 and 0 < row[path]["roofline_fraction"]
+    assert "fast_fp32" in run.stdout and "dense_fp32" in run.stdout
