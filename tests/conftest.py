@@ -12,3 +12,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny matrices gain nothing from a second, and on a busy 2-core machine it
+    only adds waiting (CLI and SIGKILL tests run several trainings side by side)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -95,15 +95,6 @@ def spawn():
             proc.wait()
 
 
-@pytest.fixture
-def one_thread():
-    """Both in-process runs on one thread: tiny matrices, and a busy machine makes two threads wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def acts(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "acts.npy"
