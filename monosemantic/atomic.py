@@ -63,11 +63,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def fsync_tree(path: Path) -> None:
-    """fsync every file under `path`, then the directories, deepest first."""
+    """fsync every file under `path`, then the directories, deepest first; files get the umask's
+    permissions (some writers, e.g. safetensors' save_file, create them 0600)."""
     for root, dirs, files in os.walk(path, topdown=False):
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
             try:
+                os.fchmod(fd, 0o666 & ~_UMASK)
                 os.fsync(fd)
             finally:
                 os.close(fd)

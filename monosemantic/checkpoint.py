@@ -61,13 +61,7 @@ def save_checkpoint(run_dir: str | Path, sae: SAE, optimizer: torch.optim.Optimi
     """Write checkpoint `step_<state.step>` atomically, then delete all but the newest `keep`."""
     root = Path(run_dir) / CHECKPOINTS_DIR
     path = root / f"step_{state.step:09d}"
-    names = {id(p): n for n, p in sae.named_parameters()}
-    opt_tensors = {
-        f"{names[id(p)]}.{key}": value.detach().cpu().contiguous()
-        for p, entries in optimizer.state.items()
-        for key, value in entries.items()
-        if isinstance(value, Tensor)
-    }
+    opt_tensors = optimizer_tensors(optimizer, sae.named_parameters())
     trainer_tensors = {"tokens_since_fired": state.tokens_since_fired.cpu()}
     trainer_tensors.update({f"rng.{k}": v.cpu() for k, v in state.rng.items()})
     meta = {
@@ -102,23 +96,40 @@ def load_checkpoint(path: str | Path, sae: SAE, optimizer: torch.optim.Optimizer
     check_state(sae.state_dict(), weights, str(path / "sae.safetensors"))
     sae.load_state_dict(weights)
 
+    load_optimizer_tensors(optimizer, sae.named_parameters(), opt_tensors, str(path))
     device = next(sae.parameters()).device
-    params = dict(sae.named_parameters())
-    index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, value in opt_tensors.items():
-        name, entry = key.rsplit(".", 1)
-        if name not in params:
-            raise CheckpointError(f"{path}: optimizer state for unknown parameter {name!r}")
-        state.setdefault(index[id(params[name])], {})[entry] = value.to(device)
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-
     rng = {k.removeprefix("rng."): v for k, v in trainer_tensors.items() if k.startswith("rng.")}
     return TrainerState(
         step=meta["step"], tokens_seen=meta["tokens_seen"], scale=meta["scale"],
         data_state=meta["data_state"], tokens_since_fired=trainer_tensors["tokens_since_fired"].to(device),
         rng=rng, configs=meta.get("configs", {}),
     )
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, named_parameters) -> dict[str, Tensor]:
+    """The optimiser's state tensors keyed "<param name>.<state key>" (for safetensors: no pickle).
+    Hyperparameters are not saved: the caller rebuilds the optimiser from its config."""
+    names = {id(p): n for n, p in named_parameters}
+    return {
+        f"{names[id(p)]}.{key}": value.detach().cpu().contiguous()
+        for p, entries in optimizer.state.items()
+        for key, value in entries.items()
+        if isinstance(value, Tensor)
+    }
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, named_parameters, tensors: dict[str, Tensor],
+                           source: str) -> None:
+    """Inverse of `optimizer_tensors`, into an optimiser built over the same parameters."""
+    params = dict(named_parameters)
+    index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        name, entry = key.rsplit(".", 1)
+        if name not in params:
+            raise CheckpointError(f"{source}: optimizer state for unknown parameter {name!r}")
+        state.setdefault(index[id(params[name])], {})[entry] = value.to(params[name].device)
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -20,6 +20,7 @@ from monosemantic import __version__
 from monosemantic.activations import ActivationDataError, TensorBatches, load_activation_file
 from monosemantic.atomic import atomic_write_json
 from monosemantic.checkpoint import CheckpointError
+from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int, to_dict
 from monosemantic.metrics import EvalResult, evaluate
 from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, create_run_dir, read_train_config
@@ -163,6 +164,29 @@ def positive_int(text: str) -> int:
     return value
 
 
+def cmd_mathlm_train(args: argparse.Namespace) -> int:
+    """Train (or resume) the built-in math language model into OUT/model."""
+    from monosemantic.mathlm.train import train_mathlm
+
+    model_dir = train_mathlm(from_args(MathLMConfig, args), args.out, progress=not args.quiet)
+    print(f"model written to {model_dir}")
+    return 0
+
+
+def cmd_mathlm_eval(args: argparse.Namespace) -> int:
+    """Greedy exact-match answer accuracy per category on the held-out math corpus."""
+    from monosemantic.mathlm.evaluate import answer_accuracy, format_scores
+    from monosemantic.models import load_model
+
+    model, tokenizer = load_model(args.model, device=args.device)
+    scores = answer_accuracy(model, tokenizer, per_category=args.per_category, seed=args.seed)
+    print(format_scores(scores))
+    if args.json:
+        atomic_write_json(args.json, [{"category": s.category, "n": s.n, "correct": s.correct,
+                                       "accuracy": s.accuracy} for s in scores])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monosemantic", formatter_class=HelpFormatter,
                                      description="Sparse autoencoders for language models: train, evaluate, "
@@ -194,6 +218,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=4096, metavar="INT", help="activation vectors per forward pass")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the SAE on")
     p.set_defaults(func=cmd_eval)
+
+    mathlm = sub.add_parser("mathlm", help="the built-in math language model", description="The built-in "
+                            "math language model: train it, evaluate it.", **fmt).add_subparsers(
+        dest="mathlm", required=True, metavar="ACTION")
+    p = mathlm.add_parser("train", help=cmd_mathlm_train.__doc__, description=cmd_mathlm_train.__doc__, **fmt)
+    p.add_argument("--out", required=True, metavar="DIR", help="training directory (resumes if it holds checkpoints)")
+    add_arguments(p, MathLMConfig)
+    p.set_defaults(func=cmd_mathlm_train)
+    p = mathlm.add_parser("eval", help=cmd_mathlm_eval.__doc__, description=cmd_mathlm_eval.__doc__, **fmt)
+    p.add_argument("--model", default="builtin", metavar="PATH", help="model directory, or 'builtin'")
+    p.add_argument("--per-category", type=positive_int, default=200, metavar="INT",
+                   help="held-out samples per category")
+    p.add_argument("--seed", type=int, default=0, metavar="INT", help="corpus seed")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the model on")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the scores to this JSON file")
+    p.set_defaults(func=cmd_mathlm_eval)
 
     bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks.", **fmt).add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = bench.add_parser("toy", help=cmd_bench_toy.__doc__, description=cmd_bench_toy.__doc__, **fmt)

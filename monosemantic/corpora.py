@@ -1,0 +1,171 @@
+"""Text corpora and their packing into model inputs, with provenance for every token.
+
+- `Document`: id, text and metadata of one text.
+- `open_corpus(spec)`: the built-in math corpus (`mathlm`, `mathlm:heldout`), a `.txt` file (one
+  document per non-empty line), a `.jsonl` file (field "text"), or a Hugging Face dataset saved with
+  `save_to_disk` (column "text").
+- `pack(...)`: documents -> [batch, seq_len] token batches, whole documents placed greedily in rows
+  (long ones split), each token labelled with its (document id, position in the document).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Document:
+    id: int
+    text: str
+    meta: dict = field(default_factory=dict, compare=False)
+
+
+class Corpus(Protocol):
+    def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]: ...
+    def describe(self) -> dict: ...
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read: missing file, bad format, no text."""
+
+
+class TextFileCorpus:
+    """A .txt file (one document per non-empty line) or .jsonl file (one JSON object with "text" per line)."""
+
+    def __init__(self, path: str | Path, text_field: str = "text"):
+        self.path, self.text_field = Path(path), text_field
+        if not self.path.is_file():
+            raise CorpusError(f"{self.path}: no such file")
+        if self.path.suffix not in (".txt", ".jsonl"):
+            raise CorpusError(f"{self.path}: expected a .txt or .jsonl file, got {self.path.suffix!r}")
+
+    def _texts(self) -> Iterator[str]:
+        with open(self.path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                if self.path.suffix == ".txt":
+                    yield line.rstrip("\n")
+                    continue
+                try:
+                    text = json.loads(line)[self.text_field]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise CorpusError(f"{self.path}:{n}: expected a JSON object with a {self.text_field!r} "
+                                      f"string ({e})") from e
+                yield str(text)
+
+    def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]:
+        for i, text in enumerate(self._texts()):
+            if limit is not None and i >= start + limit:
+                return
+            if i >= start:
+                yield Document(i, text)
+
+    def describe(self) -> dict:
+        return {"kind": "file", "path": str(self.path.resolve()), "field": self.text_field}
+
+
+class SavedDatasetCorpus:
+    """A Hugging Face dataset saved with `Dataset.save_to_disk` (needs the `datasets` package)."""
+
+    def __init__(self, path: str | Path, text_field: str = "text"):
+        try:
+            import datasets
+        except ImportError as e:
+            raise CorpusError(f"{path} is a saved Hugging Face dataset; `pip install datasets` to read it") from e
+        self.path, self.text_field = Path(path), text_field
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if "train" not in ds:
+                raise CorpusError(f"{path}: a DatasetDict without a 'train' split (has {sorted(ds)})")
+            ds = ds["train"]
+        if text_field not in ds.column_names:
+            raise CorpusError(f"{path}: no column {text_field!r}; it has {ds.column_names}")
+        self.dataset = ds
+
+    def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]:
+        stop = len(self.dataset) if limit is None else min(len(self.dataset), start + limit)
+        for i in range(start, stop):
+            yield Document(i, str(self.dataset[i][self.text_field]))
+
+    def describe(self) -> dict:
+        return {"kind": "hf_dataset", "path": str(self.path.resolve()), "field": self.text_field}
+
+
+def open_corpus(spec: str, *, seed: int = 0, text_field: str = "text") -> Corpus:
+    """`mathlm` / `mathlm:train` / `mathlm:heldout`, a .txt / .jsonl file, or a saved HF dataset directory."""
+    if spec.split(":")[0] == "mathlm":
+        from monosemantic.mathlm.corpus import MathCorpus
+
+        return MathCorpus(spec.split(":")[1] if ":" in spec else "train", seed=seed)
+    path = Path(spec)
+    if path.is_dir():
+        if not any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            raise CorpusError(f"{path}: a directory, but not a dataset saved with save_to_disk")
+        return SavedDatasetCorpus(path, text_field)
+    return TextFileCorpus(path, text_field)
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of one document: BOS first (when the tokenizer has one) and EOS last (when it has one)."""
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
+    if eos is not None and (not ids or ids[-1] != eos):
+        ids = [*ids, eos]
+    return ids
+
+
+class Packed(NamedTuple):
+    """A batch of packed rows. Provenance: token [b, t] is position `positions[b, t]` of document
+    `doc_ids[b, t]` (-1 on padding)."""
+
+    input_ids: Tensor  # [B, T] int64, pad id on padding
+    doc_ids: Tensor  # [B, T] int64, -1 on padding
+    positions: Tensor  # [B, T] int64, -1 on padding
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return (self.doc_ids >= 0).long()
+
+
+def pack(documents: Iterable[Document], tokenizer, seq_len: int, batch_size: int) -> Iterator[Packed]:
+    """Place whole documents greedily into rows of `seq_len` tokens (a document longer than a row is
+    split into row-sized pieces, its positions continuing), `batch_size` rows per batch. The last,
+    partial batch is yielded too."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows: list[tuple[list[int], list[int], list[int]]] = []
+    ids: list[int] = []
+    docs: list[int] = []
+    pos: list[int] = []
+
+    def close_row():
+        nonlocal ids, docs, pos
+        n = seq_len - len(ids)
+        rows.append((ids + [pad] * n, docs + [-1] * n, pos + [-1] * n))
+        ids, docs, pos = [], [], []
+
+    for doc in documents:
+        tokens = encode(tokenizer, doc.text)
+        for start in range(0, len(tokens), seq_len):
+            piece = tokens[start : start + seq_len]
+            if len(ids) + len(piece) > seq_len:
+                close_row()
+            ids += piece
+            docs += [doc.id] * len(piece)
+            pos += list(range(start, start + len(piece)))
+            if len(rows) == batch_size:
+                yield Packed(*(torch.tensor([r[k] for r in rows]) for k in range(3)))
+                rows.clear()
+    if ids:
+        close_row()
+    if rows:
+        yield Packed(*(torch.tensor([r[k] for r in rows]) for k in range(3)))

@@ -1,0 +1,43 @@
+"""The recipe of the built-in math LM (a config dataclass, kept free of heavy imports for the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class MathLMConfig:
+    n_layer: int = 8
+    """transformer blocks"""
+    d_model: int = 192
+    """residual stream width (MLP: 4x)"""
+    n_head: int = 6
+    """attention heads"""
+    seq_len: int = 64
+    """context length in characters (documents are packed into rows of this length)"""
+    tokens: int = 30_000_000
+    """training tokens"""
+    batch_size: int = 64
+    """rows per step"""
+    lr: float = 2e-3
+    """peak AdamW learning rate (linear warm-up, cosine decay)"""
+    warmup: float = 0.02
+    """fraction of steps of learning-rate warm-up"""
+    min_lr: float = 0.1
+    """final learning rate as a fraction of the peak"""
+    weight_decay: float = 0.1
+    """AdamW weight decay on matrices"""
+    grad_clip: float = 1.0
+    """gradient-norm clip"""
+    bf16: bool = True
+    """bf16 autocast for the matmuls (about 2x faster on CPUs with AVX-512 bf16); weights stay fp32"""
+    seed: int = 0
+    """seed of the initialisation and of the corpus"""
+    eval_every: int = 250
+    """steps between held-out loss evaluations"""
+    checkpoint_every: int = 250
+    """steps between checkpoints"""
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // (self.batch_size * self.seq_len)

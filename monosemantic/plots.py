@@ -1,0 +1,37 @@
+"""Plots as PNG files (matplotlib, headless): training curves and histograms.
+
+Each function takes plain rows or arrays and a path, so that the CLI and the report code can call
+them without knowing where the numbers came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to files only
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(rows: list[dict], x: str, ys: list[str], path: str | Path, *, title: str = "",
+                ylabel: str = "", logy: bool = False) -> Path:
+    """One line per key in `ys` against `x`, from rows that may lack some keys (e.g. eval-only)."""
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for key in ys:
+        pts = [(r[x], r[key]) for r in rows if r.get(key) is not None and r.get(x) is not None]
+        if pts:
+            xs, vs = zip(*pts)
+            ax.plot(xs, vs, label=key.replace("_", " "), marker="o" if len(pts) < 40 else None, markersize=3)
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
