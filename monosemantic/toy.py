@@ -108,7 +108,7 @@ EVAL_OFFSET = 10**9  # held-out batches: indices the training stream never reach
 
 
 def run_toy_benchmark(data: ToyData, archs: list[str], *, d_sae: int | None = None, k: int | None = None,
-                      l1_coefficient: float = 3.0, train: TrainConfig | None = None,
+                      l1_coefficient: float = 3.0, l0_coefficient: float = 10.0, train: TrainConfig | None = None,
                       progress: bool = False) -> list[ToyResult]:
     """Train one SAE per architecture on `data` and measure how well it recovers the dictionary."""
     cfg = data.cfg
@@ -119,13 +119,15 @@ def run_toy_benchmark(data: ToyData, archs: list[str], *, d_sae: int | None = No
     results = []
     for arch in archs:
         torch.manual_seed(train.seed)
-        sae = create_sae(SAEConfig(arch=arch, d_in=cfg.d, d_sae=d_sae, k=k, l1_coefficient=l1_coefficient))
+        sae = create_sae(SAEConfig(arch=arch, d_in=cfg.d, d_sae=d_sae, k=k, l1_coefficient=l1_coefficient,
+                                   l0_coefficient=l0_coefficient))
         start = time.perf_counter()
         trained = Trainer(sae, train, progress=progress).fit(ToyBatches(data, train.batch_size))
         seconds = time.perf_counter() - start
         held_out = ToyBatches(data, 4096, start=EVAL_OFFSET)
         ev = evaluate(trained, (next(held_out) for _ in range(8)))
-        results.append(ToyResult(arch, d_sae, k if arch != "relu" else None, mmcs(data.features, trained.W_dec),
+        k_used = k if arch in ("topk", "batchtopk") else None
+        results.append(ToyResult(arch, d_sae, k_used, mmcs(data.features, trained.W_dec),
                                  ev.fvu, ev.l0, ev.dead_fraction, seconds))
     return results
 

@@ -25,6 +25,11 @@ def make(arch, d_in=12, d_sae=40, k=5, dtype="float64", **kw):
     with torch.no_grad():  # non-trivial biases, so that every term of the maths is exercised
         sae.b_enc.normal_(0, 0.1)
         sae.b_dec.normal_(0, 0.5)
+        if arch == "jumprelu":
+            sae.threshold.uniform_(0.05, 0.5)
+        if arch == "gated":
+            sae.r_mag.normal_(0, 0.5)
+            sae.b_mag.normal_(0, 0.1)
     return sae
 
 
@@ -242,7 +247,7 @@ def test_folding_the_input_scale_makes_the_sae_take_raw_activations(arch):
     (dict(arch="topk", d_in=8, d_sae=16, k=17), r"k=17 is larger than d_sae=16"),
     (dict(arch="topk", d_in=8, d_sae=16), r"needs k"),
     (dict(arch="batchtopk", d_in=8, d_sae=16, k=0), r"needs k"),
-    (dict(arch="gated", d_in=8, d_sae=16), r"unknown architecture 'gated'; expected one of"),
+    (dict(arch="matryoshka", d_in=8, d_sae=16), r"unknown architecture 'matryoshka'; expected one of"),
     (dict(arch="relu", d_in=0, d_sae=16), r"d_in must be a positive integer, got 0"),
     (dict(arch="relu", d_in=8, d_sae=16, dtype="int8"), r"dtype 'int8' not supported"),
     (dict(arch="relu", d_in=8, d_sae=16, l1_coefficient=-1.0), r"l1_coefficient must be >= 0"),
@@ -343,7 +348,7 @@ BAD_FILES = {
     "extra tensor": (_extra_tensor, r"unexpected \['W_gate'\]"),
     "NaN in weights": (_nan_weight, r"'b_enc' contains NaN"),
     "cfg with wrong d_sae": (lambda p: _rewrite_cfg(p, d_sae=41), r"the config implies \[12, 41\]"),
-    "cfg with unknown arch": (lambda p: _rewrite_cfg(p, arch="gated"), r"unknown architecture 'gated'"),
+    "cfg with unknown arch": (lambda p: _rewrite_cfg(p, arch="matryoshka"), r"unknown architecture 'matryoshka'"),
     "cfg with unknown key": (lambda p: _rewrite_cfg(p, sparsity=3), r"unknown key\(s\) \['sparsity'\]"),
     "cfg not JSON": (lambda p: (p / CFG_FILE).write_text("{arch: topk"), r"not valid JSON"),
     "weights missing": (lambda p: (p / WEIGHTS_FILE).unlink(), r"sae.safetensors: missing"),

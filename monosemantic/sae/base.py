@@ -1,13 +1,15 @@
-"""What every SAE architecture shares: config, outputs, parameters, save/load.
+"""What every SAE architecture shares: outputs, parameters, input semantics, save/load.
 
-- `SAEConfig`: the JSON-able description saved as `cfg.json`.
+- `SAEConfig` (in `config.py`, re-exported here): the JSON-able description saved as `cfg.json`.
 - `SAEOutput`: what `sae(x)` returns (dense, plain autograd: also the reference for the fast path).
 - `TrainOutput`: what `sae.training_forward(x)` returns to the trainer (fast path where there is one).
 - `SAE`: base module with W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in];
-  `save(dir)` / `SAE.load(dir)` (safetensors only, verified); the unit-norm decoder constraint;
-  folding of the input-normalisation scalar into the weights.
+  the input semantics every architecture honours (b_dec subtraction, per-token input
+  normalisation); `save(dir)` / `SAE.load(dir)` (safetensors only, verified; other tools' formats
+  are handed to `monosemantic.formats`); the unit-norm decoder constraint; folding of the
+  input-normalisation scalar into the weights.
 
-An architecture subclasses `SAE` and implements `encode` (and, if it has one, a sparse
+An architecture subclasses `SAE` and implements `activation` (and, if it has one, a sparse
 `training_forward`); it lists itself in `monosemantic.sae.ARCHITECTURES`.
 """
 
@@ -15,11 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import safetensors
 import safetensors.torch
@@ -27,60 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
-from monosemantic.config import ConfigError, from_dict, to_dict
-
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae.safetensors"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-
-
-class SAEFormatError(ValueError):
-    """A saved SAE (cfg.json / sae.safetensors) is missing, corrupt or does not match its config."""
-
-
-@dataclass
-class SAEConfig:
-    arch: str
-    """architecture: relu (ReLU + L1, Anthropic), topk (OpenAI), batchtopk"""
-    d_in: int
-    """width of the activation vectors the SAE reads"""
-    d_sae: int
-    """number of latents in the dictionary (d_in x expansion factor)"""
-    k: int | None = None
-    """active latents per token (topk; batchtopk: on average over a batch)"""
-    dtype: Literal["float32", "bfloat16", "float16", "float64"] = "float32"
-    """dtype of the weights"""
-    apply_b_dec_to_input: bool = True
-    """subtract b_dec from the input before encoding (the pre-encoder bias)"""
-    l1_coefficient: float = 5.0
-    """relu: weight of the L1 penalty on latent activations (times decoder row norms)"""
-    k_aux: int | None = None
-    """topk/batchtopk: dead latents used by the AuxK loss per token (default d_in // 2)"""
-    auxk_coef: float = 1 / 32
-    """topk/batchtopk: weight of the AuxK loss (OpenAI: 1/32)"""
-    activation_scale: float = 1.0
-    """input-normalisation scalar already folded into these weights (informational)"""
-    hookpoint: str | None = None
-    """where the activations were read, e.g. layers.4.mlp.neurons (informational)"""
-    model: str | None = None
-    """model the activations came from (informational)"""
-
-    def __post_init__(self) -> None:
-        from monosemantic.sae import ARCHITECTURES  # the registry imports this module
-
-        if self.arch not in ARCHITECTURES:
-            raise ConfigError(f"unknown architecture {self.arch!r}; expected one of {sorted(ARCHITECTURES)}")
-        for name in ("d_in", "d_sae"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype {self.dtype!r} not supported; expected one of {sorted(DTYPES)}")
-        ARCHITECTURES[self.arch].check_config(self)
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+from monosemantic.config import ConfigError, to_dict
+from monosemantic.sae.config import (  # noqa: F401  (re-exported: the names callers know from here)
+    CFG_FILE, DTYPES, LAYER_NORM_EPS, WEIGHTS_FILE, SAEConfig, SAEFormatError, check_state, file_sha256, read_config,
+)
 
 
 class SAEOutput(NamedTuple):
@@ -175,8 +125,32 @@ class SAE(nn.Module):
             )
         return x.reshape(-1, self.cfg.d_in).to(self.W_enc.dtype)
 
+    def normalize_input(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """x [N, d_in] in the SAE's input space (`cfg.input_norm`), and the per-token statistics
+        ([N, 1] each) that `restore_output` needs to map a reconstruction back; None if no norm."""
+        if self.cfg.input_norm == "layer_norm":
+            # OpenAI's LN: unbiased std, eps added to it here but not where the output is restored
+            mu = x.mean(dim=-1, keepdim=True)
+            x = x - mu
+            std = x.std(dim=-1, keepdim=True)
+            return x / (std + LAYER_NORM_EPS), (mu, std)
+        if self.cfg.input_norm == "constant_norm":
+            coeff = self.cfg.d_in**0.5 / x.norm(dim=-1, keepdim=True)
+            return x * coeff, (torch.zeros_like(coeff), coeff)
+        return x, None
+
+    def restore_output(self, x_hat: Tensor, stats: tuple[Tensor, Tensor] | None) -> Tensor:
+        """Undo `normalize_input` on a reconstruction x_hat [N, d_in]."""
+        if stats is None:
+            return x_hat
+        shift, scale = stats
+        if self.cfg.input_norm == "layer_norm":
+            return x_hat * scale + shift
+        return x_hat / scale
+
     def pre_acts(self, x: Tensor) -> Tensor:
-        """Encoder pre-activations (x - b_dec) @ W_enc + b_enc: [N, d_sae] for x [N, d_in]."""
+        """Encoder pre-activations (x - b_dec) @ W_enc + b_enc: [N, d_sae] for x [N, d_in] that
+        `normalize_input` has already seen."""
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
         return torch.addmm(self.b_enc, x, self.W_enc)
@@ -184,14 +158,28 @@ class SAE(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Latent activations [..., d_sae] of activations x [..., d_in]."""
         lead = x.shape[:-1]
-        return self.activation(self.pre_acts(self._flatten(x))).reshape(*lead, self.cfg.d_sae)
+        x, _ = self.normalize_input(self._flatten(x))
+        return self.inference_activation(self.pre_acts(x)).reshape(*lead, self.cfg.d_sae)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Reconstruction [..., d_in] from latent activations z [..., d_sae]."""
+    def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
+        """Reconstruction [..., d_in] from latent activations z [..., d_sae].
+
+        x: the activations [..., d_in] that z was encoded from; needed (only) when `cfg.input_norm`
+        normalises each token, whose mean and scale are then restored on the output.
+        """
         if z.shape[-1] != self.cfg.d_sae:
             raise ValueError(f"expected latents of shape [..., {self.cfg.d_sae}], got {list(z.shape)}")
         lead = z.shape[:-1]
         out = torch.addmm(self.b_dec, z.reshape(-1, self.cfg.d_sae).to(self.W_dec.dtype), self.W_dec)
+        if self.cfg.input_norm != "none":
+            if x is None or x.shape[:-1] != lead:
+                got = "nothing" if x is None else f"shape {list(x.shape)}"
+                raise ValueError(
+                    f"this SAE normalises each input token (input_norm={self.cfg.input_norm!r}), so decode "
+                    f"needs the activations z was encoded from: decode(z, x) with x [..., {self.cfg.d_in}] "
+                    f"matching z {list(z.shape)}; got {got}"
+                )
+            out = self.restore_output(out, self.normalize_input(self._flatten(x))[1])
         return out.reshape(*lead, self.cfg.d_in)
 
     def aux_losses(self, x: Tensor, x_hat: Tensor, latents: Tensor, pre: Tensor,
@@ -200,24 +188,31 @@ class SAE(nn.Module):
         return {}
 
     def forward(self, x: Tensor, *, dead: Tensor | None = None, penalty_scale: float = 1.0) -> SAEOutput:
-        """Dense forward pass with plain autograd; see `SAEOutput`.
+        """Dense forward pass with plain autograd; see `SAEOutput`. With `cfg.input_norm` the losses
+        are measured in the normalised space and x_hat is mapped back to the input's.
 
         dead:          [d_sae] bool, latents the trainer counts as dead (enables AuxK)
         penalty_scale: multiplier of the sparsity penalty during its warm-up (0..1)
         """
         lead = x.shape[:-1]
-        x = self._flatten(x)
+        x, stats = self.normalize_input(self._flatten(x))
         pre = self.pre_acts(x)
         latents = self.activation(pre)
         x_hat = latents @ self.W_dec + self.b_dec
         losses = {"mse": mse_loss(x_hat, x)}
         losses.update(self.aux_losses(x, x_hat, latents, pre, dead, penalty_scale))
         loss = torch.stack(list(losses.values())).sum()
+        x_hat = self.restore_output(x_hat, stats)
         return SAEOutput(x_hat.reshape(*lead, -1), latents.reshape(*lead, -1), loss, losses)
 
     def activation(self, pre: Tensor) -> Tensor:
         """Latent activations [N, d_sae] from pre-activations [N, d_sae] (dense)."""
         raise NotImplementedError
+
+    def inference_activation(self, pre: Tensor) -> Tensor:
+        """What `encode` applies to pre-activations; differs from `activation` only where training
+        sees the batch and inference cannot (BatchTopK)."""
+        return self.activation(pre)
 
     def training_forward(self, x: Tensor, *, dead: Tensor | None = None, penalty_scale: float = 1.0,
                          matmul_dtype: torch.dtype | None = None) -> TrainOutput:
@@ -275,6 +270,11 @@ class SAE(nn.Module):
         """
         if not math.isfinite(scale) or scale <= 0:
             raise ValueError(f"activation scale must be a positive finite number, got {scale}")
+        if self.cfg.input_norm != "none":
+            raise ValueError(
+                f"input_norm={self.cfg.input_norm!r} normalises each token, so a dataset-wide input scale "
+                "cancels out: there is nothing to fold"
+            )
         self.b_enc /= scale
         self.b_dec /= scale
         for name in self.scaled_buffers:
@@ -297,7 +297,19 @@ class SAE(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, *, device: torch.device | str | None = None, verify: bool = True) -> SAE:
-        """Load an SAE saved by `save`, checking architecture, shapes, dtypes and integrity."""
+        """Load an SAE saved by `save`, checking architecture, shapes, dtypes and integrity; in eval
+        mode. Files of other tools (SAELens, sparsify, ...) go to `monosemantic.formats.load_sae`."""
+        # imported here: the readers of other formats build on this module, not the reverse
+        from monosemantic.formats.detect import NATIVE, detect_format
+
+        fmt = detect_format(path)
+        if fmt is not None and fmt != NATIVE:
+            from monosemantic.formats import load_sae
+
+            sae = load_sae(path, device=device)
+            if cls is not SAE and type(sae) is not cls:
+                raise SAEFormatError(f"{path}: holds a {sae.cfg.arch!r} SAE, not {cls.arch!r}")
+            return sae
         cfg, expected_sha = read_config(path)
         from monosemantic.sae import ARCHITECTURES
 
@@ -319,48 +331,13 @@ class SAE(nn.Module):
         with torch.device("meta"):
             sae = arch_cls(cfg)
         check_state(sae.state_dict(), tensors, str(weights))
-        sae.load_state_dict(tensors, assign=True)
-        sae._workspace = {}
-        return sae.to(device) if device is not None else sae
+        return sae.assign_(tensors, device)
 
-
-def read_config(path: str | Path) -> tuple[SAEConfig, str | None]:
-    """Parse `path/cfg.json` into an SAEConfig (and the weights' recorded sha256, if any)."""
-    cfg_path = Path(path) / CFG_FILE
-    if not cfg_path.is_file():
-        raise SAEFormatError(f"{cfg_path}: missing; an SAE directory holds {CFG_FILE} and {WEIGHTS_FILE}")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SAEFormatError(f"{cfg_path}: not valid JSON ({e})") from e
-    sha = raw.pop("sha256", None) if isinstance(raw, dict) else None
-    try:
-        return from_dict(SAEConfig, raw, source=str(cfg_path)), sha
-    except ConfigError as e:
-        raise SAEFormatError(str(e)) from e
-
-
-def check_state(expected: dict[str, Tensor], found: dict[str, Tensor], source: str) -> None:
-    """Raise SAEFormatError unless `found` has exactly the names, shapes and dtypes of `expected`
-    and only finite values."""
-    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-    if missing or extra:
-        raise SAEFormatError(f"{source}: tensors do not match the config: missing {missing}, unexpected {extra}")
-    for name, want in expected.items():
-        got = found[name]
-        if tuple(got.shape) != tuple(want.shape):
-            raise SAEFormatError(
-                f"{source}: tensor {name!r} has shape {list(got.shape)}, the config implies {list(want.shape)}"
-            )
-        if got.dtype != want.dtype:
-            raise SAEFormatError(f"{source}: tensor {name!r} has dtype {got.dtype}, the config says {want.dtype}")
-        if got.is_floating_point() and not torch.isfinite(got).all():
-            raise SAEFormatError(f"{source}: tensor {name!r} contains NaN or inf")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    def assign_(self, tensors: dict[str, Tensor], device: torch.device | str | None = None) -> SAE:
+        """Take `tensors` (already checked against `state_dict()`) as this SAE's state, built on the
+        meta device so no memory is spent on an initialisation; returns it in eval mode (a loaded
+        SAE is for inference; the trainer switches it back)."""
+        self.load_state_dict(tensors, assign=True)
+        self._workspace = {}
+        sae = self.to(device) if device is not None else self
+        return sae.eval()

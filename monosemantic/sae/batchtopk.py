@@ -73,9 +73,8 @@ class BatchTopKSAE(SAE):
         vals, idx = flat.topk(min(self.cfg.k * pre.shape[0], flat.numel()), sorted=False)
         return torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
 
-    def encode(self, x: Tensor) -> Tensor:
-        lead = x.shape[:-1]
-        return self.threshold_activation(self.pre_acts(self._flatten(x))).reshape(*lead, self.cfg.d_sae)
+    def inference_activation(self, pre: Tensor) -> Tensor:
+        return self.threshold_activation(pre)
 
     def aux_losses(self, x, x_hat, latents, pre, dead, penalty_scale):
         return auxk_dense(self, x, x_hat, pre, dead)

@@ -44,6 +44,8 @@ def encoder_preacts(sae: SAE, x: Tensor, matmul_dtype: torch.dtype | None) -> Te
     With `matmul_dtype` (e.g. bfloat16) the matmul runs in that dtype; callers then use the result
     only to choose latents and recompute the chosen values in the weights' dtype.
     """
+    if sae.cfg.input_norm != "none":  # the trainer refuses these too; the sparse path never normalises
+        raise ConfigError(f"the fast training path does not support input_norm={sae.cfg.input_norm!r}")
     dtype = matmul_dtype or sae.W_enc.dtype
     x_c = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
     out = sae.workspace("pre_acts", (x.shape[0], sae.d_sae), dtype)

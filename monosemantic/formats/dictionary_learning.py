@@ -1,0 +1,107 @@
+"""dictionary_learning (saprmarks/dictionary_learning): DIR/ae.pt (a torch.save'd state dict, loaded
+only with torch.load(weights_only=True)) + DIR/config.json ({"trainer": {"dict_class": ..., ...}}).
+
+    AutoEncoder          bias [d_in] (subtracted), encoder.weight [d_sae, d_in], encoder.bias,
+                         decoder.weight [d_in, d_sae]; ReLU. Its loader folds the decoder column
+                         norms into the encoder (`from_pretrained(normalize_decoder=True)`); so do we.
+    AutoEncoderTopK      encoder.*, decoder.weight, b_dec (subtracted), k; ReLU then top k.
+    BatchTopKSAE         the same plus its inference threshold (scalar): ReLU(pre) * (ReLU(pre) > threshold).
+    JumpReluAutoEncoder  W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec, threshold [d_sae];
+                         b_dec is NOT subtracted (its apply_b_dec_to_input is False and not saved).
+    GatedAutoEncoder     encoder.weight, gate_bias, r_mag, mag_bias, decoder.weight, decoder_bias.
+
+The trainer's `norm_factor` is already folded into ae.pt (its biases are rescaled before saving);
+we record 1 / norm_factor as `activation_scale`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from monosemantic.formats.reading import (
+    build_sae, check_orientation, check_unexpected, dtype_name, get, length, read_json, read_pickle, take,
+)
+from monosemantic.sae import SAE, SAEFormatError
+
+CLASSES = ("AutoEncoder", "AutoEncoderTopK", "BatchTopKSAE", "JumpReluAutoEncoder", "GatedAutoEncoder")
+
+
+def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
+    ae_path, cfg_path = (path, path.parent / "config.json") if path.is_file() else (path / "ae.pt", path / "config.json")
+    trainer = get(read_json(cfg_path), "trainer", dict, cfg_path)
+    dict_class = get(trainer, "dict_class", str, cfg_path)
+    if dict_class not in CLASSES:
+        raise SAEFormatError(f"{cfg_path}: dict_class {dict_class!r} not supported; expected one of {list(CLASSES)}")
+    state = read_pickle(ae_path)
+    d_in_key, d_sae_key = {"AutoEncoder": ("bias", "encoder.bias"), "JumpReluAutoEncoder": ("b_dec", "b_enc"),
+                           "GatedAutoEncoder": ("decoder_bias", "gate_bias")}.get(dict_class, ("b_dec", "encoder.bias"))
+    d_in, d_sae = length(state, d_in_key, "d_in", ae_path), length(state, d_sae_key, "d_sae", ae_path)
+    check_orientation(d_in, d_sae, ae_path, allow_square)
+    ours, cfg = TRANSLATE[dict_class](state, d_in, d_sae, ae_path, trainer)
+    norm_factor = trainer.get("norm_factor")
+    cfg.update(d_in=d_in, d_sae=d_sae, dtype=dtype_name(ours["W_enc"].dtype, ae_path),
+               hookpoint=trainer.get("submodule_name"), model=trainer.get("lm_name"),
+               activation_scale=1 / norm_factor if isinstance(norm_factor, (int, float)) and norm_factor > 0 else 1.0)
+    return build_sae(cfg, ours, ae_path, device)
+
+
+def linear_encoder(state: dict, d_in: int, d_sae: int, src: Path) -> dict[str, Tensor]:
+    """W_enc, b_enc, W_dec from the nn.Linear encoder / decoder pair."""
+    return {"W_enc": take(state, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", src).T,
+            "b_enc": take(state, "encoder.bias", (d_sae,), "[d_sae]", src),
+            "W_dec": take(state, "decoder.weight", (d_in, d_sae), "[d_in, d_sae]", src).T}
+
+
+def autoencoder(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    check_unexpected(state, {"bias", "encoder.weight", "encoder.bias", "decoder.weight"}, src, "an AutoEncoder")
+    ours = linear_encoder(state, d_in, d_sae, src)
+    ours["b_dec"] = take(state, "bias", (d_in,), "[d_in]", src)
+    norms = ours["W_dec"].norm(dim=1)
+    if not torch.allclose(norms, torch.ones_like(norms)):  # the rule of its normalize_decoder()
+        ours["W_dec"] = ours["W_dec"] / norms[:, None]
+        ours["W_enc"], ours["b_enc"] = ours["W_enc"] * norms, ours["b_enc"] * norms
+    return ours, {"arch": "relu"}
+
+
+def topk(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    batch = trainer["dict_class"] == "BatchTopKSAE"
+    check_unexpected(state, {"encoder.weight", "encoder.bias", "decoder.weight", "b_dec", "k", "threshold"}, src,
+                     trainer["dict_class"])
+    ours = linear_encoder(state, d_in, d_sae, src)
+    ours["b_dec"] = take(state, "b_dec", (d_in,), "[d_in]", src)
+    k = int(take(state, "k", (), "[] (an int)", src))
+    if "k" in trainer and trainer["k"] != k:
+        raise SAEFormatError(f"{src}: k={k}, but config.json's trainer says k={trainer['k']!r}")
+    if batch:
+        ours["threshold"] = take(state, "threshold", (), "[] (a scalar)", src)
+    return ours, {"arch": "batchtopk" if batch else "topk", "k": k}
+
+
+def jumprelu(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    check_unexpected(state, {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}, src, "a JumpReluAutoEncoder")
+    ours = {"W_enc": take(state, "W_enc", (d_in, d_sae), "[d_in, d_sae]", src),
+            "b_enc": take(state, "b_enc", (d_sae,), "[d_sae]", src),
+            "W_dec": take(state, "W_dec", (d_sae, d_in), "[d_sae, d_in]", src),
+            "b_dec": take(state, "b_dec", (d_in,), "[d_in]", src),
+            "threshold": take(state, "threshold", (d_sae,), "[d_sae]", src)}
+    return ours, {"arch": "jumprelu", "apply_b_dec_to_input": False}
+
+
+def gated(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    known = {"encoder.weight", "gate_bias", "r_mag", "mag_bias", "decoder.weight", "decoder_bias"}
+    check_unexpected(state, known, src, "a GatedAutoEncoder")
+    ours = {"W_enc": take(state, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", src).T,
+            "b_enc": take(state, "gate_bias", (d_sae,), "[d_sae]", src),
+            "W_dec": take(state, "decoder.weight", (d_in, d_sae), "[d_in, d_sae]", src).T,
+            "b_dec": take(state, "decoder_bias", (d_in,), "[d_in]", src),
+            "r_mag": take(state, "r_mag", (d_sae,), "[d_sae]", src),
+            "b_mag": take(state, "mag_bias", (d_sae,), "[d_sae]", src)}
+    return ours, {"arch": "gated"}
+
+
+TRANSLATE = {"AutoEncoder": autoencoder, "AutoEncoderTopK": topk, "BatchTopKSAE": topk,
+             "JumpReluAutoEncoder": jumprelu, "GatedAutoEncoder": gated}

@@ -1,0 +1,81 @@
+"""EleutherAI sparsify: DIR/cfg.json + DIR/sae.safetensors, one directory per hookpoint.
+
+cfg.json: activation ("topk"), k, num_latents (0: d_in * expansion_factor), d_in, and
+transcode / skip_connection / multi_topk / normalize_decoder. Tensors: encoder.weight [d_sae, d_in]
+(nn.Linear layout), encoder.bias [d_sae], W_dec [d_sae, d_in], b_dec [d_in].
+
+sparsify's encoder is ReLU(encoder(x - b_dec)) then the top k, the same latents as our topk. Only
+autoencoders load: a transcoder (transcode, which also skips the b_dec subtraction), a skip
+connection (W_skip) or the groupmax activation have no counterpart here and are refused.
+multi_topk and normalize_decoder only change training, and are ignored, as sparsify's loader does.
+
+Writing (`write`) needs a topk SAE; one that does not subtract b_dec is written with that folded
+into encoder.bias (b_enc + b_dec @ W_enc), since sparsify always subtracts it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+
+from monosemantic.atomic import atomic_write_bytes, atomic_write_json
+from monosemantic.formats.reading import (
+    build_sae, check_orientation, check_unexpected, dtype_name, get, read_json, take,
+)
+from monosemantic.sae import SAE, SAEFormatError
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae.safetensors"
+
+
+def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
+    source = path / CFG_FILE
+    cfg = read_json(source)
+    activation = get(cfg, "activation", str, source, default="topk")
+    if activation != "topk":
+        raise SAEFormatError(f"{source}: activation {activation!r} not supported; expected 'topk'")
+    for flag, why in (("transcode", "a transcoder predicts another module's output"),
+                      ("skip_connection", "a skip connection (W_skip) has no counterpart here")):
+        if get(cfg, flag, bool, source, default=False):
+            raise SAEFormatError(f"{source}: {flag} is true: {why}; only sparse autoencoders load")
+    d_in, k = get(cfg, "d_in", int, source), get(cfg, "k", int, source)
+    d_sae = get(cfg, "num_latents", int, source, default=0) or d_in * get(cfg, "expansion_factor", int, source)
+    check_orientation(d_in, d_sae, source, allow_square)
+    weights = path / WEIGHTS_FILE
+    try:
+        tensors = safetensors.torch.load_file(weights)
+    except (safetensors.SafetensorError, OSError, ValueError) as e:
+        raise SAEFormatError(f"{weights}: not a readable safetensors file ({e})") from e
+    check_unexpected(tensors, {"encoder.weight", "encoder.bias", "W_dec", "b_dec"}, weights, "a sparsify SAE")
+    ours = {"W_enc": take(tensors, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", weights).T,
+            "b_enc": take(tensors, "encoder.bias", (d_sae,), "[d_sae]", weights),
+            "W_dec": take(tensors, "W_dec", (d_sae, d_in), "[d_sae, d_in]", weights),
+            "b_dec": take(tensors, "b_dec", (d_in,), "[d_in]", weights)}
+    # one hookpoint per directory in a sparsify run, named after it
+    ours_cfg = {"arch": "topk", "d_in": d_in, "d_sae": d_sae, "k": k, "hookpoint": path.resolve().name,
+                "dtype": dtype_name(ours["W_enc"].dtype, weights)}
+    return build_sae(ours_cfg, ours, path, device)
+
+
+def write(sae: SAE, out: Path) -> Path:
+    """Write a topk `sae` as DIR/cfg.json + DIR/sae.safetensors, which `sparsify.SparseCoder.load_from_disk` loads."""
+    cfg = sae.cfg
+    if cfg.arch != "topk" or cfg.input_norm != "none":
+        raise SAEFormatError(
+            f"sparsify holds only TopK SAEs without input normalisation; this SAE has arch={cfg.arch!r}, "
+            f"input_norm={cfg.input_norm!r} (export it to saelens instead)"
+        )
+    W_enc, b_enc, W_dec, b_dec = (p.detach().cpu() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
+    if not cfg.apply_b_dec_to_input:  # x @ W_enc + b_enc == (x - b_dec) @ W_enc + (b_enc + b_dec @ W_enc)
+        b_enc = b_enc + b_dec @ W_enc
+    tensors = {"encoder.weight": W_enc.T.contiguous(), "encoder.bias": b_enc.contiguous(),
+               "W_dec": W_dec.contiguous(), "b_dec": b_dec.contiguous()}
+    config = {"activation": "topk", "expansion_factor": max(1, cfg.d_sae // cfg.d_in), "normalize_decoder": True,
+              "num_latents": cfg.d_sae, "k": cfg.k, "multi_topk": False, "skip_connection": False,
+              "transcode": False, "d_in": cfg.d_in}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / WEIGHTS_FILE, safetensors.torch.save(tensors))
+    atomic_write_json(out / CFG_FILE, config)
+    return out

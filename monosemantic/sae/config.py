@@ -1,0 +1,124 @@
+"""The SAE's description and its files: `SAEConfig` (saved as `cfg.json`), the checks that a
+`cfg.json` + `sae.safetensors` pair must pass (`read_config`, `check_state`), `SAEFormatError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from monosemantic.config import ConfigError, from_dict
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae.safetensors"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+LAYER_NORM_EPS = 1e-5  # OpenAI's sparse_autoencoder LN and SAELens' layer_norm both add it to the std
+
+
+class SAEFormatError(ValueError):
+    """A saved SAE (cfg.json / sae.safetensors) is missing, corrupt or does not match its config."""
+
+
+@dataclass
+class SAEConfig:
+    arch: str
+    """architecture: relu (ReLU + L1, Anthropic), topk (OpenAI), batchtopk, jumprelu (DeepMind), gated"""
+    d_in: int
+    """width of the activation vectors the SAE reads"""
+    d_sae: int
+    """number of latents in the dictionary (d_in x expansion factor)"""
+    k: int | None = None
+    """active latents per token (topk; batchtopk: on average over a batch)"""
+    dtype: Literal["float32", "bfloat16", "float16", "float64"] = "float32"
+    """dtype of the weights"""
+    apply_b_dec_to_input: bool = True
+    """subtract b_dec from the input before encoding (the pre-encoder bias)"""
+    input_norm: Literal["none", "layer_norm", "constant_norm"] = "none"
+    """per-token input normalisation, undone on the output; only SAEs made by other tools use it:
+    layer_norm = (x - mean) / (std + 1e-5) (OpenAI TopK, SAELens layer_norm), constant_norm =
+    x * sqrt(d_in) / ||x|| (SAELens constant_norm_rescale)"""
+    l1_coefficient: float = 5.0
+    """relu, gated: weight of the L1 penalty on latent activations (gated: on the gate's ReLU),
+    times decoder row norms"""
+    l0_coefficient: float = 1.0
+    """jumprelu: weight of the L0 penalty (lambda of Rajamanoharan et al. 2024, "Jumping Ahead")"""
+    jumprelu_bandwidth: float = 0.05
+    """jumprelu: width of the rectangle kernel in the threshold's straight-through gradient, in
+    units of the normalised activations (E||x|| = sqrt(d_in))"""
+    k_aux: int | None = None
+    """topk/batchtopk: dead latents used by the AuxK loss per token (default d_in // 2)"""
+    auxk_coef: float = 1 / 32
+    """topk/batchtopk: weight of the AuxK loss (OpenAI: 1/32)"""
+    activation_scale: float = 1.0
+    """input-normalisation scalar already folded into these weights (informational)"""
+    hookpoint: str | None = None
+    """where the activations were read, e.g. layers.4.mlp.neurons (informational)"""
+    model: str | None = None
+    """model the activations came from (informational)"""
+
+    def __post_init__(self) -> None:
+        from monosemantic.sae import ARCHITECTURES  # the registry imports this module
+
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(f"unknown architecture {self.arch!r}; expected one of {sorted(ARCHITECTURES)}")
+        for name in ("d_in", "d_sae"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype {self.dtype!r} not supported; expected one of {sorted(DTYPES)}")
+        if self.input_norm not in ("none", "layer_norm", "constant_norm"):
+            raise ConfigError(f"input_norm {self.input_norm!r} not supported; expected none, layer_norm or constant_norm")
+        ARCHITECTURES[self.arch].check_config(self)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+
+def read_config(path: str | Path) -> tuple[SAEConfig, str | None]:
+    """Parse `path/cfg.json` into an SAEConfig (and the weights' recorded sha256, if any)."""
+    cfg_path = Path(path) / CFG_FILE
+    if not cfg_path.is_file():
+        raise SAEFormatError(f"{cfg_path}: missing; an SAE directory holds {CFG_FILE} and {WEIGHTS_FILE}")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SAEFormatError(f"{cfg_path}: not valid JSON ({e})") from e
+    sha = raw.pop("sha256", None) if isinstance(raw, dict) else None
+    try:
+        return from_dict(SAEConfig, raw, source=str(cfg_path)), sha
+    except ConfigError as e:
+        raise SAEFormatError(str(e)) from e
+
+
+def check_state(expected: dict[str, Tensor], found: dict[str, Tensor], source: str) -> None:
+    """Raise SAEFormatError unless `found` has exactly the names, shapes and dtypes of `expected`
+    and only finite values."""
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or extra:
+        raise SAEFormatError(f"{source}: tensors do not match the config: missing {missing}, unexpected {extra}")
+    for name, want in expected.items():
+        got = found[name]
+        if tuple(got.shape) != tuple(want.shape):
+            raise SAEFormatError(
+                f"{source}: tensor {name!r} has shape {list(got.shape)}, the config implies {list(want.shape)}"
+            )
+        if got.dtype != want.dtype:
+            raise SAEFormatError(f"{source}: tensor {name!r} has dtype {got.dtype}, the config says {want.dtype}")
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise SAEFormatError(f"{source}: tensor {name!r} contains NaN or inf")
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
