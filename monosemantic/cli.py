@@ -3,6 +3,8 @@
     monosemantic train-tensors ACTS.npy --out runs/x --arch topk --expansion-factor 32 --k 32
     monosemantic train-tensors --out runs/x --resume
     monosemantic eval runs/x ACTS.npy
+    monosemantic convert gemma-scope/layer_12/width_16k/average_l0_71 --out runs/gemmascope_l12
+    monosemantic export runs/x --format saelens --out exported/x
     monosemantic bench toy
 """
 
@@ -22,6 +24,7 @@ from monosemantic.atomic import atomic_write_json
 from monosemantic.checkpoint import CheckpointError
 from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int, to_dict
+from monosemantic.formats import WRITERS, detect_format, export_sae, load_sae
 from monosemantic.metrics import EvalResult, evaluate
 from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, create_run_dir, read_train_config
 from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError, create_sae
@@ -30,7 +33,9 @@ from monosemantic.trainer import OPERATIONAL_FIELDS, TrainConfig, Trainer, Train
 
 USER_ERRORS = (ConfigError, SAEFormatError, ActivationDataError, RunDirError, CheckpointError, TrainingError,
                FileNotFoundError)
-SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model")
+# input_norm comes only with SAEs of other tools, which the trainer refuses
+SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm")
+K_ARCHS = ("topk", "batchtopk")
 
 
 def add_sae_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +50,7 @@ def add_sae_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sae_config_from_args(args: argparse.Namespace, d_in: int) -> SAEConfig:
     d_sae = args.d_sae if args.d_sae is not None else args.expansion_factor * d_in
-    k = args.k if args.arch != "relu" else None
+    k = args.k if args.arch in K_ARCHS else None
     return from_args(SAEConfig, args, arch=args.arch, d_in=d_in, d_sae=d_sae, k=k)
 
 
@@ -137,6 +142,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def new_output_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} already exists and is not empty; choose a new directory")
+    return out
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert an SAE made by another tool (format detected from its files) to cfg.json + sae.safetensors."""
+    fmt = detect_format(args.src)
+    sae = load_sae(args.src, allow_square=args.allow_square)
+    sae.save(new_output_dir(args.out))
+    print(f"converted {fmt} {sae.cfg.arch} SAE (d_in={sae.d_in}, d_sae={sae.d_sae}) from {args.src} to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a run's SAE in another tool's format, for that tool to load."""
+    sae = load_sae(args.run_dir)
+    export_sae(sae, new_output_dir(args.out), args.format)
+    print(f"exported {sae.cfg.arch} SAE (d_in={sae.d_in}, d_sae={sae.d_sae}) as {args.format} to {args.out}")
+    return 0
+
+
 def cmd_bench_toy(args: argparse.Namespace) -> int:
     """Train SAEs on synthetic superposition data and report recovery of the true features."""
     data = ToyData(from_args(ToyConfig, args))
@@ -147,6 +176,7 @@ def cmd_bench_toy(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"unknown architecture(s) {unknown}; expected some of {sorted(ARCHITECTURES)}")
     results = run_toy_benchmark(data, archs, d_sae=args.d_sae, k=args.k, l1_coefficient=args.l1_coefficient,
+                                l0_coefficient=args.l0_coefficient,
                                 train=train, progress=not args.quiet)
     print(f"toy data: d={data.cfg.d}, {data.cfg.n_features} true features, "
           f"{data.cfg.avg_active} active per sample on average; MMCS = recovery of the true features "
@@ -219,6 +249,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the SAE on")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("convert", help=cmd_convert.__doc__, description=cmd_convert.__doc__, **fmt)
+    p.add_argument("src", metavar="SRC", help="SAE of another tool: a SAELens, sparsify, dictionary_learning or "
+                   "Gemma Scope directory, an OpenAI sparse_autoencoder .pt, a Gemma Scope params.npz")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write cfg.json + sae.safetensors "
+                   "into (new or empty)")
+    p.add_argument("--allow-square", action="store_true", help="accept d_in == d_sae, where a transposed weight "
+                   "matrix cannot be detected; only for files known to follow their tool's layout")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__, **fmt)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any SAE that convert reads)")
+    p.add_argument("--format", required=True, choices=sorted(WRITERS),
+                   help="saelens: cfg.json + sae_weights.safetensors (any architecture); sparsify: cfg.json + "
+                   "sae.safetensors (topk only)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write into (new or empty)")
+    p.set_defaults(func=cmd_export)
+
     mathlm = sub.add_parser("mathlm", help="the built-in math language model", description="The built-in "
                             "math language model: train it, evaluate it.", **fmt).add_subparsers(
         dest="mathlm", required=True, metavar="ACTION")
@@ -241,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", default="topk,batchtopk,relu", metavar="LIST", help="comma-separated architectures to train")
     p.add_argument("--d-sae", type=parse_int, default=None, metavar="INT", help="latents per SAE (default: 2 x n_features)")
     p.add_argument("--k", type=parse_int, default=None, metavar="INT", help="topk/batchtopk k (default: avg_active rounded)")
-    p.add_argument("--l1-coefficient", type=float, default=3.0, metavar="FLOAT", help="relu: L1 penalty weight")
+    p.add_argument("--l1-coefficient", type=float, default=3.0, metavar="FLOAT", help="relu, gated: L1 penalty weight")
+    p.add_argument("--l0-coefficient", type=float, default=10.0, metavar="FLOAT", help="jumprelu: L0 penalty weight")
     p.add_argument("--tokens", type=parse_int, default=2_000_000, metavar="INT", help="training samples per SAE")
     p.add_argument("--batch-size", type=parse_int, default=1024, metavar="INT", help="samples per training step")
     p.add_argument("--lr", type=float, default=3e-3, metavar="FLOAT", help="Adam learning rate")

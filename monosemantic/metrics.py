@@ -158,7 +158,7 @@ def evaluate(sae, batches: Iterable[Tensor], max_tokens: int | None = None) -> E
                 x = x[: max_tokens - stats.n]
             x = x.to(sae.W_enc.device)
             z = sae.encode(x)
-            stats.update(x, sae.decode(z), z)
+            stats.update(x, sae.decode(z, x), z)  # x: SAEs with per-token input_norm restore its scale
     finally:
         sae.train(was_training)
     if stats.n == 0:

@@ -170,6 +170,11 @@ class Trainer:
 
     def __init__(self, sae: SAE, cfg: TrainConfig, run_dir: str | Path | None = None, *,
                  progress: bool = True, dense_reference: bool = False):
+        if sae.cfg.input_norm != "none":
+            raise ConfigError(
+                f"cannot train an SAE with input_norm={sae.cfg.input_norm!r}: per-token input normalisation "
+                "comes only with SAEs loaded from other tools; train with input_norm='none'"
+            )
         self.cfg, self.progress = cfg, progress
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = torch.device(cfg.device)

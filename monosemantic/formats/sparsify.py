@@ -7,7 +7,9 @@ transcode / skip_connection / multi_topk / normalize_decoder. Tensors: encoder.w
 sparsify's encoder is ReLU(encoder(x - b_dec)) then the top k, the same latents as our topk. Only
 autoencoders load: a transcoder (transcode, which also skips the b_dec subtraction), a skip
 connection (W_skip) or the groupmax activation have no counterpart here and are refused.
-multi_topk and normalize_decoder only change training, and are ignored, as sparsify's loader does.
+multi_topk and normalize_decoder only change training, and are ignored, as sparsify's loader does
+(with multi_topk, sparsify's `forward` returns the reconstruction from the top 4k latents, the one
+its Multi-TopK loss uses; its `encode`/`decode`, and ours, use k).
 
 Writing (`write`) needs a topk SAE; one that does not subtract b_dec is written with that folded
 into encoder.bias (b_enc + b_dec @ W_enc), since sparsify always subtracts it.
