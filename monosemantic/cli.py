@@ -217,6 +217,26 @@ def cmd_mathlm_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_interop_commands(sub, fmt: dict) -> None:
+    """`convert` and `export`: SAEs of other tools in, ours out."""
+    p = sub.add_parser("convert", help=cmd_convert.__doc__, description=cmd_convert.__doc__, **fmt)
+    p.add_argument("src", metavar="SRC", help="SAE of another tool: a SAELens, sparsify, dictionary_learning or "
+                   "Gemma Scope directory, an OpenAI sparse_autoencoder .pt, a Gemma Scope params.npz")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write cfg.json + sae.safetensors "
+                   "into (new or empty)")
+    p.add_argument("--allow-square", action="store_true", help="accept d_in == d_sae, where a transposed weight "
+                   "matrix cannot be detected; only for files known to follow their tool's layout")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__, **fmt)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any SAE that convert reads)")
+    p.add_argument("--format", required=True, choices=sorted(WRITERS),
+                   help="saelens: cfg.json + sae_weights.safetensors (any architecture); sparsify: cfg.json + "
+                   "sae.safetensors (topk only)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write into (new or empty)")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monosemantic", formatter_class=HelpFormatter,
                                      description="Sparse autoencoders for language models: train, evaluate, "
@@ -249,22 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the SAE on")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("convert", help=cmd_convert.__doc__, description=cmd_convert.__doc__, **fmt)
-    p.add_argument("src", metavar="SRC", help="SAE of another tool: a SAELens, sparsify, dictionary_learning or "
-                   "Gemma Scope directory, an OpenAI sparse_autoencoder .pt, a Gemma Scope params.npz")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write cfg.json + sae.safetensors "
-                   "into (new or empty)")
-    p.add_argument("--allow-square", action="store_true", help="accept d_in == d_sae, where a transposed weight "
-                   "matrix cannot be detected; only for files known to follow their tool's layout")
-    p.set_defaults(func=cmd_convert)
-
-    p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__, **fmt)
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any SAE that convert reads)")
-    p.add_argument("--format", required=True, choices=sorted(WRITERS),
-                   help="saelens: cfg.json + sae_weights.safetensors (any architecture); sparsify: cfg.json + "
-                   "sae.safetensors (topk only)")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write into (new or empty)")
-    p.set_defaults(func=cmd_export)
+    add_interop_commands(sub, fmt)
 
     mathlm = sub.add_parser("mathlm", help="the built-in math language model", description="The built-in "
                             "math language model: train it, evaluate it.", **fmt).add_subparsers(

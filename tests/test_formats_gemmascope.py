@@ -48,7 +48,8 @@ def test_params_npz_matches_the_reference_forward(tmp_path):
     (lambda p: p.pop("threshold"), r"missing tensor 'threshold'"),
     (lambda p: p.update(W_enc=p["W_enc"].T.copy()),
      r"'W_enc' has shape \[40, 12\]; expected \[d_in, d_sae\] = \[12, 40\] \(transposed\?\)"),
-    (lambda p: p.update(W_dec=p["W_dec"][:, :5].copy()), r"'W_dec' has shape \[40, 5\]; expected \[d_sae, d_in\] = \[40, 12\]"),
+    (lambda p: p.update(W_dec=p["W_dec"][:, :5].copy()),
+     r"'W_dec' has shape \[40, 5\]; expected \[d_sae, d_in\] = \[40, 12\]"),
     (lambda p: p.update(log_threshold=p["threshold"]), r"unexpected entries \['log_threshold'\]"),
 ])
 def test_wrong_files_give_clear_errors(tmp_path, change, message):

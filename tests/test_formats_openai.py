@@ -79,7 +79,8 @@ def save_changed(path, change):
     (lambda s: s["activation_state_dict"].update(postact_fn="Identity"), r"postact_fn 'Identity' not supported"),
     (lambda s: s["activation_state_dict"].pop("k"), r"activation_state_dict: missing key 'k'"),
     (lambda s: s.update(extra=torch.zeros(3)), r"unexpected entries \['extra'\]"),
-    (lambda s: s.update(latent_bias=torch.zeros(40, 1)), r"'latent_bias' is \[40, 1\]; expected a 1-D tensor \[d_sae\]"),
+    (lambda s: s.update(latent_bias=torch.zeros(40, 1)),
+     r"'latent_bias' is \[40, 1\]; expected a 1-D tensor \[d_sae\]"),
 ])
 def test_wrong_state_dicts_give_clear_errors(tmp_path, change, message):
     with pytest.raises(SAEFormatError, match=message):

@@ -8,8 +8,8 @@ import torch
 
 sae_lens = pytest.importorskip("sae_lens")
 from sae_lens import SAE as PeerSAE  # noqa: E402
-from sae_lens import GatedSAE, GatedSAEConfig, JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig  # noqa: E402
-from sae_lens import TopKSAE, TopKSAEConfig  # noqa: E402
+from sae_lens import GatedSAE, GatedSAEConfig, JumpReLUSAE, JumpReLUSAEConfig  # noqa: E402
+from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig  # noqa: E402
 from sae_lens.training.activation_scaler import ActivationScaler  # noqa: E402
 
 from monosemantic import SAE, SAEConfig, create_sae, export_sae, load_sae  # noqa: E402
@@ -129,7 +129,8 @@ def write_weights(path, **tensors):
     (lambda p, c: c.update(d_in="12"), r"key 'd_in' is '12'; expected int"),
     (lambda p, c: c.update(normalize_activations="covariance_whitening"), r"'covariance_whitening' not supported"),
     (lambda p, c: write_weights(p, W_enc=torch.zeros(40, 12), W_dec=torch.zeros(40, 12), b_dec=torch.zeros(12),
-                                b_enc=torch.zeros(40)), r"'W_enc' has shape \[40, 12\]; expected \[d_in, d_sae\] = \[12, 40\] \(transposed\?\)"),
+                                b_enc=torch.zeros(40)),
+     r"'W_enc' has shape \[40, 12\]; expected \[d_in, d_sae\] = \[12, 40\] \(transposed\?\)"),
     (lambda p, c: write_weights(p, W_enc=torch.zeros(12, 40), W_dec=torch.zeros(40, 12), b_dec=torch.zeros(12)),
      r"missing tensor 'b_enc'"),
     (lambda p, c: write_weights(p, W_enc=torch.zeros(12, 40), W_dec=torch.zeros(40, 12), b_dec=torch.zeros(12),

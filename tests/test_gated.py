@@ -1,12 +1,10 @@
 """monosemantic.sae.gated: the forward pass and the three loss terms against the formulas of
-Rajamanoharan et al. (2024, "Improving Dictionary Learning with Gated SAEs") by hand, and recovery
-of the toy dictionary."""
+Rajamanoharan et al. (2024, "Improving Dictionary Learning with Gated SAEs") by hand (its recovery
+of the toy dictionary is in test_toy.py)."""
 
 import torch
 
 from monosemantic.sae import SAEConfig, create_sae
-from monosemantic.toy import ToyConfig, ToyData, format_table, run_toy_benchmark
-from monosemantic.trainer import TrainConfig
 
 
 def test_forward_and_losses_match_the_formulas_by_hand():
@@ -39,11 +37,3 @@ def test_forward_and_losses_match_the_formulas_by_hand():
     # the auxiliary reconstruction trains the gate, not the decoder (frozen copy)
     g_dec = torch.autograd.grad(out.losses["aux"], sae.W_dec, allow_unused=True)[0]
     assert g_dec is None or torch.count_nonzero(g_dec) == 0
-
-
-def test_gated_recovers_the_true_features():
-    train = TrainConfig(batch_size=1024, total_tokens=1_000_000, lr=3e-3, dead_window=50_000, log_every=100,
-                        b_dec_init="mean")
-    data = ToyData(ToyConfig(d=32, n_features=64, avg_active=3.0, seed=0))
-    [result] = run_toy_benchmark(data, ["gated"], d_sae=128, l1_coefficient=6.0, train=train)
-    assert result.mmcs >= 0.9, format_table([result])

@@ -1,14 +1,12 @@
 """monosemantic.sae.jumprelu: the forward pass against the formula by hand, the straight-through
-gradients against Rajamanoharan et al. (2024, sec. 4) written out element by element, and recovery
-of the toy dictionary."""
+gradients against Rajamanoharan et al. (2024, sec. 4) written out element by element (its recovery
+of the toy dictionary is in test_toy.py)."""
 
 import pytest
 import torch
 
 from monosemantic.config import ConfigError
 from monosemantic.sae import JumpReLUSAE, SAEConfig, create_sae
-from monosemantic.toy import ToyConfig, ToyData, format_table, run_toy_benchmark
-from monosemantic.trainer import TrainConfig
 
 
 def make(d_in=6, d_sae=10, **kw) -> JumpReLUSAE:
@@ -26,7 +24,8 @@ def test_forward_matches_the_formula_by_hand():
         sae.threshold[0] = -0.2  # a negative threshold acts as 0: ReLU, as in every peer
     x = torch.randn(7, 6, dtype=torch.float64)
     out = sae(x, penalty_scale=0.5)
-    W_enc, b_enc, W_dec, b_dec, theta = (p.detach() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.threshold))
+    W_enc, b_enc, W_dec, b_dec, theta = (p.detach() for p in
+                                         (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.threshold))
     l0 = 0.0
     for i in range(7):
         pre = (x[i] - b_dec) @ W_enc + b_enc
@@ -79,12 +78,3 @@ def test_training_keeps_the_threshold_non_negative():
 def test_bad_configs_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         SAEConfig(arch="jumprelu", d_in=4, d_sae=8, **kwargs)
-
-
-def test_jumprelu_recovers_the_true_features():
-    train = TrainConfig(batch_size=1024, total_tokens=1_000_000, lr=3e-3, dead_window=50_000, log_every=100,
-                        b_dec_init="mean")
-    data = ToyData(ToyConfig(d=32, n_features=64, avg_active=3.0, seed=0))
-    [result] = run_toy_benchmark(data, ["jumprelu"], d_sae=128, l0_coefficient=10.0, train=train)
-    assert result.mmcs >= 0.9, format_table([result])
-    assert result.fvu < 0.2 and result.l0 < 4.5, format_table([result])

@@ -23,15 +23,17 @@ import torch
 from torch import Tensor
 
 from monosemantic.formats.reading import (
-    build_sae, check_orientation, check_unexpected, dtype_name, get, length, read_json, read_pickle, take,
+    build_sae, check_orientation, check_unexpected, dtype_name, get, length, read_pickle, take,
 )
 from monosemantic.sae import SAE, SAEFormatError
+from monosemantic.sae.config import read_json
 
 CLASSES = ("AutoEncoder", "AutoEncoderTopK", "BatchTopKSAE", "JumpReluAutoEncoder", "GatedAutoEncoder")
 
 
 def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
-    ae_path, cfg_path = (path, path.parent / "config.json") if path.is_file() else (path / "ae.pt", path / "config.json")
+    ae_path = path if path.is_file() else path / "ae.pt"
+    cfg_path = ae_path.parent / "config.json"
     trainer = get(read_json(cfg_path), "trainer", dict, cfg_path)
     dict_class = get(trainer, "dict_class", str, cfg_path)
     if dict_class not in CLASSES:

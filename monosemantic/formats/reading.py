@@ -1,4 +1,4 @@
-"""What every reader of another tool's files needs: safe unpickling, JSON, looked-up tensors checked
+"""What every reader of another tool's files needs: safe unpickling, config values and tensors checked
 against declared shapes, the orientation check for square matrices, and building our SAE.
 
 Every refusal is an `SAEFormatError` naming the file, the key, the value found and what was expected.
@@ -6,7 +6,6 @@ Every refusal is an `SAEFormatError` naming the file, the key, the value found a
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from pathlib import Path
@@ -38,18 +37,6 @@ def read_pickle(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise SAEFormatError(f"{path}: expected a state dict (a dict of tensors), got a {type(obj).__name__}")
     return obj
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SAEFormatError(f"{path}: missing")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SAEFormatError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise SAEFormatError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 _REQUIRED = object()

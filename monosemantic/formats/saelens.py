@@ -28,9 +28,10 @@ from torch import Tensor
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
 from monosemantic.formats.reading import (
-    build_sae, check_orientation, check_unexpected, dtype_name, fold_decoder_norms, get, read_json, take,
+    build_sae, check_orientation, check_unexpected, dtype_name, fold_decoder_norms, get, take,
 )
 from monosemantic.sae import SAE, SAEFormatError
+from monosemantic.sae.config import read_json
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -86,7 +87,7 @@ def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
     ours = {k: v.to(_dtype(dtype, source)) for k, v in ours.items()}  # SAELens casts to cfg dtype on load
     scale = input_scale(cfg, path)
     if scale is not None:
-        ours["W_enc"], ours["W_dec"], ours["b_dec"] = ours["W_enc"] * scale, ours["W_dec"] / scale, ours["b_dec"] / scale
+        ours.update(W_enc=ours["W_enc"] * scale, W_dec=ours["W_dec"] / scale, b_dec=ours["b_dec"] / scale)
     if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm", False):
         ours["W_enc"], ours["b_enc"], ours["W_dec"] = fold_decoder_norms(ours["W_enc"], ours["b_enc"], ours["W_dec"])
     metadata = cfg.get("metadata") or {}
@@ -143,7 +144,7 @@ def input_scale(cfg: dict[str, Any], path: Path) -> float | None:
 def write(sae: SAE, out: Path) -> Path:
     """Write `sae` as DIR/cfg.json + DIR/sae_weights.safetensors in the SAELens 6 layout."""
     cfg = sae.cfg
-    arch = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu", "gated": "gated"}[cfg.arch]
+    arch = {"relu": "standard", "batchtopk": "jumprelu"}.get(cfg.arch, cfg.arch)  # topk, jumprelu, gated: same
     state = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
     tensors = {"W_enc": state["W_enc"], "W_dec": state["W_dec"], "b_dec": state["b_dec"]}
     if arch == "gated":

@@ -24,9 +24,10 @@ import safetensors.torch
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
 from monosemantic.formats.reading import (
-    build_sae, check_orientation, check_unexpected, dtype_name, get, read_json, take,
+    build_sae, check_orientation, check_unexpected, dtype_name, get, take,
 )
 from monosemantic.sae import SAE, SAEFormatError
+from monosemantic.sae.config import read_json
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"

@@ -74,7 +74,9 @@ class SAEConfig:
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r} not supported; expected one of {sorted(DTYPES)}")
         if self.input_norm not in ("none", "layer_norm", "constant_norm"):
-            raise ConfigError(f"input_norm {self.input_norm!r} not supported; expected none, layer_norm or constant_norm")
+            raise ConfigError(
+                f"input_norm {self.input_norm!r} not supported; expected none, layer_norm or constant_norm"
+            )
         ARCHITECTURES[self.arch].check_config(self)
 
     @property
@@ -82,16 +84,24 @@ class SAEConfig:
         return DTYPES[self.dtype]
 
 
+def read_json(path: Path, missing: str = "") -> dict:
+    """The JSON object in file `path`; `missing` is appended to the error if there is no such file."""
+    if not path.is_file():
+        raise SAEFormatError(f"{path}: missing{missing}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SAEFormatError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise SAEFormatError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_config(path: str | Path) -> tuple[SAEConfig, str | None]:
     """Parse `path/cfg.json` into an SAEConfig (and the weights' recorded sha256, if any)."""
     cfg_path = Path(path) / CFG_FILE
-    if not cfg_path.is_file():
-        raise SAEFormatError(f"{cfg_path}: missing; an SAE directory holds {CFG_FILE} and {WEIGHTS_FILE}")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SAEFormatError(f"{cfg_path}: not valid JSON ({e})") from e
-    sha = raw.pop("sha256", None) if isinstance(raw, dict) else None
+    raw = read_json(cfg_path, f"; an SAE directory holds {CFG_FILE} and {WEIGHTS_FILE}")
+    sha = raw.pop("sha256", None)
     try:
         return from_dict(SAEConfig, raw, source=str(cfg_path)), sha
     except ConfigError as e:
