@@ -11,6 +11,8 @@ Semantics carried over into our cfg:
   b_dec / s; latents unchanged); without that file the factor is unknown and loading is refused.
 - topk rescale_acts_by_decoder_norm: folded (decoder rows made unit norm, latents scaled to match).
 - a pre-6 `scaling_factor` tensor of ones is dropped (as SAELens does); any other is refused.
+- reshape_activations hook_z: SAELens flattens [..., n_heads, d_head] inputs itself; ours take the
+  flattened [..., d_in], and the maths is the same.
 
 Writing (`write`) produces a SAELens 6 config that `sae_lens.SAE.load_from_disk` loads; BatchTopK
 is written as jumprelu with its one threshold for every latent (SAELens' own BatchTopK export).
@@ -93,7 +95,7 @@ def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
     metadata = cfg.get("metadata") or {}
     ours_cfg = {"arch": ARCHS[arch], "d_in": d_in, "d_sae": d_sae, "dtype": dtype_name(ours["W_enc"].dtype, source),
                 "apply_b_dec_to_input": get(cfg, "apply_b_dec_to_input", bool, source, default=True),
-                "input_norm": NORMS.get(cfg["normalize_activations"], "none"),
+                "input_norm": NORMS.get(cfg.get("normalize_activations", "none"), "none"),
                 "activation_scale": scale if scale is not None else 1.0,
                 "hookpoint": metadata.get("hook_name"), "model": metadata.get("model_name")}
     if arch == "topk":
