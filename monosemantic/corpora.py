@@ -137,6 +137,14 @@ class Packed(NamedTuple):
         return (self.doc_ids >= 0).long()
 
 
+def kept_tokens(batch: Packed, tokenizer) -> Tensor:
+    """[B, T] bool: the tokens whose activations count (not padding, not BOS)."""
+    keep = batch.doc_ids >= 0
+    if tokenizer.bos_token_id is not None:
+        keep &= batch.input_ids != tokenizer.bos_token_id
+    return keep
+
+
 def pack(documents: Iterable[Document], tokenizer, seq_len: int, batch_size: int) -> Iterator[Packed]:
     """Place whole documents greedily into rows of `seq_len` tokens (a document longer than a row is
     split into row-sized pieces, its positions continuing), `batch_size` rows per batch. The last,
