@@ -1,6 +1,6 @@
 """Harvesting activations: model + hookpoint + corpus -> shuffled [batch, d] batches, with provenance.
 
-Documents are packed into rows (`corpora.pack`), run through the model up to the hookpoint (the
+Documents are batched one per row (`corpora.pack`), run through the model up to the hookpoint (the
 forward stops there), and every real token's activation is kept; BOS and padding are not. Each
 activation carries its provenance: (document id, position in the document, token id).
 
@@ -26,9 +26,9 @@ from monosemantic.models import ModelError, resolve_hookpoints
 @dataclass
 class HarvestConfig:
     seq_len: int = 64
-    """tokens per row fed to the model (the built-in model's context is 64)"""
-    rows: int = 64
-    """rows per model forward"""
+    """longest row fed to the model; longer documents are split (the built-in model's context is 64)"""
+    batch_tokens: int = 4096
+    """tokens per model forward (rows x row length, padding included)"""
     chunk_tokens: int = 1 << 16
     """activations shuffled together (the shuffle buffer; rounded up to whole batches)"""
     seed: int = 0
@@ -79,7 +79,7 @@ class ActivationStream:
     def _forwarded(self, skip_tokens: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Kept activations [n, d] and provenance [n, 3] per forward, in corpus order, from the
         `skip_tokens`-th kept token on; batches before it are counted, not run."""
-        for batch in pack(self.corpus.documents(), self.tokenizer, self.cfg.seq_len, self.cfg.rows):
+        for batch in pack(self.corpus.documents(), self.tokenizer, self.cfg.seq_len, self.cfg.batch_tokens):
             keep = kept_tokens(batch, self.tokenizer)
             n = int(keep.sum())
             if skip_tokens >= n:
@@ -108,7 +108,7 @@ class ActivationStream:
         n = min(self.chunk_tokens, acts.shape[0] // self.batch_size * self.batch_size)
         if n == 0:
             raise StopIteration
-        self._carry = [(acts[n:], prov[n:])]
+        self._carry = [(acts[n:].clone(), prov[n:].clone())]  # a view would keep the whole chunk alive
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.chunk)
         order = torch.randperm(n, generator=g)
         return acts[:n][order.to(acts.device)], prov[:n][order]

@@ -111,7 +111,8 @@ def evaluate_run(run_dir: str | Path, *, tokens: int = 50_000, corpus: str | Non
     harvest = saved.get("harvest", {})
     lm, tokenizer = load_model(model, dtype=data.get("model_dtype", "float32"), device=device)
     result = spliced_eval(lm, tokenizer, sae, hookpoint, open_corpus(corpus), tokens,
-                          seq_len=harvest.get("seq_len", 64), rows=harvest.get("rows", 32), progress=progress)
+                          seq_len=harvest.get("seq_len", 64), batch_tokens=harvest.get("batch_tokens", 2048),
+                          progress=progress)
     atomic_write_json(run_dir / EVAL_FILE, {"model": model_name(model), "hookpoint": hookpoint, "corpus": corpus,
                                             "metrics": result.to_dict()})
     return result

@@ -72,11 +72,11 @@ def _replace_on(keep: Tensor, value_fn):
 
 @torch.no_grad()
 def spliced_eval(model, tokenizer, sae, hookpoint: str, corpus: Corpus, tokens: int, *, seq_len: int = 64,
-                 rows: int = 32, progress: bool = True) -> SplicedEval:
+                 batch_tokens: int = 2048, progress: bool = True) -> SplicedEval:
     [hook] = resolve_hookpoints(model, hookpoint)
     device = next(model.parameters()).device
     sae = sae.to(device).eval()
-    batches = _batches(corpus, tokenizer, seq_len, rows, tokens)
+    batches = _batches(corpus, tokenizer, seq_len, batch_tokens, tokens)
     mean = _mean_activation(model, hook.name, batches, tokenizer, device)
     if mean.shape[-1] != sae.d_in:
         raise ModelError(f"hookpoint {hook.name!r} has width {mean.shape[-1]}, but the SAE expects d_in={sae.d_in}")
@@ -110,10 +110,10 @@ def spliced_eval(model, tokenizer, sae, hookpoint: str, corpus: Corpus, tokens: 
     return _result(totals, n_scored, stats)
 
 
-def _batches(corpus: Corpus, tokenizer, seq_len: int, rows: int, tokens: int) -> list[Packed]:
-    """Packed batches holding about `tokens` kept tokens."""
+def _batches(corpus: Corpus, tokenizer, seq_len: int, batch_tokens: int, tokens: int) -> list[Packed]:
+    """Batches holding about `tokens` kept tokens."""
     out, have = [], 0
-    for batch in pack(corpus.documents(), tokenizer, seq_len, rows):
+    for batch in pack(corpus.documents(), tokenizer, seq_len, batch_tokens):
         out.append(batch)
         have += int(kept_tokens(batch, tokenizer).sum())
         if have >= tokens:

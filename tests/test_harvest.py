@@ -16,7 +16,7 @@ from monosemantic.mathlm.tokenizer import build_tokenizer
 from monosemantic.models import ModelError, load_model
 
 HOOK = "layers.1.mlp.neurons"
-CFG = HarvestConfig(seq_len=64, rows=8, chunk_tokens=600, seed=3)
+CFG = HarvestConfig(seq_len=64, batch_tokens=512, chunk_tokens=600, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +32,31 @@ def stream(gpt2, batch_size=100, corpus=None, cfg=CFG):
 # ---- corpora and packing ------------------------------------------------------------------------
 
 
-def test_packing_keeps_documents_whole_and_labels_every_token():
+def test_packing_puts_one_document_per_row_and_labels_every_token():
     tok = build_tokenizer()
-    docs = [Document(i, t) for i, t in enumerate(["1 + 1 = 2", "x" * 150, "sin(0) = 0", "7 vs 9: <"])]
-    batches = list(pack(docs, tok, seq_len=64, batch_size=2))
-    ids = torch.cat([b.input_ids for b in batches])
-    doc_ids = torch.cat([b.doc_ids for b in batches])
-    pos = torch.cat([b.positions for b in batches])
-    # rows: [doc 0] [doc 1, tokens 0-63] [doc 1, 64-127] [doc 1, 128-151 + doc 2 + doc 3]
-    assert ids.shape[1] == 64 and [b.input_ids.shape[0] for b in batches] == [2, 2]
-    for d in docs:  # every token of every document appears once, at its own position
-        encoded = encode(tok, d.text)
-        where = doc_ids == d.id
-        assert torch.equal(pos[where].sort().values, torch.arange(len(encoded)))
-        assert [encoded[p] for p in pos[where].tolist()] == ids[where].tolist()
-    assert bool((ids[doc_ids < 0] == tok.pad_token_id).all())
-    row_docs = [set(r.tolist()) - {-1} for r in doc_ids]
-    assert row_docs == [{0}, {1}, {1}, {1, 2, 3}]
+    texts = ["1 + 1 = 2", "x" * 150, "sin(0) = 0", "7 vs 9: <", "12 + 30 = 42", "a"]
+    docs = [Document(i, t) for i, t in enumerate(texts)]
+    batches = list(pack(docs, tok, seq_len=64, batch_tokens=128, pool_rows=4))
+    rows = [(b, r) for b in batches for r in range(b.input_ids.shape[0])]
+    assert len(rows) == 8  # doc 1 (152 tokens with BOS/EOS) becomes 3 rows of <= 64
+    for b in batches:
+        assert b.input_ids.numel() <= 128 and b.input_ids.shape[1] <= 64
+    seen = {}
+    for b, r in rows:
+        doc_ids = set(b.doc_ids[r].tolist()) - {-1}
+        assert len(doc_ids) == 1  # one document (piece) per row...
+        (d,) = doc_ids
+        real = b.doc_ids[r] >= 0
+        assert bool(real[: int(real.sum())].all())  # ...from column 0, padding only at the end
+        pos = b.positions[r][real]
+        assert torch.equal(pos, torch.arange(int(pos[0]), int(pos[0]) + len(pos)))
+        encoded = encode(tok, texts[d])
+        assert b.input_ids[r][real].tolist() == encoded[int(pos[0]) : int(pos[0]) + len(pos)]
+        seen.setdefault(d, []).extend(pos.tolist())
+        assert bool((b.input_ids[r][~real] == tok.pad_token_id).all())
+    assert {d: sorted(p) for d, p in seen.items()} == {d: list(range(len(encode(tok, t)))) for d, t in enumerate(texts)}
+    again = list(pack(docs, tok, seq_len=64, batch_tokens=128, pool_rows=4))
+    assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(batches, again))  # deterministic
 
 
 def test_text_file_corpora(tmp_path):
@@ -80,8 +88,8 @@ def test_provenance_maps_every_vector_back_to_its_token_and_activation(gpt2):
     model, tok = gpt2
     s = stream(gpt2)
     got = [(next(s), s.provenance) for _ in range(12)]  # two chunks of 600
-    docs = {d.id: d for d in MathCorpus("train").documents(limit=400)}
-    packed = list(pack(docs.values(), tok, 64, 8))
+    docs = {d.id: d for d in MathCorpus("train").documents(limit=4096)}  # two full pools of 2048 rows
+    packed = list(pack(docs.values(), tok, 64, 512))
     where = {}
     for b, batch in enumerate(packed):
         for r, c in (batch.doc_ids >= 0).nonzero().tolist():

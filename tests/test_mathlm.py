@@ -107,7 +107,7 @@ def test_tokenizer_round_trips_every_sample_one_token_per_character():
     assert tok("☃")["input_ids"][1] == tok.unk_token_id
 
 
-TINY = MathLMConfig(n_layer=2, d_model=32, n_head=2, tokens=64 * 8 * 12, batch_size=8, eval_every=6,
+TINY = MathLMConfig(n_layer=2, d_model=32, n_head=2, tokens=512 * 12, batch_tokens=512, eval_every=6,
                     checkpoint_every=4, bf16=False)
 
 
@@ -148,3 +148,50 @@ def test_resume_refuses_another_configuration(tmp_path):
     other = MathLMConfig(**{**TINY.__dict__, "lr": 1e-4})
     with pytest.raises(ValueError, match="another configuration"):
         lm_train.train_mathlm(other, tmp_path / "run", progress=False)
+
+
+def test_greedy_completion_matches_hugging_face_generate(tiny_model_dirs):
+    from monosemantic.mathlm.evaluate import greedy_complete
+    from monosemantic.models import load_model
+
+    model, tok = load_model(tiny_model_dirs["gpt2"])
+    prompts = ["12 + 30 = ", "7 vs 19: ", "x + 3 = 7, x = ", "1 + 1 = "]  # two share a length
+    got = greedy_complete(model, tok, prompts, max_new=6)
+    for prompt, completion in zip(prompts, got):
+        ids = torch.tensor([tok(prompt)["input_ids"]])
+        ref = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:].tolist()
+        if tok.eos_token_id in ref:
+            ref = ref[: ref.index(tok.eos_token_id)]
+        assert completion == tok.decode(ref, skip_special_tokens=True)
+
+
+def test_answer_accuracy_scores_each_category(tiny_model_dirs, monkeypatch):
+    """With the decoder replaced by an oracle that answers every other sample right, each category's
+    score must be exactly the count of those samples."""
+    from monosemantic.mathlm import evaluate as ev
+    from monosemantic.models import load_model
+
+    model, tok = load_model(tiny_model_dirs["gpt2"])
+    samples = ev.heldout_samples(4)
+
+    def oracle(model, tokenizer, prompts, max_new):
+        return [s.completion if i % 2 == 0 else s.completion + "0" for i, s in enumerate(samples)]
+
+    monkeypatch.setattr(ev, "greedy_complete", oracle)
+    scores = {s.category: s for s in ev.answer_accuracy(model, tok, per_category=4)}
+    expected = Counter(s.category for i, s in enumerate(samples) if i % 2 == 0)
+    assert set(scores) == set(CATEGORIES)
+    for category, score in scores.items():
+        assert score.n == 4 and score.correct == expected[category]
+
+
+@pytest.mark.slow
+def test_the_shipped_model_solves_two_digit_arithmetic():
+    """The built-in model's target: >= 90% greedy exact match on 2-digit + and - in digits."""
+    from monosemantic.mathlm.evaluate import answer_accuracy
+    from monosemantic.models import load_model
+
+    model, tok = load_model("builtin")
+    scores = {s.category: s for s in answer_accuracy(model, tok, per_category=200)}
+    assert scores["add_2d"].accuracy >= 0.9 and scores["sub_2d"].accuracy >= 0.9, scores

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def train_argv(model_dir, out, *extra):
     return ["-q", "train", "--model_path", str(model_dir), "--hookpoint", "layers.1.mlp.neurons",
-            "--expansion_factor", "2", "--k", "8", "--tokens", "24k", "--batch-size", "512", "--rows", "16",
+            "--expansion_factor", "2", "--k", "8", "--tokens", "24k", "--batch-size", "512", "--batch-tokens", "1024",
             "--chunk-tokens", "4096", "--checkpoint-every", "15", "--log-every", "5", "--dead-window", "5k",
             "--out", str(out), *extra]
 
@@ -48,7 +48,7 @@ def test_eval_splices_the_sae_into_its_model(trained, capsys):
     saved = json.loads((trained / "eval.json").read_text())
     assert saved["corpus"] == "mathlm:heldout" and saved["hookpoint"] == "layers.1.mlp.neurons"
     m = saved["metrics"]
-    assert m["n_tokens"] >= 3000 and m["ce_clean"] < m["ce_zero_ablated"]
+    assert m["n_tokens"] >= 3000  # (a random model may even do better ablated: no ordering is assumed)
     assert m["ce_loss_recovered"] == pytest.approx(
         (m["ce_zero_ablated"] - m["ce_spliced"]) / (m["ce_zero_ablated"] - m["ce_clean"]))
 

@@ -44,7 +44,7 @@ def silent_sae(d: int):
 def manual_ce(model, tok, corpus, tokens, edit=None) -> float:
     """Mean next-token CE over kept targets, straight from the logits (patched by `edit` on kept tokens)."""
     total, n = 0.0, 0
-    for batch in pack(corpus.documents(), tok, 64, 32):
+    for batch in pack(corpus.documents(), tok, 64, 2048):
         keep = kept_tokens(batch, tok)
         hooks = {} if edit is None else {HOOK: lambda x: torch.where(keep[..., None], edit(x), x)}
         with patch(model, hooks):
