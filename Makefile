@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # (dictionary-learning -> nnsight, torchvision); the modules the tests use need only torch and einops
 NO_DEPS_PEERS := dictionary-learning==0.1.0
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo toy test test-slow bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The main job on the built-in model: train an SAE on layer 4's MLP neurons, then evaluate it spliced
+# into the model. runs/demo is the demo's own directory and is replaced on every run.
+DEMO_RUN := runs/demo
 demo: $(STAMP)
+	rm -rf $(DEMO_RUN)
+	$(BIN)/monosemantic train --model builtin --hookpoint layers.4.mlp.neurons --expansion-factor 8 --k 32 \
+		--tokens 2M --out $(DEMO_RUN)
+	$(BIN)/monosemantic eval $(DEMO_RUN)
+
+toy: $(STAMP)
 	$(BIN)/monosemantic bench toy
 
 test: $(STAMP)

@@ -1,8 +1,12 @@
 """Command line: thin subcommands that parse config dataclasses and call one library function each.
 
-    monosemantic train-tensors ACTS.npy --out runs/x --arch topk --expansion-factor 32 --k 32
-    monosemantic train-tensors --out runs/x --resume
-    monosemantic eval runs/x ACTS.npy
+    monosemantic train --model builtin --hookpoint layers.4.mlp.neurons --expansion-factor 32 --k 32 \\
+        --tokens 2M --out runs/x
+    monosemantic train --out runs/x --resume
+    monosemantic eval runs/x                    # spliced into the model: CE loss recovered, KL, FVU, ...
+    monosemantic train-tensors ACTS.npy --out runs/y --arch topk --k 32
+    monosemantic eval runs/y ACTS.npy           # SAE-level metrics on saved activations
+    monosemantic mathlm eval                    # the built-in model's accuracy per category
     monosemantic convert gemma-scope/layer_12/width_16k/average_l0_71 --out runs/gemmascope_l12
     monosemantic export runs/x --format saelens --out exported/x
     monosemantic bench toy
@@ -11,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -21,63 +24,105 @@ import torch
 from monosemantic import __version__
 from monosemantic.activations import ActivationDataError, TensorBatches, load_activation_file
 from monosemantic.atomic import atomic_write_json
+from monosemantic.cache import CacheError
 from monosemantic.checkpoint import CheckpointError
-from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int, to_dict
+from monosemantic.corpora import CorpusError
 from monosemantic.formats import WRITERS, detect_format, export_sae, load_sae
-from monosemantic.metrics import EvalResult, evaluate
+from monosemantic.harvest import HarvestConfig
+from monosemantic.mathlm.config import MathLMConfig
+from monosemantic.metrics import evaluate
+from monosemantic.models import ModelError
+from monosemantic.pipeline import DataConfig
+from monosemantic.reports import format_eval, format_spliced
 from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, create_run_dir, read_train_config
 from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError, create_sae
 from monosemantic.toy import ToyConfig, ToyData, format_table, results_to_json, run_toy_benchmark
 from monosemantic.trainer import OPERATIONAL_FIELDS, TrainConfig, Trainer, TrainingError
 
 USER_ERRORS = (ConfigError, SAEFormatError, ActivationDataError, RunDirError, CheckpointError, TrainingError,
-               FileNotFoundError)
+               ModelError, CorpusError, CacheError, FileNotFoundError)
 # input_norm comes only with SAEs of other tools, which the trainer refuses
 SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm")
 K_ARCHS = ("topk", "batchtopk")
 
 
+def positive_int(text: str) -> int:
+    value = parse_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+# ---- shared flags -----------------------------------------------------------------------------
+
+
 def add_sae_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="topk",
-                        help="SAE architecture (default: %(default)s)")
-    parser.add_argument("--expansion-factor", type=parse_int, default=32, metavar="INT",
-                        help="d_sae = expansion factor x d_in (default: %(default)s)")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="topk", help="SAE architecture")
+    parser.add_argument("--expansion-factor", "--expansion_factor", type=parse_int, default=32, metavar="INT",
+                        help="d_sae = expansion factor x d_in")
     parser.add_argument("--d-sae", type=parse_int, default=None, metavar="INT",
                         help="number of latents; overrides --expansion-factor")
     add_arguments(parser, SAEConfig, exclude=SAE_FLAGS_FROM_ELSEWHERE, defaults={"k": 32})
 
 
+def sae_options(args: argparse.Namespace) -> dict:
+    """SAEConfig fields from the flags (d_in comes from the data)."""
+    options = {f: getattr(args, f) for f in ("arch", "k", "dtype", "apply_b_dec_to_input", "l1_coefficient",
+                                             "l0_coefficient", "jumprelu_bandwidth", "k_aux", "auxk_coef")}
+    options["k"] = args.k if args.arch in K_ARCHS else None
+    options["d_sae"] = args.d_sae
+    options["expansion_factor"] = args.expansion_factor
+    return options
+
+
 def sae_config_from_args(args: argparse.Namespace, d_in: int) -> SAEConfig:
-    d_sae = args.d_sae if args.d_sae is not None else args.expansion_factor * d_in
-    k = args.k if args.arch in K_ARCHS else None
-    return from_args(SAEConfig, args, arch=args.arch, d_in=d_in, d_sae=d_sae, k=k)
+    options = sae_options(args)
+    expansion, d_sae = options.pop("expansion_factor"), options.pop("d_sae")
+    return SAEConfig(d_in=d_in, d_sae=d_sae or expansion * d_in, **options)
 
 
-def resumed_configs(args: argparse.Namespace, saved: dict, source: Path) -> tuple[SAEConfig, TrainConfig]:
-    """The run's saved configs, with operational flags given now applied; any other flag that
-    differs from both its default and the saved value is refused rather than silently ignored."""
-    sae_cfg = from_dict(SAEConfig, saved["sae"], source=f"{source}/{TRAIN_CONFIG_FILE}")
-    train = from_dict(TrainConfig, saved["train"], source=f"{source}/{TRAIN_CONFIG_FILE}")
-    parser_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    changes, refused = {}, []
-    for name, default in parser_defaults.items():
+def changed_on_resume(args: argparse.Namespace, saved: dict, source: Path) -> dict:
+    """Flags given now whose value differs from their default and from the saved run: operational
+    ones are returned to apply, any other is refused (resuming keeps the saved configuration)."""
+    flat = {k: v for section in saved.values() if isinstance(section, dict) for k, v in section.items()}
+    changed, refused = {}, []
+    for name, saved_value in flat.items():
+        if not hasattr(args, name):
+            continue
         value = getattr(args, name)
-        if value != default and value != getattr(train, name):
-            (changes.__setitem__(name, value) if name in OPERATIONAL_FIELDS else refused.append(name))
-    sae_flags = {"arch": "topk", "k": 32, **{f.name: f.default for f in dataclasses.fields(SAEConfig)
-                                               if f.name not in SAE_FLAGS_FROM_ELSEWHERE and f.name != "k"}}
-    for name, default in sae_flags.items():
-        value = getattr(args, name)
-        if value != default and value != getattr(sae_cfg, name):
-            refused.append(name)
-    if args.d_sae is not None and args.d_sae != sae_cfg.d_sae:
-        refused.append("d_sae")
+        value = tuple(value) if isinstance(value, list) else value
+        if value != args.parser.get_default(name) and value != saved_value:
+            (changed.__setitem__(name, value) if name in OPERATIONAL_FIELDS else refused.append(name))
+    sae = saved.get("sae", {})
+    expansion = getattr(args, "expansion_factor", None)
+    if expansion not in (None, args.parser.get_default("expansion_factor")) and expansion * sae["d_in"] != sae["d_sae"]:
+        refused.append("expansion_factor")
     if refused:
         flags = ", ".join("--" + n.replace("_", "-") for n in refused)
+        allowed = ", ".join(sorted("--" + n.replace("_", "-") for n in OPERATIONAL_FIELDS))
         raise ConfigError(f"--resume continues {source} with its saved configuration; {flags} cannot change "
-                          f"(only {', '.join(sorted('--' + n.replace('_', '-') for n in OPERATIONAL_FIELDS))} can)")
-    return sae_cfg, dataclasses.replace(train, **changes)
+                          f"(only {allowed} can)")
+    return changed
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train an SAE on a model's activations at a hookpoint (harvested on the fly, or via --cache)."""
+    from monosemantic.pipeline import resume_on_model, train_on_model
+
+    if args.resume:
+        changes = changed_on_resume(args, read_train_config(args.out), Path(args.out))
+        sae = resume_on_model(args.out, progress=not args.quiet, **changes)
+    else:
+        harvest = from_args(HarvestConfig, args, seed=args.seed)
+        sae = train_on_model(args.out, from_args(DataConfig, args), sae_options(args), from_args(TrainConfig, args),
+                             harvest, progress=not args.quiet)
+    print(f"saved {sae.cfg.arch} SAE (d_in={sae.d_in}, d_sae={sae.d_sae}) at {sae.cfg.hookpoint} to {args.out}")
+    print(f"next: monosemantic eval {args.out}")
+    return 0
 
 
 def cmd_train_tensors(args: argparse.Namespace) -> int:
@@ -85,7 +130,9 @@ def cmd_train_tensors(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.resume:
         saved = read_train_config(out)
-        sae_cfg, train_cfg = resumed_configs(args, saved, out)
+        changes = changed_on_resume(args, saved, out)
+        sae_cfg = from_dict(SAEConfig, saved["sae"], source=f"{out}/{TRAIN_CONFIG_FILE}")
+        train_cfg = from_dict(TrainConfig, {**saved["train"], **changes}, source=f"{out}/{TRAIN_CONFIG_FILE}")
         acts_path = args.acts or saved["data"]["path"]
         acts = load_activation_file(acts_path, saved["data"].get("key"))
         if list(acts.shape) != saved["data"]["shape"]:
@@ -106,6 +153,9 @@ def cmd_train_tensors(args: argparse.Namespace) -> int:
         data = {"path": str(Path(args.acts).resolve()), "key": args.key, "shape": list(acts.shape)}
         create_run_dir(out, {"sae": to_dict(sae_cfg), "train": to_dict(train_cfg), "data": data})
     trainer.fit(batches, resume=args.resume)
+    from monosemantic.plots import plot_training
+
+    plot_training(out)
     print(f"saved {sae_cfg.arch} SAE (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae}) to {out}")
     return 0
 
@@ -121,24 +171,22 @@ def activation_batches(paths: list[str], key: str | None, d_in: int, batch_size:
             yield x[start : start + batch_size].float()
 
 
-def format_eval(result: EvalResult) -> str:
-    rows = [("tokens", f"{result.n_tokens}"), ("FVU", f"{result.fvu:.4f}"),
-            ("explained variance", f"{result.explained_variance:.4f}"),
-            ("normalised MSE", f"{result.normalized_mse:.4f}"), ("L0", f"{result.l0:.2f}"),
-            (f"dead (no activation in {result.n_tokens} tokens)", f"{result.dead_fraction:.2%}"),
-            ("dense (> 10% of tokens)", f"{result.dense_fraction:.2%}")]
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate a run's SAE on activation files and write RUN_DIR/eval.json."""
-    sae = SAE.load(args.run_dir, device=args.device)
-    batches = activation_batches(args.acts, args.key, sae.d_in, args.batch_size)
-    result = evaluate(sae, batches, max_tokens=args.max_tokens)
-    atomic_write_json(Path(args.run_dir) / EVAL_FILE,
-                      {"data": [str(Path(p).resolve()) for p in args.acts], "metrics": result.to_dict()})
-    print(format_eval(result))
+    """Evaluate a run's SAE: spliced into its model (CE loss recovered, KL, FVU, L0, ...), or, given
+    activation files, on those. Writes RUN_DIR/eval.json."""
+    if args.acts:
+        sae = SAE.load(args.run_dir, device=args.device)
+        batches = activation_batches(args.acts, args.key, sae.d_in, args.batch_size)
+        result = evaluate(sae, batches, max_tokens=args.max_tokens)
+        atomic_write_json(Path(args.run_dir) / EVAL_FILE,
+                          {"data": [str(Path(p).resolve()) for p in args.acts], "metrics": result.to_dict()})
+        print(format_eval(result))
+        return 0
+    from monosemantic.pipeline import evaluate_run
+
+    result = evaluate_run(args.run_dir, tokens=args.max_tokens or 50_000, corpus=args.corpus, model=args.model,
+                          hookpoint=args.hookpoint, device=args.device, progress=not args.quiet)
+    print(format_spliced(result))
     return 0
 
 
@@ -187,13 +235,6 @@ def cmd_bench_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-def positive_int(text: str) -> int:
-    value = parse_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def cmd_mathlm_train(args: argparse.Namespace) -> int:
     """Train (or resume) the built-in math language model into OUT/model."""
     from monosemantic.mathlm.train import train_mathlm
@@ -217,24 +258,32 @@ def cmd_mathlm_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_interop_commands(sub, fmt: dict) -> None:
+# ---- the parser -------------------------------------------------------------------------------
+
+
+def _command(sub, name: str, func, **kwargs) -> argparse.ArgumentParser:
+    doc = func.__doc__.split("\n")[0]
+    p = sub.add_parser(name, help=doc, description=" ".join(func.__doc__.split()), formatter_class=HelpFormatter,
+                       **kwargs)
+    p.set_defaults(func=func, parser=p)
+    return p
+
+
+def add_interop_commands(sub) -> None:
     """`convert` and `export`: SAEs of other tools in, ours out."""
-    p = sub.add_parser("convert", help=cmd_convert.__doc__, description=cmd_convert.__doc__, **fmt)
+    p = _command(sub, "convert", cmd_convert)
     p.add_argument("src", metavar="SRC", help="SAE of another tool: a SAELens, sparsify, dictionary_learning or "
                    "Gemma Scope directory, an OpenAI sparse_autoencoder .pt, a Gemma Scope params.npz")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write cfg.json + sae.safetensors "
                    "into (new or empty)")
     p.add_argument("--allow-square", action="store_true", help="accept d_in == d_sae, where a transposed weight "
                    "matrix cannot be detected; only for files known to follow their tool's layout")
-    p.set_defaults(func=cmd_convert)
-
-    p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__, **fmt)
+    p = _command(sub, "export", cmd_export)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any SAE that convert reads)")
     p.add_argument("--format", required=True, choices=sorted(WRITERS),
                    help="saelens: cfg.json + sae_weights.safetensors (any architecture); sparsify: cfg.json + "
                    "sae.safetensors (topk only)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write into (new or empty)")
-    p.set_defaults(func=cmd_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,51 +293,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"monosemantic {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    parser.add_argument("--threads", type=int, default=None, metavar="INT",
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="INT",
                         help="CPU threads for torch (default: one per core)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt = {"formatter_class": HelpFormatter}
 
-    p = sub.add_parser("train-tensors", help=cmd_train_tensors.__doc__, description=cmd_train_tensors.__doc__, **fmt)
+    p = _command(sub, "train", cmd_train)
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue with --resume)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint, with its saved configuration")
+    add_arguments(p, DataConfig, aliases={"model": ["--model_path", "--model-path"]})
+    add_arguments(p, HarvestConfig, exclude=("seed",))
+    add_sae_arguments(p)
+    add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
+
+    p = _command(sub, "train-tensors", cmd_train_tensors)
     p.add_argument("acts", nargs="?", metavar="ACTS",
                    help="activations, [N, d_in] (or [..., d_in]) in .npy or .safetensors; optional with --resume")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or to continue with --resume)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue with --resume)")
     p.add_argument("--key", default=None, metavar="NAME", help="tensor name inside a .safetensors file holding several")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest checkpoint, with its saved configuration")
     add_sae_arguments(p)
-    add_arguments(p, TrainConfig)
-    p.set_defaults(func=cmd_train_tensors)
+    add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
 
-    p = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__, **fmt)
+    p = _command(sub, "eval", cmd_eval)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any directory with cfg.json + sae.safetensors)")
-    p.add_argument("acts", nargs="+", metavar="ACTS", help="activation files (.npy / .safetensors)")
+    p.add_argument("acts", nargs="*", metavar="ACTS",
+                   help="activation files (.npy / .safetensors); without them the SAE is spliced into its model")
+    p.add_argument("--max-tokens", "--tokens", type=positive_int, default=None, metavar="INT",
+                   help="evaluate at most this many tokens (spliced evaluation: default 50000)")
+    p.add_argument("--corpus", default=None, metavar="SPEC",
+                   help="spliced evaluation: the text to run (default: the run's corpus, its held-out split for mathlm)")
+    p.add_argument("--model", default=None, metavar="PATH", help="spliced evaluation: override the run's model")
+    p.add_argument("--hookpoint", default=None, metavar="NAME", help="spliced evaluation: override the SAE's hookpoint")
     p.add_argument("--key", default=None, metavar="NAME", help="tensor name inside .safetensors files holding several")
-    p.add_argument("--max-tokens", type=positive_int, default=None, metavar="INT", help="evaluate at most this many activation vectors")
-    p.add_argument("--batch-size", type=positive_int, default=4096, metavar="INT", help="activation vectors per forward pass")
-    p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the SAE on")
-    p.set_defaults(func=cmd_eval)
+    p.add_argument("--batch-size", type=positive_int, default=4096, metavar="INT",
+                   help="activation vectors per forward pass (with ACTS)")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run on")
 
-    add_interop_commands(sub, fmt)
+    add_interop_commands(sub)
 
-    mathlm = sub.add_parser("mathlm", help="the built-in math language model", description="The built-in "
-                            "math language model: train it, evaluate it.", **fmt).add_subparsers(
-        dest="mathlm", required=True, metavar="ACTION")
-    p = mathlm.add_parser("train", help=cmd_mathlm_train.__doc__, description=cmd_mathlm_train.__doc__, **fmt)
+    mathlm = sub.add_parser("mathlm", help="the built-in math language model", formatter_class=HelpFormatter,
+                            description="The built-in math language model: train it, evaluate it.")
+    actions = mathlm.add_subparsers(dest="mathlm", required=True, metavar="ACTION")
+    p = _command(actions, "train", cmd_mathlm_train)
     p.add_argument("--out", required=True, metavar="DIR", help="training directory (resumes if it holds checkpoints)")
     add_arguments(p, MathLMConfig)
-    p.set_defaults(func=cmd_mathlm_train)
-    p = mathlm.add_parser("eval", help=cmd_mathlm_eval.__doc__, description=cmd_mathlm_eval.__doc__, **fmt)
+    p = _command(actions, "eval", cmd_mathlm_eval)
     p.add_argument("--model", default="builtin", metavar="PATH", help="model directory, or 'builtin'")
-    p.add_argument("--per-category", type=positive_int, default=200, metavar="INT",
-                   help="held-out samples per category")
+    p.add_argument("--per-category", type=positive_int, default=200, metavar="INT", help="held-out samples per category")
     p.add_argument("--seed", type=int, default=0, metavar="INT", help="corpus seed")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the model on")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the scores to this JSON file")
-    p.set_defaults(func=cmd_mathlm_eval)
 
-    bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks.", **fmt).add_subparsers(dest="bench", required=True, metavar="BENCH")
-    p = bench.add_parser("toy", help=cmd_bench_toy.__doc__, description=cmd_bench_toy.__doc__, **fmt)
+    bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks.", formatter_class=HelpFormatter)
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    p = _command(benches, "toy", cmd_bench_toy)
     add_arguments(p, ToyConfig)
     p.add_argument("--archs", default="topk,batchtopk,relu", metavar="LIST", help="comma-separated architectures to train")
     p.add_argument("--d-sae", type=parse_int, default=None, metavar="INT", help="latents per SAE (default: 2 x n_features)")
@@ -298,9 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=parse_int, default=2_000_000, metavar="INT", help="training samples per SAE")
     p.add_argument("--batch-size", type=parse_int, default=1024, metavar="INT", help="samples per training step")
     p.add_argument("--lr", type=float, default=3e-3, metavar="FLOAT", help="Adam learning rate")
-    p.add_argument("--dead-window", type=parse_int, default=100_000, metavar="INT", help="tokens without firing that make a latent dead")
+    p.add_argument("--dead-window", type=parse_int, default=100_000, metavar="INT",
+                   help="tokens without firing that make a latent dead")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
-    p.set_defaults(func=cmd_bench_toy)
     return parser
 
 

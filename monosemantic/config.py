@@ -108,8 +108,10 @@ def add_arguments(
     *,
     exclude: tuple[str, ...] = (),
     defaults: dict[str, Any] | None = None,
+    aliases: dict[str, list[str]] | None = None,
 ) -> None:
-    """Add one `--flag` per field of `cls`, with the field's docstring as help text."""
+    """Add one `--flag` per field of `cls`, with the field's docstring as help text (and any
+    `aliases[field]` as further spellings of the flag)."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
@@ -148,7 +150,7 @@ def add_arguments(
             help_text += shown
         else:
             raise TypeError(f"config field {cls.__name__}.{f.name}: unsupported type {tp!r}")
-        group.add_argument(flag, help=help_text, **kwargs)
+        group.add_argument(flag, *(aliases or {}).get(f.name, []), help=help_text, **kwargs)
 
 
 def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:

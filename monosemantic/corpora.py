@@ -137,35 +137,74 @@ class Packed(NamedTuple):
         return (self.doc_ids >= 0).long()
 
 
-def pack(documents: Iterable[Document], tokenizer, seq_len: int, batch_size: int) -> Iterator[Packed]:
-    """Place whole documents greedily into rows of `seq_len` tokens (a document longer than a row is
-    split into row-sized pieces, its positions continuing), `batch_size` rows per batch. The last,
-    partial batch is yielded too."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rows: list[tuple[list[int], list[int], list[int]]] = []
-    ids: list[int] = []
-    docs: list[int] = []
-    pos: list[int] = []
+def kept_tokens(batch: Packed, tokenizer) -> Tensor:
+    """[B, T] bool: the tokens whose activations count (not padding, not BOS)."""
+    keep = batch.doc_ids >= 0
+    if tokenizer.bos_token_id is not None:
+        keep &= batch.input_ids != tokenizer.bos_token_id
+    return keep
 
-    def close_row():
-        nonlocal ids, docs, pos
-        n = seq_len - len(ids)
-        rows.append((ids + [pad] * n, docs + [-1] * n, pos + [-1] * n))
-        ids, docs, pos = [], [], []
+
+WIDTH_STEP = 8  # row widths are rounded up to a multiple of this
+
+
+def _batch(rows: list[tuple[list[int], int, int]], width: int, pad: int) -> Packed:
+    """Rows of (tokens, document id, first position), right-padded to `width`."""
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    docs = torch.full((len(rows), width), -1, dtype=torch.long)
+    pos = torch.full((len(rows), width), -1, dtype=torch.long)
+    for r, (tokens, doc, start) in enumerate(rows):
+        n = len(tokens)
+        ids[r, :n] = torch.tensor(tokens)
+        docs[r, :n] = doc
+        pos[r, :n] = torch.arange(start, start + n)
+    return Packed(ids, docs, pos)
+
+
+def _width(row: tuple[list[int], int, int], seq_len: int) -> int:
+    return min(seq_len, -(-len(row[0]) // WIDTH_STEP) * WIDTH_STEP)
+
+
+def pack(documents: Iterable[Document], tokenizer, seq_len: int, batch_tokens: int, *, pool_rows: int = 2048,
+         seed: int = 0) -> Iterator[Packed]:
+    """Documents -> batches of rows, one document per row starting at position 0 (a document longer
+    than `seq_len` tokens is split into pieces of `seq_len`, one per row, its positions continuing).
+
+    Every row is then exactly what a model sees when it reads that text alone: no attention across
+    documents, no shifted positions. To keep padding small, rows are grouped by width (their length
+    rounded up to a multiple of 8): a batch is [batch_tokens // width, width]. Rows are gathered in
+    pools of `pool_rows`; a pool's full batches come in an order shuffled by (seed, pool number), and
+    rows that do not fill a batch wait for the next pool. So only a handful of batch shapes ever occur
+    (kernels compiled per shape, e.g. oneDNN's, are not rebuilt) and the stream is a pure function of
+    the documents and the arguments. The last batches of a finite corpus may be partial.
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    waiting: dict[int, list[tuple[list[int], int, int]]] = {}
+    pooled, n_pool = 0, 0
+
+    def full_batches() -> list[Packed]:
+        out = []
+        for width in sorted(waiting):
+            rows_per_batch = max(1, batch_tokens // width)
+            group = waiting[width]
+            while len(group) >= rows_per_batch:
+                out.append(_batch(group[:rows_per_batch], width, pad))
+                del group[:rows_per_batch]
+        return out
 
     for doc in documents:
         tokens = encode(tokenizer, doc.text)
         for start in range(0, len(tokens), seq_len):
-            piece = tokens[start : start + seq_len]
-            if len(ids) + len(piece) > seq_len:
-                close_row()
-            ids += piece
-            docs += [doc.id] * len(piece)
-            pos += list(range(start, start + len(piece)))
-            if len(rows) == batch_size:
-                yield Packed(*(torch.tensor([r[k] for r in rows]) for k in range(3)))
-                rows.clear()
-    if ids:
-        close_row()
-    if rows:
-        yield Packed(*(torch.tensor([r[k] for r in rows]) for k in range(3)))
+            row = (tokens[start : start + seq_len], doc.id, start)
+            waiting.setdefault(_width(row, seq_len), []).append(row)
+            pooled += 1
+        if pooled >= pool_rows:
+            batches = full_batches()
+            order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed * 1_000_003 + n_pool))
+            yield from (batches[i] for i in order.tolist())
+            pooled = sum(len(g) for g in waiting.values())
+            n_pool += 1
+    yield from full_batches()
+    for width in sorted(waiting):
+        if waiting[width]:
+            yield _batch(waiting[width], width, pad)

@@ -35,3 +35,37 @@ def plot_curves(rows: list[dict], x: str, ys: list[str], path: str | Path, *, ti
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_training(run_dir: str | Path) -> Path | None:
+    """RUN_DIR/plots/training.png: loss terms, FVU, L0 and dead fraction against tokens seen."""
+    from monosemantic.rundir import read_metrics
+
+    rows = read_metrics(run_dir)
+    if not rows:
+        return None
+    panels = [
+        ([k for k in ("loss", "mse", "l1", "auxk", "l0", "aux") if any(k in r for r in rows)], "loss terms", True),
+        (["fvu"], "FVU (batch)", True),
+        (["l0"], "L0 (active latents per token)", False),
+        (["dead_fraction"], f"dead fraction (no activation in {rows[-1].get('dead_window', '?')} tokens)", False),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), dpi=110)
+    for ax, (keys, title, logy) in zip(axes.flat, panels):
+        for key in keys:
+            pts = [(r["tokens"], r[key]) for r in rows if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), label=key)
+        ax.set_title(title)
+        ax.set_xlabel("tokens")
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend()
+    fig.tight_layout()
+    out = Path(run_dir) / "plots" / "training.png"
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

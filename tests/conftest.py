@@ -22,3 +22,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory):
+    """{family: directory} of tiny saved models (gpt2, llama, gpt_neox with parallel residual)."""
+    from tiny_models import FAMILIES, save_tiny_model
+
+    root = tmp_path_factory.mktemp("models")
+    return {family: save_tiny_model(root / family, family) for family in FAMILIES}

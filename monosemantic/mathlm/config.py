@@ -14,11 +14,11 @@ class MathLMConfig:
     n_head: int = 6
     """attention heads"""
     seq_len: int = 64
-    """context length in characters (documents are packed into rows of this length)"""
+    """context length in characters (one document per row; every math document fits)"""
     tokens: int = 30_000_000
-    """training tokens"""
-    batch_size: int = 64
-    """rows per step"""
+    """training tokens (padding included)"""
+    batch_tokens: int = 4096
+    """tokens per step (rows of one document each, batched by length)"""
     lr: float = 2e-3
     """peak AdamW learning rate (linear warm-up, cosine decay)"""
     warmup: float = 0.02
@@ -40,4 +40,4 @@ class MathLMConfig:
 
     @property
     def steps(self) -> int:
-        return self.tokens // (self.batch_size * self.seq_len)
+        return self.tokens // self.batch_tokens

@@ -1,7 +1,8 @@
 """Training the built-in math LM: an 8-layer GPT-2-style transformer on the math corpus.
 
 Seeded and resumable (atomic checkpoints of weights, AdamW state and step; the data stream is a pure
-function of the seed, so resuming replays it to the step). Writes, into OUT:
+function of the seed, so resuming replays it to the step). Each row holds one document from position 0,
+exactly as the model later reads a prompt. Writes, into OUT:
 
     checkpoints/step_*/    model.safetensors, optimizer.safetensors, state.json
     log.jsonl              train loss per logged step, held-out loss per evaluation
@@ -63,7 +64,7 @@ def lr_at(step: int, cfg: MathLMConfig) -> float:
 
 
 def batches(cfg: MathLMConfig, tokenizer, split: str = "train"):
-    return pack(MathCorpus(split, seed=cfg.seed).documents(), tokenizer, cfg.seq_len, cfg.batch_size)
+    return pack(MathCorpus(split, seed=cfg.seed).documents(), tokenizer, cfg.seq_len, cfg.batch_tokens, seed=cfg.seed)
 
 
 @torch.no_grad()
@@ -147,9 +148,9 @@ def train_mathlm(cfg: MathLMConfig, out: str | Path, *, progress: bool = True) -
             running += loss.item()
             bar.update(1)
             if step % 25 == 0 or step == cfg.steps:
-                row = {"step": step, "tokens": step * cfg.batch_size * cfg.seq_len, "train_loss": running / (step - logged),
+                row = {"step": step, "tokens": step * cfg.batch_tokens, "train_loss": running / (step - logged),
                        "lr": optimizer.param_groups[0]["lr"],
-                       "tokens_per_s": (step - logged) * cfg.batch_size * cfg.seq_len / (time.perf_counter() - t0)}
+                       "tokens_per_s": (step - logged) * cfg.batch_tokens / (time.perf_counter() - t0)}
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     row["heldout_loss"] = heldout_loss(model, held, cfg.bf16)
                 logf.write(json.dumps(row) + "\n")

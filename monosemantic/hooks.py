@@ -1,0 +1,107 @@
+"""Read and write activations at hookpoints, with forward hooks that always remove themselves.
+
+    with capture(model, "layers.4.mlp.neurons", stop=True) as acts:
+        model(input_ids=ids)              # stops right after layer 4's neurons are computed
+    acts["layers.4.mlp.neurons"]          # [B, T, d_mlp]
+
+    with patch(model, {"layers.4.mlp.neurons": lambda x: 0 * x}):
+        logits = model(input_ids=ids).logits
+
+Hooks are removed when the block ends, also when the forward raises. With `stop=True` the forward
+is cut short (by an exception the block swallows) once every requested hookpoint has been read,
+so put only the forward call inside the block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from monosemantic.models import Hookpoint, ModelError, resolve_hookpoints
+
+
+class _StopForward(Exception):
+    """Raised inside a hook to end a forward pass early; caught by `capture`."""
+
+
+def _first(value) -> Tensor:
+    return value if isinstance(value, Tensor) else value[0]
+
+
+def _replace_first(value, new: Tensor):
+    return new if isinstance(value, Tensor) else (new, *value[1:])
+
+
+def attach(model: nn.Module, hook: Hookpoint, fn: Callable[[Tensor], Tensor | None]) -> RemovableHandle:
+    """Call `fn` on the activation at `hook` during every forward; if it returns a tensor, that tensor
+    replaces the activation."""
+    module = model.get_submodule(hook.module)
+    if hook.kind == "output":
+        def on_output(_module, _args, output):
+            new = fn(_first(output))
+            return None if new is None else _replace_first(output, new)
+
+        return module.register_forward_hook(on_output)
+
+    def on_input(_module, args, kwargs):
+        if args:
+            new = fn(args[0])
+            return None if new is None else ((new, *args[1:]), kwargs)
+        if "hidden_states" not in kwargs:
+            raise ModelError(f"{hook.module} received no positional input to read for hookpoint {hook.name!r}")
+        new = fn(kwargs["hidden_states"])
+        return None if new is None else (args, {**kwargs, "hidden_states": new})
+
+    return module.register_forward_pre_hook(on_input, with_kwargs=True)
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, hookpoints: str | list[str], *, stop: bool = False,
+            detach: bool = True) -> Iterator[dict[str, Tensor]]:
+    """Collect the activations at `hookpoints` (names, globs or module paths) into a dict by name."""
+    hooks = resolve_hookpoints(model, hookpoints)
+    acts: dict[str, Tensor] = {}
+
+    def reader(h: Hookpoint):
+        def read(t: Tensor) -> None:
+            acts[h.name] = t.detach() if detach else t
+            if stop and len(acts) == len(hooks):
+                raise _StopForward
+
+        return read
+
+    handles: list[RemovableHandle] = []
+    try:
+        for h in hooks:
+            handles.append(attach(model, h, reader(h)))
+        yield acts
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def patch(model: nn.Module, edits: dict[str, Callable[[Tensor], Tensor]]) -> Iterator[None]:
+    """Replace the activation at each hookpoint by `fn(activation)` during forwards in the block."""
+    handles: list[RemovableHandle] = []
+    try:
+        for pattern, fn in edits.items():
+            for h in resolve_hookpoints(model, pattern):
+                handles.append(attach(model, h, fn))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run_and_capture(model: nn.Module, input_ids: Tensor, hookpoints: str | list[str],
+                    attention_mask: Tensor | None = None) -> dict[str, Tensor]:
+    """Activations at `hookpoints` for `input_ids`, running the model only as far as needed."""
+    with capture(model, hookpoints, stop=True) as acts:
+        model(input_ids=input_ids, attention_mask=attention_mask)
+    return acts
