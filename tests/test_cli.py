@@ -130,7 +130,8 @@ def test_help_and_version_as_real_processes():
 
 def test_train_tensors_writes_a_complete_run_directory(trained, acts):
     assert sorted(p.name for p in trained.iterdir()) == [
-        "cfg.json", "checkpoints", "metrics.jsonl", "sae.safetensors", "train_config.json"]
+        "cfg.json", "checkpoints", "metrics.jsonl", "plots", "sae.safetensors", "train_config.json"]
+    assert (trained / "plots" / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     steps = 60_000 // 256
     assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == [f"step_{200:09d}", f"step_{steps:09d}"]
     saved = json.loads((trained / "train_config.json").read_text())
@@ -336,7 +337,7 @@ def test_eval_with_no_tokens_is_a_usage_error(run_copy, acts, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["eval", str(run_copy), str(acts), "--max-tokens", "0"])
     assert exit_info.value.code == 2
-    assert "--max-tokens: expected a positive integer, got '0'" in capsys.readouterr().err
+    assert "--max-tokens/--tokens: expected a positive integer, got '0'" in capsys.readouterr().err
     assert not (run_copy / "eval.json").exists()
 
 
