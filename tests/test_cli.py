@@ -131,6 +131,7 @@ def test_help_and_version_as_real_processes():
 def test_train_tensors_writes_a_complete_run_directory(trained, acts):
     assert sorted(p.name for p in trained.iterdir()) == [
         "cfg.json", "checkpoints", "metrics.jsonl", "plots", "sae.safetensors", "train_config.json"]
+    assert (trained / "plots" / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     steps = 60_000 // 256
     assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == [f"step_{200:09d}", f"step_{steps:09d}"]
     saved = json.loads((trained / "train_config.json").read_text())

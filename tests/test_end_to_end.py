@@ -37,3 +37,19 @@ def test_throughput_benchmark_runs_and_reports_every_path(tmp_path):
     for path in ("fast_fp32", "fast_bf16", "dense_fp32"):
         assert row[path]["tokens_per_s"] > 0 and 0 < row[path]["roofline_fraction"]
     assert "fast_fp32" in run.stdout and "dense_fp32" in run.stdout
+
+
+def test_the_demo_job_on_the_built_in_model(tmp_path):
+    """What `make demo` runs (with fewer tokens): train on layer 4's MLP neurons, evaluate spliced in."""
+    run = tmp_path / "demo"
+    train = subprocess.run([sys.executable, "-m", "monosemantic", "-q", "train", "--model", "builtin", "--hookpoint",
+                            "layers.4.mlp.neurons", "--expansion-factor", "8", "--k", "32", "--tokens", "500k",
+                            "--out", str(run)], capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    assert train.returncode == 0, train.stderr
+    ev = subprocess.run([sys.executable, "-m", "monosemantic", "-q", "eval", str(run), "--tokens", "20000"],
+                        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert ev.returncode == 0, ev.stderr
+    assert "CE loss recovered (zero ablation)" in ev.stdout
+    metrics = json.loads((run / "eval.json").read_text())["metrics"]
+    assert metrics["ce_spliced"] < metrics["ce_zero_ablated"] and metrics["ce_spliced"] < metrics["ce_mean_ablated"]
+    assert metrics["ce_loss_recovered"] > 0.5 and metrics["fvu"] < 0.5 and metrics["l0"] <= 32

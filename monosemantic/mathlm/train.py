@@ -31,6 +31,7 @@ from monosemantic.checkpoint import checkpoint_dirs, load_optimizer_tensors, opt
 from monosemantic.corpora import Packed, pack
 from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.mathlm.corpus import MathCorpus
+from monosemantic.mathlm.evaluate import greedy_complete, heldout_samples
 from monosemantic.mathlm.tokenizer import build_tokenizer
 from monosemantic.plots import plot_curves
 
@@ -82,6 +83,18 @@ def heldout_loss(model, held: list[Packed], bf16: bool) -> float:
     return total / count
 
 
+@torch.no_grad()
+def quick_accuracy(model, tokenizer, samples) -> dict[str, float]:
+    """Greedy answer accuracy per category on a small held-out sample (a learning curve for the log)."""
+    model.eval()
+    got = greedy_complete(model, tokenizer, [s.prompt for s in samples], max(len(s.completion) for s in samples) + 1)
+    model.train()
+    hits: dict[str, list[bool]] = {}
+    for s, g in zip(samples, got):
+        hits.setdefault(s.category, []).append(g == s.completion)
+    return {c: round(sum(h) / len(h), 3) for c, h in sorted(hits.items())}
+
+
 def make_optimizer(model, cfg: MathLMConfig) -> torch.optim.Optimizer:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -124,6 +137,7 @@ def train_mathlm(cfg: MathLMConfig, out: str | Path, *, progress: bool = True) -
     optimizer = make_optimizer(model, cfg)
     step = restore(out, model, optimizer, cfg)
     held = list(islice(batches(cfg, tokenizer, "heldout"), 16))
+    probe = heldout_samples(20, cfg.seed)
     stream = islice(batches(cfg, tokenizer), step, None)  # the stream is deterministic: replay to the step
     if step == 0:
         (out / "log.jsonl").write_text("")
@@ -153,6 +167,7 @@ def train_mathlm(cfg: MathLMConfig, out: str | Path, *, progress: bool = True) -
                        "tokens_per_s": (step - logged) * cfg.batch_tokens / (time.perf_counter() - t0)}
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     row["heldout_loss"] = heldout_loss(model, held, cfg.bf16)
+                    row["heldout_accuracy"] = quick_accuracy(model, tokenizer, probe)
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}")
