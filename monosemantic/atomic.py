@@ -62,6 +62,16 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_manifest_json(file: Path, fmt: str, error: type[Exception], missing: str) -> dict:
+    """A JSON manifest whose "format" must be `fmt`; `error(missing)` when the file does not exist."""
+    if not file.is_file():
+        raise error(missing)
+    manifest = json.loads(file.read_text())
+    if manifest.get("format") != fmt:
+        raise error(f"{file}: format {manifest.get('format')!r}, expected {fmt!r}")
+    return manifest
+
+
 def fsync_tree(path: Path) -> None:
     """fsync every file under `path`, then the directories, deepest first; files get the umask's
     permissions (some writers, e.g. safetensors' save_file, create them 0600)."""

@@ -14,7 +14,6 @@ match its sha256 is refused.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import safetensors
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from monosemantic.atomic import atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from monosemantic.atomic import atomic_write_bytes, atomic_write_json, read_manifest_json, remove_stale_temporaries
 from monosemantic.harvest import ActivationStream
 from monosemantic.sae.base import file_sha256
 
@@ -36,13 +35,8 @@ class CacheError(ValueError):
 
 
 def read_manifest(path: str | Path) -> dict:
-    file = Path(path) / MANIFEST
-    if not file.is_file():
-        raise CacheError(f"{path}: not an activation cache ({MANIFEST} is missing)")
-    manifest = json.loads(file.read_text())
-    if manifest.get("format") != FORMAT:
-        raise CacheError(f"{file}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
+    return read_manifest_json(Path(path) / MANIFEST, FORMAT, CacheError,
+                              f"{path}: not an activation cache ({MANIFEST} is missing)")
 
 
 def build_cache(stream: ActivationStream, out: str | Path, tokens: int, *, progress: bool = True) -> Path:

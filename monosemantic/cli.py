@@ -9,6 +9,8 @@
     monosemantic mathlm eval                    # the built-in model's accuracy per category
     monosemantic convert gemma-scope/layer_12/width_16k/average_l0_71 --out runs/gemmascope_l12
     monosemantic export runs/x --format saelens --out exported/x
+    monosemantic analyze runs/x --tokens 200k    # every feature: statistics, contexts, labels -> runs/x/features
+    monosemantic feature runs/x 123             # one feature, readable; `features --search '='` finds them
     monosemantic bench toy
 """
 
@@ -26,6 +28,7 @@ from monosemantic.activations import ActivationDataError, TensorBatches, load_ac
 from monosemantic.atomic import atomic_write_json
 from monosemantic.cache import CacheError
 from monosemantic.checkpoint import CheckpointError
+from monosemantic.cli_features import add_feature_commands
 from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int, to_dict
 from monosemantic.corpora import CorpusError
 from monosemantic.formats import WRITERS, detect_format, export_sae, load_sae
@@ -37,11 +40,12 @@ from monosemantic.pipeline import DataConfig
 from monosemantic.reports import format_eval, format_spliced
 from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, create_run_dir, read_train_config
 from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError, create_sae
+from monosemantic.store import StoreError
 from monosemantic.toy import ToyConfig, ToyData, format_table, results_to_json, run_toy_benchmark
 from monosemantic.trainer import OPERATIONAL_FIELDS, TrainConfig, Trainer, TrainingError
 
 USER_ERRORS = (ConfigError, SAEFormatError, ActivationDataError, RunDirError, CheckpointError, TrainingError,
-               ModelError, CorpusError, CacheError, FileNotFoundError)
+               ModelError, CorpusError, CacheError, StoreError, FileNotFoundError)
 # input_norm comes only with SAEs of other tools, which the trainer refuses
 SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm")
 K_ARCHS = ("topk", "batchtopk")
@@ -332,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run on")
 
     add_interop_commands(sub)
+    add_feature_commands(sub, _command)
 
     mathlm = sub.add_parser("mathlm", help="the built-in math language model", formatter_class=HelpFormatter,
                             description="The built-in math language model: train it, evaluate it.")

@@ -48,14 +48,16 @@ class Family:
     mid_norm: str | None  # the module whose input is resid.mid (None: parallel residual)
     final_norm: str
     unembed: str
+    mlp_down: str  # the MLP's output projection (neurons -> residual stream), relative to a block
 
 
 FAMILIES = {
-    "gpt2": Family("transformer.h", "attn", "mlp", ("mlp.act", "output"), "ln_2", "transformer.ln_f", "lm_head"),
+    "gpt2": Family("transformer.h", "attn", "mlp", ("mlp.act", "output"), "ln_2", "transformer.ln_f", "lm_head",
+                   "mlp.c_proj"),
     "llama": Family("model.layers", "self_attn", "mlp", ("mlp.down_proj", "input"), "post_attention_layernorm",
-                    "model.norm", "lm_head"),
+                    "model.norm", "lm_head", "mlp.down_proj"),
     "gpt_neox": Family("gpt_neox.layers", "attention", "mlp", ("mlp.act", "output"), "post_attention_layernorm",
-                       "gpt_neox.final_layer_norm", "embed_out"),
+                       "gpt_neox.final_layer_norm", "embed_out", "mlp.dense_4h_to_h"),
 }
 for _name in ("mistral", "qwen2", "qwen3", "gemma", "olmo", "phi3"):
     FAMILIES[_name] = FAMILIES["llama"]
@@ -188,3 +190,33 @@ def load_model(spec: str | Path = BUILTIN, *, dtype: str = "float32", device: st
 def model_name(spec: str | Path) -> str:
     """How a model is recorded in configs: 'builtin', or the directory's absolute path."""
     return BUILTIN if str(spec) == BUILTIN else str(Path(spec).resolve())
+
+
+def direct_logit_path(model: nn.Module, hookpoint: str):
+    """The map of a direction at `hookpoint` to the logits along the direct path: through the MLP's
+    output projection for `mlp.neurons`, then the final norm taken as linear (its gain, and centring
+    for LayerNorm; the per-token scale is left out, as in direct logit attribution), then the
+    unembedding. [n, d_hook] -> [n, vocab]. None where the hookpoint is not a named one."""
+    try:
+        hook = named_hookpoints(model).get(hookpoint)
+    except ModelError:
+        return None
+    if hook is None:
+        return None
+    fam = family_of(model)
+    norm = model.get_submodule(fam.final_norm)
+    unembed = model.get_submodule(fam.unembed)
+    down = model.get_submodule(f"{fam.blocks}.{hook.layer}.{fam.mlp_down}") if hookpoint.endswith("mlp.neurons") else None
+
+    def to_logits(directions: torch.Tensor) -> torch.Tensor:
+        x = directions.to(unembed.weight.dtype)
+        if down is not None:
+            x = down(x) - down(torch.zeros_like(x[:1]))  # the projection without its bias
+        if isinstance(norm, nn.LayerNorm):
+            x = x - x.mean(-1, keepdim=True)
+        gain = norm.weight
+        if "Gemma" in type(norm).__name__:  # Gemma's RMSNorm scales by (1 + weight)
+            gain = 1 + gain
+        return (x * gain) @ unembed.weight.T
+
+    return to_logits

@@ -69,3 +69,38 @@ def plot_training(run_dir: str | Path) -> Path | None:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def plot_feature_density(densities: list[float], path: str | Path) -> Path:
+    """Histogram of log10(feature density) over all features, dead ones counted apart ("Towards
+    Monosemanticity"'s feature density plot)."""
+    import math
+
+    alive = [math.log10(d) for d in densities if d > 0]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.hist(alive, bins=50, color="tab:blue")
+    ax.set_xlabel("log10(feature density): fraction of tokens a feature fires on")
+    ax.set_ylabel("features")
+    ax.set_title(f"{len(densities)} features, {len(densities) - len(alive)} never fired")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_label_precision(precisions: list[float], path: str | Path) -> Path:
+    """Histogram of the held-out precision of every feature's label."""
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.hist(precisions, bins=20, range=(0, 1), color="tab:green")
+    ax.set_xlabel("label precision on held-out tokens: P(fires | rule holds)")
+    ax.set_ylabel("features")
+    ax.set_title(f"{len(precisions)} labelled features, {sum(p >= 0.9 for p in precisions)} with precision >= 0.9")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

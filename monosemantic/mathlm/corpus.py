@@ -47,10 +47,19 @@ class Sample:
         return self.text[self.answer_start : self.answer_end]
 
     @property
+    def meta(self) -> dict[str, str]:
+        """Document properties in words, for labels ("language: Spanish", "operation: division")."""
+        return {"language": LANGUAGE_NAMES[self.language], "operation": OPERATION_NAMES.get(self.operation, self.operation),
+                "category": self.category, "result": "exact" if self.exact else "approximate"}
+
+    @property
     def completion(self) -> str:
         """Everything after the prompt (answer plus closing punctuation, if any)."""
         return self.text[self.answer_start :]
 
+
+LANGUAGE_NAMES = {"symbols": "symbols", "en": "English", "es": "Spanish", "fr": "French"}
+OPERATION_NAMES = {"add": "addition", "sub": "subtraction", "mul": "multiplication", "div": "division"}
 
 WORDS = {
     "en": "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "

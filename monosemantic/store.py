@@ -1,0 +1,424 @@
+"""The feature store of a run: RUN_DIR/features/.
+
+    features.sqlite      per-feature statistics, labels and full-text search (SQLite, WAL mode:
+                         readers query while the analysis writes)
+    latents_<lo>_<hi>.safetensors
+                         fixed-shape arrays per shard of latents: histograms, top and quantile
+                         examples with their context windows
+    manifest.json        the analysis settings and every finished shard with its sha256; a shard
+                         counts only once it is listed here (written after the shard and its rows)
+
+`StoreWriter` fills it shard by shard (`analyze.py`); `FeatureStore` reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from safetensors import safe_open
+from torch import Tensor
+
+from monosemantic.atomic import atomic_write_bytes, atomic_write_json, read_manifest_json, remove_stale_temporaries
+from monosemantic.corpora import encode, open_corpus
+from monosemantic.latent_stats import N_HIST, N_RANGES, RANGE_EDGES, range_of_bin
+
+FEATURES_DIR = "features"
+DB_FILE = "features.sqlite"
+MANIFEST = "manifest.json"
+FORMAT = "monosemantic-features/1"
+# characters that are words of their own in search (the math corpus' symbols), besides letters and digits
+SEARCH_CHARS = "=≈+−×÷<>≤≥≠/^²³π√%°·()"
+FEATURE_COLUMNS = ("latent", "fires", "density", "mean_act", "max_act", "label", "label_kind", "precision", "recall",
+                   "f1", "support", "multilingual", "languages", "concept", "top_logits", "bottom_logits",
+                   "next_tokens", "neighbours", "top_tokens")
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS features (
+    latent INTEGER PRIMARY KEY, fires INTEGER, density REAL, mean_act REAL, max_act REAL,
+    label TEXT, label_kind TEXT, precision REAL, recall REAL, f1 REAL, support INTEGER,
+    multilingual INTEGER, languages TEXT, concept TEXT, top_logits TEXT, bottom_logits TEXT,
+    next_tokens TEXT, neighbours TEXT, top_tokens TEXT);
+CREATE TABLE IF NOT EXISTS labels (
+    latent INTEGER, kind TEXT, text TEXT, precision REAL, recall REAL, f1 REAL, support INTEGER, hits INTEGER);
+CREATE INDEX IF NOT EXISTS labels_by_latent ON labels (latent);
+CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5 (
+    label, rules, tokens, contexts, tokenize = "unicode61 remove_diacritics 0 tokenchars '{SEARCH_CHARS}'");
+"""
+
+
+class StoreError(ValueError):
+    """A feature store that is missing, damaged, or made with other settings."""
+
+
+def features_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / FEATURES_DIR
+
+
+def shard_file(lo: int, hi: int) -> str:
+    return f"latents_{lo:08d}_{hi:08d}.safetensors"
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    if readonly:
+        db.execute("PRAGMA query_only = 1")
+    return db
+
+
+def read_manifest(directory: Path) -> dict:
+    return read_manifest_json(directory / MANIFEST, FORMAT, StoreError, f"{directory.parent}: no feature store "
+                              f"yet; run `monosemantic analyze {directory.parent}`")
+
+
+class StoreWriter:
+    """Creates the store, or continues one made with the same settings."""
+
+    def __init__(self, directory: str | Path, settings: dict, n_latents: int, shard_latents: int, vocab: list[str]):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.directory)
+        if (self.directory / MANIFEST).exists():
+            self.manifest = read_manifest(self.directory)
+            if self.manifest["settings"] != settings:
+                raise StoreError(f"{self.directory} holds an analysis with other settings "
+                                 f"({_difference(self.manifest['settings'], settings)}); "
+                                 "repeat it with the same settings to continue, or delete the directory")
+        else:
+            self.manifest = {"format": FORMAT, "settings": settings, "n_latents": n_latents,
+                             "shard_latents": shard_latents, "shards": {}, "complete": False}
+        self.db = connect(self.directory / DB_FILE)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.executescript(SCHEMA)
+        if not (self.directory / MANIFEST).exists():
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.execute("DELETE FROM vocab")
+                self.db.executemany("INSERT INTO vocab VALUES (?, ?)", enumerate(vocab))
+            atomic_write_json(self.directory / MANIFEST, self.manifest)
+
+    def pending_shards(self) -> list[tuple[int, int]]:
+        n, step = self.manifest["n_latents"], self.manifest["shard_latents"]
+        return [(lo, min(n, lo + step)) for lo in range(0, n, step) if shard_file(lo, min(n, lo + step))
+                not in self.manifest["shards"]]
+
+    def write_shard(self, lo: int, hi: int, tokens: int, tensors: dict[str, Tensor], rows: list[dict],
+                    labels: list[tuple]) -> None:
+        name = shard_file(lo, hi)
+        data = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
+        atomic_write_bytes(self.directory / name, data)
+        with self.db:  # a shard half-written by a killed run is replaced as a whole
+            self.db.execute("BEGIN")
+            for table in ("features", "labels"):
+                self.db.execute(f"DELETE FROM {table} WHERE latent >= ? AND latent < ?", (lo, hi))
+            self.db.execute("DELETE FROM search WHERE rowid >= ? AND rowid < ?", (lo, hi))
+            self.db.executemany(f"INSERT INTO features VALUES ({', '.join('?' * len(FEATURE_COLUMNS))})",
+                                [tuple(r.get(c) for c in FEATURE_COLUMNS) for r in rows])
+            self.db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", labels)
+            rules: dict[int, list[str]] = {}
+            for latent, _, text, *_ in labels:
+                rules.setdefault(latent, []).append(text)
+            self.db.executemany("INSERT INTO search (rowid, label, rules, tokens, contexts) VALUES (?, ?, ?, ?, ?)",
+                                [(r["latent"], _plain(r["label"]), _plain(" ".join(rules.get(r["latent"], []))),
+                                  r["top_tokens"], r.get("contexts", "")) for r in rows])
+        self.manifest["shards"][name] = {"lo": lo, "hi": hi, "tokens": tokens,
+                                         "sha256": hashlib.sha256(data).hexdigest()}
+        atomic_write_json(self.directory / MANIFEST, self.manifest)
+
+    def finish(self, summary: dict | None = None) -> None:
+        self.manifest["complete"] = not self.pending_shards()
+        self.manifest["summary"] = summary or {}
+        atomic_write_json(self.directory / MANIFEST, self.manifest)
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.close()
+
+
+def _plain(text: str | None) -> str:
+    """A label as words for search: quotes dropped, visible spaces back to spaces."""
+    return (text or "").replace('"', " ").replace("␣", " ").replace("⏎", " ")
+
+
+def _difference(old: dict, new: dict) -> str:
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    keys = sorted(k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k))
+    return ", ".join(f"{k}: {flat_old.get(k)!r} then, {flat_new.get(k)!r} now" for k in keys[:4])
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Example:
+    """A context in which a feature fires: `tokens[active]` is the token, `acts` the feature's
+    activation on every token of the window."""
+
+    doc: int
+    position: int
+    value: float
+    tokens: list[str]
+    acts: list[float]
+    active: int
+
+
+@dataclass
+class RangeSamples:
+    """Examples drawn uniformly from the activations in [low, high), of which there were `count`."""
+
+    low: float
+    high: float
+    count: int
+    examples: list[Example]
+
+
+@dataclass
+class Rule:
+    kind: str
+    text: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class Summary:
+    index: int
+    label: str | None
+    precision: float | None
+    recall: float | None
+    density: float
+    max_act: float
+
+
+@dataclass
+class Feature:
+    index: int
+    fires: int
+    density: float
+    mean_act: float
+    max_act: float
+    label: Rule | None
+    rules: list[Rule]
+    multilingual: bool | None
+    languages: dict[str, int]
+    concept: str | None
+    top_logits: list[tuple[str, float]]
+    bottom_logits: list[tuple[str, float]]
+    next_tokens: list[tuple[str, float]]
+    neighbours: list[tuple[int, float, str | None]]
+    histogram: list[int]
+    top_examples: list[Example]
+    samples: list[RangeSamples]
+
+
+@dataclass
+class TokenFeatures:
+    token: str
+    features: list[tuple[int, float, str | None]]  # (latent, activation, label)
+
+
+@dataclass
+class TracedDocument:
+    doc: int
+    text: str
+    value: float
+    position: int
+    meta: dict = field(default_factory=dict)
+
+
+class FeatureStore:
+    """Read access to RUN_DIR/features; usable while an analysis is still writing it."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.directory = features_dir(run_dir)
+        self.manifest = read_manifest(self.directory)
+        self.db = connect(self.directory / DB_FILE, readonly=True)
+        self.vocab = [r["text"] for r in self.db.execute("SELECT text FROM vocab ORDER BY id")]
+        self._verified: set[str] = set()
+        self._source = None
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> FeatureStore:
+        return cls(run_dir)
+
+    @property
+    def n_latents(self) -> int:
+        return self.manifest["n_latents"]
+
+    @property
+    def tokens(self) -> int:
+        """Tokens each shard was analysed on."""
+        return min((s["tokens"] for s in self.manifest["shards"].values()), default=0)
+
+    @property
+    def settings(self) -> dict:
+        return self.manifest["settings"]
+
+    def _shard_of(self, i: int) -> tuple[str, dict]:
+        if not 0 <= i < self.n_latents:
+            raise StoreError(f"feature {i} does not exist; this SAE has features 0-{self.n_latents - 1}")
+        for _ in range(2):
+            for name, entry in self.manifest["shards"].items():
+                if entry["lo"] <= i < entry["hi"]:
+                    return name, entry
+            self.manifest = read_manifest(self.directory)  # the analysis may have finished it since
+        raise StoreError(f"feature {i} is not analysed yet (its shard is pending); run or finish "
+                         f"`monosemantic analyze {self.run_dir}`")
+
+    def _arrays(self, i: int) -> dict[str, Tensor]:
+        """The shard arrays of feature i (the shard's sha256 checked on first use)."""
+        name, entry = self._shard_of(i)
+        path = self.directory / name
+        if name not in self._verified:
+            if not path.is_file():
+                raise StoreError(f"{path}: missing, but listed in {MANIFEST}")
+            if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+                raise StoreError(f"{path}: contents do not match the sha256 in {MANIFEST} (the file was changed "
+                                 f"or damaged); delete it and its entry, then rerun `monosemantic analyze`")
+            self._verified.add(name)
+        row = i - entry["lo"]
+        with safe_open(path, "pt") as f:
+            return {k: f.get_slice(k)[row : row + 1][0] for k in f.keys()}
+
+    def _row(self, i: int) -> sqlite3.Row:
+        self._shard_of(i)
+        row = self.db.execute("SELECT * FROM features WHERE latent = ?", (i,)).fetchone()
+        if row is None:
+            raise StoreError(f"feature {i} is listed as analysed but has no row in {DB_FILE}")
+        return row
+
+    def _examples(self, a: dict[str, Tensor], prefix: str) -> list[Example]:
+        before = self.settings["analysis"]["window"] * 3 // 4
+        out = []
+        for slot in range(a[f"{prefix}_doc"].shape[0]):
+            doc = int(a[f"{prefix}_doc"][slot])
+            if doc < 0:
+                continue
+            ids = a[f"{prefix}_ctx_tokens"][slot].tolist()
+            acts = a[f"{prefix}_ctx_acts"][slot].float().tolist()
+            present = [j for j, t in enumerate(ids) if t >= 0]
+            out.append(Example(doc, int(a[f"{prefix}_pos"][slot]), float(a[f"{prefix}_value"][slot]),
+                               [self.vocab[ids[j]] for j in present], [acts[j] for j in present],
+                               present.index(before)))
+        return out
+
+    def feature(self, i: int) -> Feature:
+        row, a = self._row(i), self._arrays(i)
+        rules = [Rule(r["kind"], r["text"], r["precision"], r["recall"], r["f1"], r["support"]) for r in
+                 self.db.execute("SELECT * FROM labels WHERE latent = ? ORDER BY f1 DESC", (i,))]
+        label = None if row["label"] is None else Rule(row["label_kind"], row["label"], row["precision"],
+                                                       row["recall"], row["f1"], row["support"])
+        neighbours = json.loads(row["neighbours"])
+        names = self.labels([j for j, _ in neighbours])
+        return Feature(
+            i, row["fires"], row["density"], row["mean_act"], row["max_act"], label, rules,
+            None if row["multilingual"] is None else bool(row["multilingual"]), json.loads(row["languages"]),
+            row["concept"], [tuple(x) for x in json.loads(row["top_logits"] or "[]")],
+            [tuple(x) for x in json.loads(row["bottom_logits"] or "[]")],
+            [tuple(x) for x in json.loads(row["next_tokens"])], [(j, s, names.get(j)) for j, s in neighbours],
+            a["hist"].tolist(), self._examples(a, "top"), self._samples(a))
+
+    def _samples(self, a: dict[str, Tensor]) -> list[RangeSamples]:
+        per_range = a["sample_doc"].shape[0] // N_RANGES
+        counts = torch.zeros(N_RANGES, dtype=torch.long).index_add_(
+            0, range_of_bin(torch.arange(N_HIST)), a["hist"])
+        edges = [0.0, *RANGE_EDGES.tolist(), math.inf]
+        out = []
+        for r in reversed(range(N_RANGES)):
+            part = {k: v[r * per_range : (r + 1) * per_range] for k, v in a.items() if k.startswith("sample_")}
+            examples = self._examples(part, "sample")
+            if examples:
+                out.append(RangeSamples(edges[r], edges[r + 1], int(counts[r]), examples))
+        return out
+
+    def labels(self, latents: list[int]) -> dict[int, str | None]:
+        if not latents:
+            return {}
+        marks = ", ".join("?" * len(latents))
+        return {r["latent"]: r["label"] for r in
+                self.db.execute(f"SELECT latent, label FROM features WHERE latent IN ({marks})", latents)}
+
+    def _summaries(self, sql: str, args: tuple) -> list[Summary]:
+        return [Summary(r["latent"], r["label"], r["precision"], r["recall"], r["density"], r["max_act"])
+                for r in self.db.execute(sql, args)]
+
+    def search(self, query: str, limit: int = 20) -> list[Summary]:
+        """Features whose label, label rules, top tokens or contexts contain `query` (word prefixes),
+        best matches first (label hits count most)."""
+        if not query.strip():
+            raise StoreError("empty search; give a word or symbol, e.g. '=' or 'Spanish'")
+        phrase = '"' + query.replace('"', '""') + '"*'
+        sql = ("SELECT f.* FROM search JOIN features f ON f.latent = search.rowid WHERE search MATCH ? "
+               "ORDER BY {} LIMIT ?")
+        in_label = self._summaries(sql.format("f.f1 DESC"), ("label : " + phrase, limit))
+        seen = {s.index for s in in_label}
+        rest = self._summaries(sql.format("f.fires > 0 DESC, bm25(search, 10.0, 4.0, 2.0, 0.5), f.f1 DESC"),
+                               (phrase, limit + len(seen)))
+        return (in_label + [s for s in rest if s.index not in seen])[:limit]
+
+    def list(self, order: str = "f1", limit: int = 20, labelled: bool = False) -> list[Summary]:
+        """Features sorted by f1 / precision / density / max_act (descending)."""
+        if order not in ("f1", "precision", "density", "max_act", "latent"):
+            raise StoreError(f"cannot sort by {order!r}; expected f1, precision, density, max_act or latent")
+        where = "WHERE label IS NOT NULL" if labelled else ""
+        direction = "ASC" if order == "latent" else "DESC"
+        return self._summaries(f"SELECT * FROM features {where} ORDER BY {order} {direction} NULLS LAST LIMIT ?",
+                               (limit,))
+
+    def count(self, min_precision: float | None = None) -> int:
+        if min_precision is None:
+            return self.db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM features WHERE precision >= ?", (min_precision,)).fetchone()[0]
+
+    def top_features_for(self, text: str, k: int = 5, *, device: str = "cpu") -> list[TokenFeatures]:
+        """Runs model + SAE on `text`; per token, its `k` most active features with labels."""
+        from monosemantic.analyze import Source
+
+        if self._source is None:
+            self._source = Source.of_run(self.run_dir, self.settings["corpus"], device)
+        src = self._source
+        ids = encode(src.tokenizer, text)[: src.seq_len]
+        if ids and ids[-1] == src.tokenizer.eos_token_id:
+            ids = ids[:-1]
+        input_ids = torch.tensor([ids])
+        keep = torch.ones_like(input_ids, dtype=torch.bool)
+        if src.tokenizer.bos_token_id is not None:
+            keep &= input_ids != src.tokenizer.bos_token_id
+        with torch.inference_mode():
+            z = src.latents(input_ids, None, keep)
+        top = z.topk(min(k, z.shape[1]), dim=1)
+        names = self.labels(sorted(set(top.indices.flatten().tolist())))
+        tokens = [src.vocab[t] for t in input_ids[keep].tolist()]
+        return [TokenFeatures(tok, [(j, v, names.get(j)) for j, v in zip(idx, vals) if v > 0])
+                for tok, idx, vals in zip(tokens, top.indices.tolist(), top.values.tolist())]
+
+    def trace(self, i: int, n: int | None = None) -> list[TracedDocument]:
+        """The documents of feature i's top examples, in full, with their metadata."""
+        from monosemantic.analyze import document_meta
+
+        corpus = open_corpus(self.settings["corpus"])
+        out = []
+        for ex in self.feature(i).top_examples[:n]:
+            doc = next(iter(corpus.documents(start=ex.doc, limit=1)), None)
+            if doc is None or doc.id != ex.doc:
+                raise StoreError(f"document {ex.doc} is no longer in the corpus {self.settings['corpus']!r}")
+            out.append(TracedDocument(ex.doc, doc.text, ex.value, ex.position, document_meta(doc)))
+        return out
+
+    def close(self) -> None:
+        self.db.close()
