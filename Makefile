@@ -21,14 +21,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The main job on the built-in model: train an SAE on layer 4's MLP neurons, then evaluate it spliced
-# into the model. runs/demo is the demo's own directory and is replaced on every run.
+# The main job on the built-in model: train an SAE on layer 4's MLP neurons, evaluate it spliced into
+# the model, then analyse every feature (labels, top contexts, ...) into runs/demo/features.
+# runs/demo is the demo's own directory and is replaced on every run.
 DEMO_RUN := runs/demo
 demo: $(STAMP)
 	rm -rf $(DEMO_RUN)
 	$(BIN)/monosemantic train --model builtin --hookpoint layers.4.mlp.neurons --expansion-factor 8 --k 32 \
 		--tokens 2M --out $(DEMO_RUN)
 	$(BIN)/monosemantic eval $(DEMO_RUN)
+	$(BIN)/monosemantic analyze $(DEMO_RUN) --tokens 200k
 
 toy: $(STAMP)
 	$(BIN)/monosemantic bench toy

@@ -162,7 +162,7 @@ def analyze_shard(src: Source, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, 
             keep = kept_tokens(batch, src.tokenizer)
             z = src.latents(batch.input_ids, batch.attention_mask, keep)[:, lo:hi]
             tok, lat = stats.update(Batch(z, keep, batch.input_ids, batch.doc_ids, batch.positions))
-            labels.update(rule_keys(space, batch.input_ids, batch.doc_ids, keep, doc_meta), tok, lat)
+            labels.update(rule_keys(space, meta, batch.input_ids, batch.doc_ids, keep, doc_meta), tok, lat)
             languages.update(batch.doc_ids[keep], doc_words, tok, lat)
             bar.update(z.shape[0])
             if stats.tokens >= cfg.tokens:
@@ -193,11 +193,21 @@ def quote(text: str) -> str:
     return '"' + text.replace(" ", "␣").replace("\n", "⏎") + '"'
 
 
-def label_rows(vocab: list[str], scored: Scored, space: KeySpace, meta: MetaVocab, lo: int) -> list[tuple]:
-    """(latent, kind, text, precision, recall, f1, support, hits) of every candidate rule."""
-    out = []
-    for i, c in torch.nonzero((scored.keys >= 0).any(-1)).tolist():
-        kind, text, _ = rule_text(vocab, space, meta, [k for k in scored.keys[i, c].tolist() if k >= 0])
+def label_rows(vocab: list[str], scored: Scored, space: KeySpace, meta: MetaVocab, lo: int,
+               per_latent: int = 8) -> list[tuple]:
+    """(latent, kind, text, precision, recall, f1, support, hits) of each latent's `per_latent` best
+    candidate rules (by F1) that hold somewhere in the held-out tokens."""
+    out, texts = [], {}
+    keys = scored.keys.tolist()
+    f1 = 2 * scored.precision * scored.recall / (scored.precision + scored.recall).clamp(min=1e-12)
+    usable = (scored.keys >= 0).any(-1) & (scored.support > 0)
+    best = torch.where(usable, f1, -1.0).topk(min(per_latent, f1.shape[1]), dim=1)
+    chosen = torch.zeros_like(usable).scatter_(1, best.indices, True) & usable
+    for i, c in torch.nonzero(chosen).tolist():
+        rule = tuple(k for k in keys[i][c] if k >= 0)
+        if rule not in texts:
+            texts[rule] = rule_text(vocab, space, meta, list(rule))
+        kind, text, _ = texts[rule]
         p, r = scored.precision[i, c].item(), scored.recall[i, c].item()
         out.append((lo + i, kind, text, p, r, 2 * p * r / (p + r) if p + r else 0.0,
                     int(scored.support[i, c]), int(scored.hits[i, c])))
@@ -260,6 +270,11 @@ def feature_rows(src: Source, stats: LatentStats, scored: Scored, space: KeySpac
     lang_fires, lang_tokens, languages = languages.fires, languages.tokens, languages.names
     next_tok, next_share = stats.top_next_tokens(10)
     logits = to_logits(src.sae.W_dec[lo : lo + n].detach()).float().cpu() if to_logits is not None else None
+    if logits is not None:
+        n_top = min(10, logits.shape[1])
+        top, bottom = logits.topk(n_top, dim=1), logits.topk(n_top, dim=1, largest=False)
+        top_ids, top_vals, bottom_ids, bottom_vals = (t.tolist() for t in (top.indices, top.values, bottom.indices,
+                                                                            bottom.values))
     neighbours = nearest_latents(src.sae.W_dec.detach().float().cpu(), lo, lo + n)
     rows = []
     for i in range(n):
@@ -278,10 +293,8 @@ def feature_rows(src: Source, stats: LatentStats, scored: Scored, space: KeySpac
                           rates)
         row.update(multilingual=ml["multilingual"], languages=json.dumps(ml["languages"]), concept=ml["concept"])
         if logits is not None:
-            top, bottom = logits[i].topk(10), (-logits[i]).topk(10)
-            row["top_logits"] = json.dumps([[src.vocab[t], v] for t, v in zip(top.indices.tolist(), top.values.tolist())])
-            row["bottom_logits"] = json.dumps([[src.vocab[t], -v] for t, v in
-                                               zip(bottom.indices.tolist(), bottom.values.tolist())])
+            row["top_logits"] = json.dumps([[src.vocab[t], v] for t, v in zip(top_ids[i], top_vals[i])])
+            row["bottom_logits"] = json.dumps([[src.vocab[t], v] for t, v in zip(bottom_ids[i], bottom_vals[i])])
         row["next_tokens"] = json.dumps([[src.vocab[t], s] for t, s in zip(next_tok[i].tolist(), next_share[i].tolist())
                                          if t >= 0])
         row["neighbours"] = json.dumps([[j, s] for j, s in zip(*neighbours[i])])

@@ -123,14 +123,18 @@ class LabelStats:
         self.tokens = 0
         self.fit_counts = KeyedSums(n_latents * space.size)
         self.fit_fires = torch.zeros(n_latents, dtype=torch.long)
-        self.candidates: Tensor | None = None  # [n_latents, C, set_size]
+        # candidates, once chosen: n-grams [n, max_order, per_kind] (order m+1 in row m), metadata values
+        # [n, fields, meta_per_field] (field f in row f), token sets [n, set_size]; -1 padding
+        self.ngram_cands: Tensor | None = None
+        self.meta_cands: Tensor | None = None
+        self.set_cands: Tensor | None = None
         self.occurrences = KeyedSums(space.size)
         self.hits: Tensor | None = None
         self.fires = torch.zeros(n_latents, dtype=torch.long)
 
     @property
     def fitting(self) -> bool:
-        return self.candidates is None
+        return self.ngram_cands is None
 
     def update(self, rule_keys: Tensor, tok: Tensor, lat: Tensor) -> None:
         """`rule_keys` [n_kept, K]: the keys that hold on each kept token (-1 padding); (tok, lat) the
@@ -146,9 +150,15 @@ class LabelStats:
         self.tokens += rule_keys.shape[0]
         self.occurrences.add(rule_keys[rule_keys >= 0])
         self.fires += torch.bincount(lat, minlength=self.n_latents)
-        cand = self.candidates[lat]  # [nnz, C, set_size]
-        held = rule_keys[tok]  # [nnz, K]
-        hit = ((cand[..., None] == held[:, None, None, :]) & (cand[..., None] >= 0)).any(-1).any(-1)
+        # each candidate is compared with the one key of its own kind: n-gram of its order, value of its field
+        held = rule_keys[tok]  # [nnz, max_order + fields]
+        order = self.space.max_order
+        n_fields = self.meta_cands.shape[1]
+        meta = torch.full((held.shape[0], n_fields), -2, dtype=torch.long)  # -2: matches no candidate
+        meta[:, : min(n_fields, held.shape[1] - order)] = held[:, order : order + n_fields]
+        hit = torch.cat([(self.ngram_cands[lat] == held[:, :order, None]).flatten(1),
+                         ((self.meta_cands[lat] == meta[:, :, None]) & (meta[:, :, None] >= 0)).flatten(1),
+                         (self.set_cands[lat] == held[:, :1]).any(1, keepdim=True)], 1)
         self.hits.index_add_(0, lat, hit.long())
 
     def _choose(self) -> None:
@@ -163,14 +173,23 @@ class LabelStats:
         per = max(self.per_kind, self.meta_per_field, self.set_size)
         top, top_counts = top_per_group(lat * n_kinds + kind, counts, key, self.n_latents * n_kinds, per)
         top, top_counts = top.view(self.n_latents, n_kinds, per), top_counts.view(self.n_latents, n_kinds, per)
-        singles = torch.cat([top[:, : self.space.max_order, : self.per_kind].flatten(1),
-                             top[:, self.space.max_order :, : self.meta_per_field].flatten(1)], 1)
+        order, n_fields = self.space.max_order, len(self.meta.fields)
+        self.ngram_cands = top[:, :order, : self.per_kind].contiguous()
+        self.meta_cands = top[:, order : order + n_fields, : self.meta_per_field].contiguous()
+        self.set_cands = self._token_set(top[:, 0, : self.set_size], top_counts[:, 0, : self.set_size])
+        n_cands = order * self.per_kind + n_fields * self.meta_per_field + 1
+        self.hits = torch.zeros(self.n_latents, n_cands, dtype=torch.long)
+        self.tokens = 0
+
+    @property
+    def candidates(self) -> Tensor:
+        """[n_latents, C, set_size]: every candidate rule as the keys it holds for (-1 padding), in the
+        order of `hits`: n-grams by order, metadata by field, then the token set."""
+        singles = torch.cat([self.ngram_cands.flatten(1), self.meta_cands.flatten(1)], 1)
         cand = torch.full((self.n_latents, singles.shape[1] + 1, self.set_size), -1, dtype=torch.long)
         cand[:, :-1, 0] = singles
-        cand[:, -1] = self._token_set(top[:, 0, : self.set_size], top_counts[:, 0, : self.set_size])
-        self.candidates = cand
-        self.hits = torch.zeros(cand.shape[:2], dtype=torch.long)
-        self.tokens = 0
+        cand[:, -1] = self.set_cands
+        return cand
 
     def _token_set(self, tokens: Tensor, counts: Tensor) -> Tensor:
         """[n_latents, set_size]: the most frequent tokens until they cover SET_COVERAGE of the
@@ -186,24 +205,26 @@ class LabelStats:
         if self.fitting:
             raise ValueError(f"label statistics need more than the {self.tokens} tokens seen for fitting "
                              f"(fit_tokens={self.fit_tokens}) before they can be scored")
-        valid = self.candidates >= 0
-        occ = torch.where(valid, self.occurrences.get(self.candidates.clamp(min=0)), 0.0).sum(-1)
+        candidates = self.candidates
+        valid = candidates >= 0
+        occ = torch.where(valid, self.occurrences.get(candidates.clamp(min=0)), 0.0).sum(-1)
         hits = self.hits.double()
         precision = torch.where(occ > 0, hits / occ.clamp(min=1), 0.0)
         recall = hits / self.fires.clamp(min=1)[:, None].double()
         has_rule = valid.any(-1)
-        return Scored(self.candidates, torch.where(has_rule, precision, 0.0), torch.where(has_rule, recall, 0.0),
+        return Scored(candidates, torch.where(has_rule, precision, 0.0), torch.where(has_rule, recall, 0.0),
                       torch.where(has_rule, occ, 0.0).long(), self.hits, self.fires)
 
 
-def rule_keys(space: KeySpace, input_ids: Tensor, doc_ids: Tensor, kept: Tensor,
+def rule_keys(space: KeySpace, meta: MetaVocab, input_ids: Tensor, doc_ids: Tensor, kept: Tensor,
               doc_meta: dict[int, list[int]]) -> Tensor:
     """[n_kept, max_order + fields]: the keys of every rule that holds on each kept token: its
-    n-grams and its document's metadata ids (`doc_meta`: document id -> MetaVocab ids); -1 padding."""
+    n-grams, then its document's metadata value of each field (`doc_meta`: document id -> MetaVocab
+    ids); -1 where a document lacks a field."""
     ngrams = space.ngram_keys(input_ids, doc_ids, kept)
     docs, inverse = torch.unique(doc_ids[kept], return_inverse=True)
-    metas = [doc_meta.get(d, []) for d in docs.tolist()]
-    per_doc = torch.full((len(metas), max(map(len, metas), default=0)), -1, dtype=torch.long)
-    for i, ids in enumerate(metas):
-        per_doc[i, : len(ids)] = torch.tensor(ids, dtype=torch.long) + space.meta_offset
+    per_doc = torch.full((docs.numel(), len(meta.fields)), -1, dtype=torch.long)
+    for i, d in enumerate(docs.tolist()):
+        for j in doc_meta.get(d, []):
+            per_doc[i, meta.field_of[j]] = j + space.meta_offset
     return torch.cat([ngrams, per_doc[inverse]], 1)

@@ -53,3 +53,11 @@ def test_the_demo_job_on_the_built_in_model(tmp_path):
     metrics = json.loads((run / "eval.json").read_text())["metrics"]
     assert metrics["ce_spliced"] < metrics["ce_zero_ablated"] and metrics["ce_spliced"] < metrics["ce_mean_ablated"]
     assert metrics["ce_loss_recovered"] > 0.5 and metrics["fvu"] < 0.5 and metrics["l0"] <= 32
+    analysis = subprocess.run([sys.executable, "-m", "monosemantic", "-q", "analyze", str(run), "--tokens", "60k"],
+                              capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    assert analysis.returncode == 0, analysis.stderr
+    assert "labelled with precision >= 0.9" in analysis.stdout and "some labelled features:" in analysis.stdout
+    from monosemantic.store import FeatureStore
+
+    store = FeatureStore.open(run)
+    assert store.count() == 8 * 768 and store.count(min_precision=0.9) > 50

@@ -21,7 +21,7 @@ def rows(*token_rows):
 def feed(stats, space, meta, doc_meta, token_rows, fires_on):
     """`fires_on`: (row, col) cells where latent 0 fires."""
     ids, docs, kept = token_rows
-    keys = rule_keys(space, ids, docs, kept, doc_meta)
+    keys = rule_keys(space, meta, ids, docs, kept, doc_meta)
     cells = torch.nonzero(kept).tolist()
     tok = torch.tensor([cells.index([r, c]) for r, c in fires_on])
     stats.update(keys, tok, torch.zeros_like(tok))
