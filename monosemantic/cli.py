@@ -11,6 +11,7 @@
     monosemantic export runs/x --format saelens --out exported/x
     monosemantic analyze runs/x --tokens 200k    # every feature: statistics, contexts, labels -> runs/x/features
     monosemantic feature runs/x 123             # one feature, readable; `features --search '='` finds them
+    monosemantic view runs/x                    # the dashboard: http://127.0.0.1:8000/
     monosemantic bench toy
 """
 
@@ -29,6 +30,7 @@ from monosemantic.atomic import atomic_write_json
 from monosemantic.cache import CacheError
 from monosemantic.checkpoint import CheckpointError
 from monosemantic.cli_features import add_feature_commands
+from monosemantic.cli_view import add_view_command
 from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int, to_dict
 from monosemantic.corpora import CorpusError
 from monosemantic.formats import WRITERS, detect_format, export_sae, load_sae
@@ -337,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_interop_commands(sub)
     add_feature_commands(sub, _command)
+    add_view_command(sub, _command)
 
     mathlm = sub.add_parser("mathlm", help="the built-in math language model", formatter_class=HelpFormatter,
                             description="The built-in math language model: train it, evaluate it.")

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from torch import Tensor
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json, read_manifest_json, remove_stale_temporaries
-from monosemantic.corpora import encode, open_corpus
+from monosemantic.corpora import Document, open_corpus
 from monosemantic.latent_stats import N_HIST, N_RANGES, RANGE_EDGES, range_of_bin
 
 FEATURES_DIR = "features"
@@ -385,38 +385,50 @@ class FeatureStore:
             return self.db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
         return self.db.execute("SELECT COUNT(*) FROM features WHERE precision >= ?", (min_precision,)).fetchone()[0]
 
-    def top_features_for(self, text: str, k: int = 5, *, device: str = "cpu") -> list[TokenFeatures]:
-        """Runs model + SAE on `text`; per token, its `k` most active features with labels."""
+    def source(self, device: str = "cpu"):
+        """The run's SAE, model and tokenizer (`analyze.Source`), loaded on first use."""
         from monosemantic.analyze import Source
 
         if self._source is None:
             self._source = Source.of_run(self.run_dir, self.settings["corpus"], device)
-        src = self._source
-        ids = encode(src.tokenizer, text)[: src.seq_len]
-        if ids and ids[-1] == src.tokenizer.eos_token_id:
-            ids = ids[:-1]
-        input_ids = torch.tensor([ids])
-        keep = torch.ones_like(input_ids, dtype=torch.bool)
-        if src.tokenizer.bos_token_id is not None:
-            keep &= input_ids != src.tokenizer.bos_token_id
-        with torch.inference_mode():
-            z = src.latents(input_ids, None, keep)
-        top = z.topk(min(k, z.shape[1]), dim=1)
-        names = self.labels(sorted(set(top.indices.flatten().tolist())))
-        tokens = [src.vocab[t] for t in input_ids[keep].tolist()]
-        return [TokenFeatures(tok, [(j, v, names.get(j)) for j, v in zip(idx, vals) if v > 0])
-                for tok, idx, vals in zip(tokens, top.indices.tolist(), top.values.tolist())]
+        return self._source
+
+    def mean_activation(self, latents: list[int]) -> list[float]:
+        """Each latent's mean activation over all analysed tokens (density x mean when firing): the
+        value mean ablation sets it to."""
+        for i in latents:
+            self._shard_of(i)
+        rows = {r["latent"]: r["density"] * r["mean_act"] for r in self.db.execute(
+            f"SELECT latent, density, mean_act FROM features WHERE latent IN ({', '.join('?' * len(latents))})",
+            latents)}
+        return [rows[i] for i in latents]
+
+    def top_features_for(self, text: str, k: int = 5, *, device: str = "cpu") -> list[TokenFeatures]:
+        """Runs model + SAE on `text` (cut to the run's `seq_len`); per token, its `k` most active
+        features with labels."""
+        from monosemantic.probe import prompt_ids, text_latents, top_latents
+
+        src = self.source(device)
+        text = text_latents(src, prompt_ids(src.tokenizer, text)[: src.seq_len])
+        top = top_latents(text.z, k)
+        names = self.labels(sorted({j for row in top for j, _ in row}))
+        return [TokenFeatures(tok, [(j, v, names.get(j)) for j, v in row]) for tok, row in zip(text.tokens, top)]
+
+    def document(self, doc: int) -> Document:
+        """Document `doc` of the analysed corpus, in full."""
+        docs = open_corpus(self.settings["corpus"]).documents(start=doc, limit=1) if doc >= 0 else iter(())
+        found = next(iter(docs), None)
+        if found is None or found.id != doc:
+            raise StoreError(f"document {doc} is not in the corpus {self.settings['corpus']!r}")
+        return found
 
     def trace(self, i: int, n: int | None = None) -> list[TracedDocument]:
         """The documents of feature i's top examples, in full, with their metadata."""
         from monosemantic.analyze import document_meta
 
-        corpus = open_corpus(self.settings["corpus"])
         out = []
         for ex in self.feature(i).top_examples[:n]:
-            doc = next(iter(corpus.documents(start=ex.doc, limit=1)), None)
-            if doc is None or doc.id != ex.doc:
-                raise StoreError(f"document {ex.doc} is no longer in the corpus {self.settings['corpus']!r}")
+            doc = self.document(ex.doc)
             out.append(TracedDocument(ex.doc, doc.text, ex.value, ex.position, document_meta(doc)))
         return out
 

@@ -1,0 +1,106 @@
+"""The dashboard's JSON API under /api: one route per `Dashboard` method. The pages' scripts call it,
+and so can any client:
+
+    POST /api/text                      {"text", "k", "features"}: per token its top features
+    GET  /api/features?order=&limit=    features sorted by f1, precision, density, max_act or latent
+    GET  /api/search?q=&limit=          by id, label, label rules, top tokens, contexts
+    GET  /api/feature/{i}               everything the store holds on feature i
+    GET  /api/feature/{i}/summary       its label, precision, recall, density, max activation
+    POST /api/feature/{i}/activations   {"text"}: feature i's activation on every token
+    GET  /api/feature/{i}/trace?n=      the full documents of its top examples
+    GET  /api/document/{doc}?feature=   a corpus document, with a feature's activations
+    POST /api/playground                {"prompt", "interventions": [{"feature", "kind", "value"}], "new_tokens"}
+    GET  /api/run                       configs, training curves, evaluation, store summary
+    GET  /api/health
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from monosemantic.dashboard.service import Dashboard
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently a default
+
+
+class TextRequest(_Request):
+    text: str
+    k: int = 5
+    features: int = 32
+
+
+class ActivationsRequest(_Request):
+    text: str
+
+
+class InterventionSpec(_Request):
+    feature: int
+    kind: Literal["zero", "mean", "clamp", "steer"]
+    value: float = Field(0.0, allow_inf_nan=False)
+
+
+class PlaygroundRequest(_Request):
+    prompt: str
+    interventions: list[InterventionSpec] = []
+    new_tokens: int = 16
+    top: int = 10
+
+
+def api_router(dash: Dashboard) -> APIRouter:
+    """Routes are plain `def`s: FastAPI runs them in its thread pool, and the dashboard's locks
+    serialise the model work among them."""
+    api = APIRouter(prefix="/api")
+
+    @api.get("/health")
+    def health() -> dict:
+        return {"ok": True, "run": dash.run_dir.name, "features": dash.n_latents}
+
+    @api.post("/text")
+    def text(req: TextRequest) -> dict:
+        return dash.text(req.text, req.k, req.features)
+
+    @api.get("/features")
+    def features(order: Literal["f1", "precision", "density", "max_act", "latent"] = "f1", limit: int = 50,
+                 labelled: bool = False) -> list[dict]:
+        return dash.listing(order, limit, labelled)
+
+    @api.get("/search")
+    def search(q: str, limit: int = 50) -> list[dict]:
+        return dash.search(q, limit)
+
+    @api.get("/feature/{i}")
+    def feature(i: int) -> dict:
+        return asdict(dash.feature(i))
+
+    @api.get("/feature/{i}/summary")
+    def summary(i: int) -> dict:
+        return dash.summary(i)
+
+    @api.post("/feature/{i}/activations")
+    def activations(i: int, req: ActivationsRequest) -> dict:
+        return dash.feature_acts(i, req.text)
+
+    @api.get("/feature/{i}/trace")
+    def trace(i: int, n: int = 8) -> list[dict]:
+        return dash.trace(i, n)
+
+    @api.get("/document/{doc}")
+    def document(doc: int, feature: int | None = None) -> dict:
+        return dash.document(doc, feature)
+
+    @api.post("/playground")
+    def playground(req: PlaygroundRequest) -> dict:
+        specs = [s.model_dump() for s in req.interventions]
+        return dash.playground(req.prompt, specs, req.new_tokens, req.top)
+
+    @api.get("/run")
+    def run() -> dict:
+        return dash.run()
+
+    return api
