@@ -31,14 +31,22 @@ demo: $(STAMP)
 		--tokens 2M --out $(DEMO_RUN)
 	$(BIN)/monosemantic eval $(DEMO_RUN)
 	$(BIN)/monosemantic analyze $(DEMO_RUN) --tokens 200k
+	$(BIN)/monosemantic view $(DEMO_RUN)
 
 toy: $(STAMP)
 	$(BIN)/monosemantic bench toy
 
-test: $(STAMP)
+# The dashboard's browser tests drive Debian's chromium with Playwright (Playwright's own browser
+# download needs the internet); installed here when missing (CI runs as root).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m slow -q
 
 bench: $(STAMP)

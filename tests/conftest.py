@@ -31,3 +31,40 @@ def tiny_model_dirs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("models")
     return {family: save_tiny_model(root / family, family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def analysed_run(tiny_model_dirs, tmp_path_factory):
+    """A tiny run trained, evaluated and analysed in-process (gpt2 family, layer 1's neurons, 256
+    features): what the dashboard and probe tests read."""
+    from monosemantic.cli import main
+
+    out = tmp_path_factory.mktemp("analysed_run") / "run"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["-q", "--threads", "1", "train", "--model_path", str(tiny_model_dirs["gpt2"]), "--hookpoint",
+                     "layers.1.mlp.neurons", "--expansion_factor", "2", "--k", "8", "--tokens", "16k", "--batch-size",
+                     "512", "--batch-tokens", "1024", "--chunk-tokens", "4096", "--out", str(out)]) == 0
+        assert main(["-q", "--threads", "1", "eval", str(out), "--tokens", "2000"]) == 0
+        assert main(["-q", "--threads", "1", "analyze", str(out), "--tokens", "6000", "--batch-tokens", "1024",
+                     "--top-k", "6", "--window", "8"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dashboard_app(analysed_run):
+    """The dashboard's app over `analysed_run` (model, SAE and store loaded once for all tests)."""
+    from monosemantic.dashboard import create_app
+
+    return create_app(analysed_run)
+
+
+@pytest.fixture(scope="session")
+def dashboard_url(dashboard_app):
+    """A real uvicorn server of `dashboard_app` on 127.0.0.1 (a free port), for the session."""
+    from dashboard_server import running
+
+    with running(dashboard_app) as url:
+        yield url

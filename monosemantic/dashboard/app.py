@@ -16,11 +16,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from monosemantic.dashboard.api import api_router
 from monosemantic.dashboard.guard import LOOPBACK, Guard
+from monosemantic.dashboard.html import esc, page
 from monosemantic.dashboard.pages import page_router
 from monosemantic.dashboard.service import Dashboard, Limits, RequestError
 from monosemantic.interventions import InterventionError
@@ -31,8 +32,13 @@ STATIC = Path(__file__).parent / "static"
 WILDCARD = ("0.0.0.0", "::", "")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
+def _error(request: Request, status: int, message: str) -> Response:
+    """JSON for the API; a page for a browser that followed a link."""
+    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
+        return JSONResponse({"detail": message}, status_code=status)
+    body = f'<h1>{status}</h1><p class="error" id="error">{esc(message)}</p><p><a href="/">back to the text view</a></p>'
+    return HTMLResponse(page(f"Error {status}", body, name="error", run=request.app.state.dashboard.run_dir.name),
+                        status_code=status)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -45,25 +51,25 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
-    async def refused(_request: Request, exc: RequestError):
-        return _error(exc.status, str(exc))
+    async def refused(request: Request, exc: RequestError):
+        return _error(request, exc.status, str(exc))
 
     @app.exception_handler(StoreError)
-    async def store_error(_request: Request, exc: StoreError):
+    async def store_error(request: Request, exc: StoreError):
         missing = any(s in str(exc) for s in ("does not exist", "not analysed yet", "is not in the corpus"))
-        return _error(404 if missing else 400, str(exc))
+        return _error(request, 404 if missing else 400, str(exc))
 
     @app.exception_handler(ProbeError)
-    async def probe_error(_request: Request, exc: ProbeError):
-        return _error(400, str(exc))
+    async def probe_error(request: Request, exc: ProbeError):
+        return _error(request, 400, str(exc))
 
     @app.exception_handler(InterventionError)
-    async def intervention_error(_request: Request, exc: InterventionError):
-        return _error(400, str(exc))
+    async def intervention_error(request: Request, exc: InterventionError):
+        return _error(request, 400, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError):
-        return _error(422, _validation_message(exc))
+    async def invalid(request: Request, exc: RequestValidationError):
+        return _error(request, 422, _validation_message(exc))
 
 
 def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ def example_html(i: int, ex: Example, peak: float) -> str:
     href = f"/document/{ex.doc}?feature={i}&position={ex.position}"
     return (f'<div class="example"><span class="value">{ex.value:.3f}</span>'
             f'{tokens_html(ex.tokens, ex.acts, peak, ex.active)}'
-            f'<a class="source" href="{href}" title="the full document">doc {ex.doc} ↗</a></div>')
+            f'<a class="source" href="{esc(href)}" title="the full document">doc {ex.doc} ↗</a></div>')
 
 
 def _logits(pairs: list[tuple[str, float]], fmt: str) -> str:

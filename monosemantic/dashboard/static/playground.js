@@ -38,9 +38,10 @@
   }
 
   function prediction(section, title, result, prompt) {
+    const top = Math.max(1e-12, ...result.next_tokens.map(([, p]) => p));  // bars relative to the likeliest
     const bars = result.next_tokens.map(([tok, p]) => MS.el("tr", {},
       MS.el("td", {}, MS.el("code", {text: MS.alone(tok)})),
-      MS.el("td", {}, MS.el("span", {class: "prob", style: `width: ${(100 * p).toFixed(1)}%`})),
+      MS.el("td", {}, MS.el("span", {class: "prob", style: `width: ${(100 * p / top).toFixed(1)}%`})),
       MS.el("td", {text: `${(100 * p).toFixed(1)}%`})));
     section.replaceChildren(MS.el("h2", {text: title}),
       MS.el("p", {class: "continuation-line"}, MS.el("span", {class: "prompt", text: MS.visible(prompt)}),
