@@ -120,6 +120,9 @@ def predict(src, ids: list[int], interventions: Sequence[Intervention] = (), *, 
             new_tokens: int = 16) -> Prediction:
     """Next-token distribution and greedy continuation of the prompt `ids`, with the SAE spliced in
     and `interventions` applied at every position (the clean model when there are none)."""
+    if any(iv.positions is not None for iv in interventions):
+        raise ProbeError("predict applies interventions at every position (they are cached with the keys and "
+                         "values); give interventions without positions")
     limit = context_length(src.model)
     if not ids:
         raise ProbeError("empty prompt; give some text to continue")
@@ -127,18 +130,21 @@ def predict(src, ids: list[int], interventions: Sequence[Intervention] = (), *, 
         raise ProbeError(f"a prompt of {len(ids)} tokens plus {new_tokens} new ones exceeds the model's "
                          f"context of {limit} tokens")
     device = next(src.model.parameters()).device
-    input_ids = torch.tensor([ids], device=device)
+    step = torch.tensor([ids], device=device)
     edit = intervene(src.model, src.sae, interventions) if interventions else contextlib.nullcontext()
-    continuation, first = [], None
+    continuation, first, past = [], None, None
     with edit, torch.inference_mode():
-        # no KV cache: every step reruns the whole sequence, so the interventions see every position
+        # with the KV cache each step reads one new token; the cached positions were computed under
+        # the same interventions, so this equals rerunning the whole sequence (tests check it against
+        # Hugging Face's generate)
         for _ in range(max(new_tokens, 1)):
-            logits = src.model(input_ids=input_ids).logits[0, -1].float()  # [vocab]
+            out = src.model(input_ids=step, past_key_values=past, use_cache=True)
+            logits, past = out.logits[0, -1].float(), out.past_key_values  # [vocab]
             if first is None:
                 first = logits.softmax(-1).topk(min(top, logits.shape[0]))
             nxt = int(logits.argmax())
             if nxt == src.tokenizer.eos_token_id or len(continuation) == new_tokens:
                 break
             continuation.append(src.vocab[nxt])
-            input_ids = torch.cat([input_ids, torch.tensor([[nxt]], device=device)], dim=1)
+            step = torch.tensor([[nxt]], device=device)
     return Prediction([(src.vocab[j], p) for j, p in zip(first.indices.tolist(), first.values.tolist())], continuation)
