@@ -43,7 +43,8 @@ def build_run(root: Path, d_sae: int) -> Path:
     tokenizer.save_pretrained(root / "model")
     run = root / "run"
     steps = [["train", "--model_path", str(root / "model"), "--hookpoint", "layers.4.mlp.neurons", "--d-sae",
-              str(d_sae), "--k", "32", "--tokens", "16k", "--batch-size", "1024", "--chunk-tokens", "16k", "--out", str(run)],
+              str(d_sae), "--k", "32", "--tokens", "16k", "--batch-size", "1024", "--chunk-tokens", "16k",
+              "--out", str(run)],
              ["eval", str(run), "--tokens", "4000"],
              ["analyze", str(run), "--tokens", "8000", "--shard-latents", str(d_sae)]]
     for argv in steps:

@@ -16,6 +16,9 @@ The pipeline, one module per stage:
     latent_stats.py  streaming per-latent statistics, top and quantile examples
     labels.py        automatic labels with held-out precision and recall
     analyze.py       feature analysis of a run -> store.py, the feature store
+    interventions.py ablate / clamp / steer latents inside the running model
+    probe.py         one text through model + SAE: per-token latents, predictions under interventions
+    dashboard/       `monosemantic view`: the local web app over a run directory
     mathlm/          the built-in math corpus, model recipe and shipped weights
     cli.py           the `monosemantic` command
 """

@@ -68,7 +68,8 @@ def top_latents(z: Tensor, k: int) -> list[list[tuple[int, float]]]:
     if z.shape[0] == 0:
         return []
     top = z.topk(min(k, z.shape[1]), dim=1)
-    return [[(j, v) for j, v in zip(idx, vals) if v > 0] for idx, vals in zip(top.indices.tolist(), top.values.tolist())]
+    return [[(j, v) for j, v in zip(idx, vals) if v > 0]
+            for idx, vals in zip(top.indices.tolist(), top.values.tolist())]
 
 
 @dataclass

@@ -129,7 +129,8 @@ def test_playground_steering_changes_the_continuation(tab, dashboard_url):
     page.locator("#new-tokens").fill("8")
     page.click("#run")
     page.wait_for_selector("#after .continuation")
-    before, after = page.locator("#before .continuation").inner_text(), page.locator("#after .continuation").inner_text()
+    before = page.locator("#before .continuation").inner_text()
+    after = page.locator("#after .continuation").inner_text()
     expected = api(dashboard_url, "/api/playground", {"prompt": "3 + 4 = ", "new_tokens": 8,
                    "interventions": [{"feature": 82, "kind": "steer", "value": 200.0}]})
     assert before == "".join(expected["before"]["continuation"]).replace("\n", "⏎")

@@ -88,7 +88,10 @@ def test_predictions_match_greedy_generate(store, edits):
 def test_steering_changes_the_continuation_and_limits_are_errors(store):
     src = store.source()
     ids = prompt_ids(src.tokenizer, "3 + 4 = ")
-    assert predict(src, ids, [steer(82, 200.0)], new_tokens=8).continuation != predict(src, ids, new_tokens=8).continuation
+    steered = predict(src, ids, [steer(82, 200.0)], new_tokens=8)
+    assert steered.continuation != predict(src, ids, new_tokens=8).continuation
+    with pytest.raises(ProbeError, match="interventions without positions"):
+        predict(src, ids, [steer(82, 2.0, positions=[-1])])
     assert predict(src, ids, new_tokens=0).continuation == [] and len(predict(src, ids, new_tokens=0).next_tokens) == 10
     with pytest.raises(ProbeError, match="exceeds the model's context of 64 tokens"):
         predict(src, ids, new_tokens=60)

@@ -36,7 +36,8 @@ def _error(request: Request, status: int, message: str) -> Response:
     """JSON for the API; a page for a browser that followed a link."""
     if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
         return JSONResponse({"detail": message}, status_code=status)
-    body = f'<h1>{status}</h1><p class="error" id="error">{esc(message)}</p><p><a href="/">back to the text view</a></p>'
+    body = (f'<h1>{status}</h1><p class="error" id="error">{esc(message)}</p>'
+            '<p><a href="/">back to the text view</a></p>')
     return HTMLResponse(page(f"Error {status}", body, name="error", run=request.app.state.dashboard.run_dir.name),
                         status_code=status)
 

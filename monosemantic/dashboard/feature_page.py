@@ -18,7 +18,8 @@ def histogram_svg(f: Feature) -> str:
         return '<p class="muted">never fired on the analysed tokens</p>'
     lo, hi = max(used[0] - 1, 0), min(used[-1] + 2, len(fine))
     log_edges = HIST_EDGES.log10().tolist()[lo : hi + 1]
-    notes = [f"{n} below 1e-4" for n in [f.histogram[0]] if n] + [f"{n} at 1e4 or above" for n in [f.histogram[-1]] if n]
+    under, over = f.histogram[0], f.histogram[-1]
+    notes = [f"{under} below 1e-4"] * bool(under) + [f"{over} at 1e4 or above"] * bool(over)
     svg = bars(fine[lo:hi], log_edges, title=f"activation histogram of feature {f.index} ({f.fires} activations)")
     return svg + (f'<p class="muted">{esc(", ".join(notes))}</p>' if notes else "")
 
@@ -38,13 +39,15 @@ def _logits(pairs: list[tuple[str, float]], fmt: str) -> str:
 
 def _header(f: Feature) -> str:
     label = (f'<span class="label big">{esc(f.label.text)}</span> <span class="muted">({esc(f.label.kind)}; '
-             f'precision {f.label.precision:.2f}, recall {f.label.recall:.2f}, on {f.label.support} held-out tokens)</span>'
+             f'precision {f.label.precision:.2f}, recall {f.label.recall:.2f}, on {f.label.support} held-out '
+             'tokens)</span>'
              if f.label else '<span class="muted">no label</span>')
     if f.multilingual is None:
         flag = ""
     else:
         langs = ", ".join(f"{esc(k)} {v}" for k, v in sorted(f.languages.items(), key=lambda kv: -kv[1]))
-        flag = (f'<p class="flag {"multi" if f.multilingual else ""}">{"multilingual" if f.multilingual else "languages"}'
+        word = "multilingual" if f.multilingual else "languages"
+        flag = (f'<p class="flag {"multi" if f.multilingual else ""}">{word}'
                 f" (top contexts): {langs}{'; concept: ' + esc(f.concept) if f.concept else ''}</p>")
     return (f'<h1>Feature {f.index}</h1><p id="feature-label">{label}</p>{flag}'
             f'<p class="stats">density <b>{pct(f.density)}</b> ({f.fires} activations) · mean activation '
@@ -54,14 +57,16 @@ def _header(f: Feature) -> str:
 
 def _effects(f: Feature) -> str:
     rules = table(["rule", "kind", "precision", "recall", "support"],
-                  [[esc(r.text), esc(r.kind), num(r.precision, 2), num(r.recall, 2), str(r.support)] for r in f.rules[:8]])
+                  [[esc(r.text), esc(r.kind), num(r.precision, 2), num(r.recall, 2), str(r.support)]
+                   for r in f.rules[:8]])
     neighbours = "".join(f"<li>{feature_link(j, label)} <span class=muted>cos {cos:.2f}</span></li>"
                          for j, cos, label in f.neighbours)
     return (f'<div class="columns"><section><h2>Label rules</h2>{rules if f.rules else "<p class=muted>none</p>"}'
             f'</section><section><h2>Logit effects</h2><p>promotes: {_logits(f.top_logits[:10], "{:+.3g}")}</p>'
             f'<p>suppresses: {_logits(f.bottom_logits[:10], "{:+.3g}")}</p>'
             f'<p>next tokens where it fires: {_logits(f.next_tokens[:10], "{:.0%}")}</p></section>'
-            f'<section><h2>Nearest features (decoder cosine)</h2><ul class="neighbours">{neighbours}</ul></section></div>')
+            f'<section><h2>Nearest features (decoder cosine)</h2><ul class="neighbours">{neighbours}</ul>'
+            '</section></div>')
 
 
 def feature_page(dash: Dashboard, i: int) -> str:

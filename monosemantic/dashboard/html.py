@@ -32,7 +32,8 @@ def page(title: str, body: str, *, name: str, run: str, scripts: tuple[str, ...]
     """A whole page: nav bar, `body`, and the scripts it needs (from /static)."""
     links = "".join(f'<a href="{href}"{" class=active" if label.lower() == name else ""}>{label}</a>'
                     for href, label in NAV)
-    attrs = "".join(f' data-{esc(k)}="{esc(v if isinstance(v, str) else json.dumps(v))}"' for k, v in (data or {}).items())
+    attrs = "".join(f' data-{esc(k)}="{esc(v if isinstance(v, str) else json.dumps(v))}"'
+                    for k, v in (data or {}).items())
     tags = "".join(f'<script src="/static/{s}" defer></script>' for s in ("common.js", *scripts))
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)} · monosemantic</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -20,7 +20,8 @@ CURVES = (("loss", True), ("fvu", True), ("l0", False), ("dead_fraction", False)
 def text_page(dash: Dashboard, text: str) -> str:
     options = "".join(f'<option value="{k}"{" selected" if k == 3 else ""}>{k}</option>' for k in (1, 2, 3, 5, 8, 10))
     body = (f'<h1>Text</h1><p class="muted">Type or paste text: each token with its most active features (colour: '
-            f'activation relative to the highest in the text). Hover a token for its list; click a feature to open it.</p>'
+            f'activation relative to the highest in the text). Hover a token for its list; click a feature to '
+            f'open it.</p>'
             f'<div class="controls"><textarea id="text" rows="3" autofocus placeholder="e.g. 12 + 7 = 19">{esc(text)}'
             f'</textarea><label>features per token <select id="k">{options}</select></label>'
             f'<span id="status" class="muted"></span></div><div class="text-view"><div id="tokens" class="token-grid">'
@@ -90,13 +91,15 @@ def run_page(dash: Dashboard) -> str:
     pngs = "".join(f'<figure><img src="/files/plots/{p}" alt="{p}"><figcaption>{p}</figcaption></figure>'
                    for p in PLOTS if (dash.run_dir / "plots" / p).is_file())
     store = r["store"]
-    body = (f'<h1>Run {esc(r["name"])}</h1><div class="columns"><section><h2>SAE</h2>{_config_table(r["sae"])}</section>'
+    body = (f'<h1>Run {esc(r["name"])}</h1><div class="columns"><section><h2>SAE</h2>{_config_table(r["sae"])}'
+            f'</section>'
             f'<section><h2>Training</h2>{_config_table((r["train"] or {}).get("train"))}'
             f'<h3>Data</h3>{_config_table((r["train"] or {}).get("data"))}</section></div>'
             f'<section><h2>Training curves</h2><div class="curves">{curves}</div></section>'
             f'<section><h2>Evaluation</h2>{_eval_section(r["eval"])}</section>'
             f'<section><h2>Feature store</h2><p>{store["features"]} features analysed on {store["tokens"]:,} tokens of '
-            f'{esc(store["settings"]["corpus"])}; {store["labelled_090"]} labelled with precision ≥ 0.9.</p></section>'
+            f'{esc(store["settings"]["corpus"])}; {store["labelled_090"]} labelled with precision ≥ 0.9.</p>'
+            f'</section>'
             f'<section><h2>Plots</h2><div class="plots">{pngs or "<p class=muted>none</p>"}</div></section>')
     return page("Run", body, name="run", run=dash.run_dir.name)
 
