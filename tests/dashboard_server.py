@@ -1,7 +1,10 @@
-"""A real uvicorn server for the dashboard tests, in a thread of the test process, on 127.0.0.1 and a
-free port."""
+"""Real dashboard servers for the tests, on 127.0.0.1 and a free port: uvicorn in a thread of the test
+process (`running`), or `monosemantic view` as its own process (`view_process`)."""
 
 import contextlib
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -27,3 +30,19 @@ def running(app):
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextlib.contextmanager
+def view_process(run, *args):
+    """`monosemantic view RUN --port 0` as its own process; yields the URL it prints."""
+    proc = subprocess.Popen([sys.executable, "-m", "monosemantic", "--threads", "1", "view", str(run), "--port", "0",
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # it prints "loading ...", then "dashboard of RUN: http://127.0.0.1:PORT/  (Ctrl-C to stop)"
+        url = next((line.split()[-4] for line in proc.stdout if "http://" in line), None)
+        assert url and url.startswith("http://127.0.0.1:"), proc.stderr.read() if proc.poll() is not None else url
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode in (0, -signal.SIGTERM)

@@ -16,6 +16,7 @@ from dataclasses import asdict
 import httpx
 import pytest
 import torch
+from dashboard_server import view_process
 from fastapi.testclient import TestClient
 
 from monosemantic.dashboard import allowed_hosts, bind, is_loopback
@@ -287,21 +288,9 @@ def test_responses_do_not_wait_for_delayed_acks(dashboard_url):
 
 
 def test_view_command_serves_and_prints_its_url(analysed_run):
-    proc = subprocess.Popen([sys.executable, "-m", "monosemantic", "--threads", "1", "view", str(analysed_run),
-                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = None
-        for line in proc.stdout:  # "loading ...", then "dashboard of RUN: http://127.0.0.1:PORT/ ..."
-            if "http://" in line:
-                url = line.split()[-4]
-                break
-        assert url and url.startswith("http://127.0.0.1:"), url
+    with view_process(analysed_run) as url:
         assert httpx.get(url + "api/health", timeout=30).json() == {"ok": True, "run": "run", "features": 256}
         assert "Text" in httpx.get(url, timeout=30).text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    assert proc.returncode in (0, -15)
 
 
 def test_view_warns_off_loopback_and_refuses_bad_arguments(tmp_path):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +62,9 @@ def test_the_demo_job_on_the_built_in_model(tmp_path):
 
     store = FeatureStore.open(run)
     assert store.count() == 8 * 768 and store.count(min_precision=0.9) > 50
+    from dashboard_server import view_process
+
+    with view_process(run) as url:  # `make demo` ends by serving the dashboard
+        tokens = httpx.post(url + "api/text", json={"text": "12 + 7 = 19"}, timeout=60).json()["tokens"]
+        assert "".join(t["token"] for t in tokens) == "12 + 7 = 19" and all(t["features"] for t in tokens)
+        assert httpx.get(url + "feature/0", timeout=60).status_code == 200
