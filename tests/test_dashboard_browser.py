@@ -92,10 +92,13 @@ def test_feature_page_shows_histogram_examples_and_traces_them(tab, dashboard_ur
     assert page.locator("svg.histogram rect.bar").count() >= 1
     assert page.locator("#top-examples .example").count() == len(feature["top_examples"])
     assert page.locator("#samples .example").count() == sum(len(r["examples"]) for r in feature["samples"])
-    page.locator("#try-text").press_sequentially("3 = 4", delay=20)
-    expect(page.locator("#try-result .t")).to_have_count(5)
-    tab.shot("feature-page")
     top = feature["top_examples"][0]
+    text = api(dashboard_url, f"/api/document/{top['doc']}")["text"]  # its top example's document, typed in
+    page.locator("#try-text").press_sequentially(text, delay=10)
+    expect(page.locator("#try-result .t")).to_have_count(len(text))
+    acts = [float(a) for a in page.locator("#try-result .t").evaluate_all("(spans) => spans.map((s) => s.title)")]
+    assert max(acts) == pytest.approx(top["value"], rel=1e-3)
+    tab.shot("feature-page")
     page.locator("#top-examples .example .source").first.click()
     page.wait_for_url(f"**/document/{top['doc']}?feature=82&position={top['position']}")
     assert page.locator(".document .t.active").inner_text() == top["tokens"][top["active"]]
@@ -104,15 +107,20 @@ def test_feature_page_shows_histogram_examples_and_traces_them(tab, dashboard_ur
 
 def test_search_by_label_token_and_number(tab, dashboard_url):
     page = tab.page
+    labelled = api(dashboard_url, "/api/features?labelled=true&limit=500")
+    french = [f"#{s['index']}" for s in labelled if "French" in s["label"]]  # labels "language: French"
+    assert french
     page.goto("/search")
-    page.locator("#q").press_sequentially("multiplication", delay=20)
-    expect(page.locator("#results-title")).to_have_text("Features matching multiplication")
-    expected = api(dashboard_url, "/api/search?q=multiplication")
-    assert expected and page.locator("#results .feature-link").all_inner_texts() == [f"#{s['index']}" for s in expected]
+    page.locator("#q").press_sequentially("French", delay=20)
+    expect(page.locator("#results-title")).to_have_text("Features matching French")
+    shown = page.locator("#results .feature-link").all_inner_texts()
+    assert set(shown[: len(french)]) == set(french)  # label hits first
+    assert shown == [f"#{s['index']}" for s in api(dashboard_url, "/api/search?q=French")]
     tab.shot("search-label")
     page.locator("#q").fill("=")
     expect(page.locator("#results-title")).to_have_text("Features matching =")
     assert "#82" in page.locator("#results .feature-link").all_inner_texts()
+    tab.shot("search-token")
     page.locator("#q").fill("#82")
     expect(page.locator("#results-title")).to_have_text("Features matching #82")
     page.locator("#results .feature-link").first.click()
