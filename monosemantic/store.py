@@ -380,6 +380,22 @@ class FeatureStore:
         return self._summaries(f"SELECT * FROM features {where} ORDER BY {order} {direction} NULLS LAST LIMIT ?",
                                (limit,))
 
+    def column(self, name: str) -> list[float]:
+        """One statistic of every feature, in latent order (0 for features not analysed yet)."""
+        if name not in ("fires", "density", "mean_act", "max_act", "precision", "recall", "f1"):
+            raise StoreError(f"no per-feature column {name!r}")
+        values = [0.0] * self.n_latents
+        for r in self.db.execute(f"SELECT latent, {name} FROM features"):
+            values[r[0]] = r[1] or 0.0
+        return values
+
+    def with_label(self, text: str, min_precision: float = 0.5, limit: int = 20) -> list[Summary]:
+        """Features whose label mentions `text` (e.g. '=' finds "=", "␣=", "=" or "+"), by F1."""
+        plain = text.replace("␣", " ")
+        rows = self._summaries("SELECT * FROM features WHERE label IS NOT NULL AND label_kind != 'meta' AND "
+                               "precision >= ? ORDER BY f1 DESC", (min_precision,))
+        return [r for r in rows if plain in r.label.replace("␣", " ")][:limit]
+
     def count(self, min_precision: float | None = None) -> int:
         if min_precision is None:
             return self.db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
