@@ -30,6 +30,7 @@ from monosemantic.activations import ActivationDataError, TensorBatches, load_ac
 from monosemantic.atomic import atomic_write_json
 from monosemantic.cache import CacheError
 from monosemantic.checkpoint import CheckpointError
+from monosemantic.cli_benchmark import add_benchmark_commands
 from monosemantic.cli_experiments import add_experiment_commands
 from monosemantic.cli_features import add_feature_commands
 from monosemantic.config import (ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int,
@@ -339,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_interop_commands(sub)
     add_feature_commands(sub, _command)
     add_experiment_commands(sub, _command)
+    add_benchmark_commands(sub, _command)
 
     mathlm = sub.add_parser("mathlm", help="the built-in math language model", formatter_class=HelpFormatter,
                             description="The built-in math language model: train it, evaluate it.")
