@@ -32,7 +32,8 @@ from monosemantic.latent_stats import Batch, LatentStats
 from monosemantic.models import ModelError, direct_logit_path, load_model, model_name, resolve_hookpoints
 from monosemantic.rundir import TRAIN_CONFIG_FILE, read_train_config
 from monosemantic.sae import SAE
-from monosemantic.store import StoreWriter, features_dir
+from monosemantic.store import features_dir
+from monosemantic.store_writer import StoreWriter
 
 LANGUAGE, CONCEPT = "language", "operation"  # metadata fields of the multilingual flag
 

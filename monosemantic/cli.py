@@ -11,6 +11,8 @@
     monosemantic export runs/x --format saelens --out exported/x
     monosemantic analyze runs/x --tokens 200k    # every feature: statistics, contexts, labels -> runs/x/features
     monosemantic feature runs/x 123             # one feature, readable; `features --search '='` finds them
+    monosemantic ablate runs/x --label '=' --task equality   # vs random features of similar density
+    monosemantic steer runs/x --feature 123 --alpha=-4..8    # dose-response curve
     monosemantic view runs/x                    # the dashboard: http://127.0.0.1:8000/
     monosemantic bench toy
 """
@@ -29,10 +31,15 @@ from monosemantic.activations import ActivationDataError, TensorBatches, load_ac
 from monosemantic.atomic import atomic_write_json
 from monosemantic.cache import CacheError
 from monosemantic.checkpoint import CheckpointError
+from monosemantic.cli_benchmark import add_benchmark_commands
+from monosemantic.cli_experiments import add_experiment_commands
 from monosemantic.cli_features import add_feature_commands
 from monosemantic.cli_view import add_view_command
-from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int, to_dict
+from monosemantic.config import (ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int,
+                                 positive_int, to_dict)
 from monosemantic.corpora import CorpusError
+from monosemantic.experiments import ExperimentError
+from monosemantic.interventions import InterventionError
 from monosemantic.formats import WRITERS, detect_format, export_sae, load_sae
 from monosemantic.harvest import HarvestConfig
 from monosemantic.mathlm.config import MathLMConfig
@@ -43,21 +50,16 @@ from monosemantic.reports import format_eval, format_spliced
 from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, create_run_dir, read_train_config
 from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError, create_sae
 from monosemantic.store import StoreError
+from monosemantic.tasks import TaskError
 from monosemantic.toy import ToyConfig, ToyData, format_table, results_to_json, run_toy_benchmark
 from monosemantic.trainer import OPERATIONAL_FIELDS, TrainConfig, Trainer, TrainingError
 
 USER_ERRORS = (ConfigError, SAEFormatError, ActivationDataError, RunDirError, CheckpointError, TrainingError,
-               ModelError, CorpusError, CacheError, StoreError, FileNotFoundError)
+               ModelError, CorpusError, CacheError, StoreError, ExperimentError, InterventionError, TaskError,
+               FileNotFoundError)
 # input_norm comes only with SAEs of other tools, which the trainer refuses
 SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm")
 K_ARCHS = ("topk", "batchtopk")
-
-
-def positive_int(text: str) -> int:
-    value = parse_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 # ---- shared flags -----------------------------------------------------------------------------
@@ -339,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_interop_commands(sub)
     add_feature_commands(sub, _command)
+    add_experiment_commands(sub, _command)
+    add_benchmark_commands(sub, _command)
     add_view_command(sub, _command)
 
     mathlm = sub.add_parser("mathlm", help="the built-in math language model", formatter_class=HelpFormatter,

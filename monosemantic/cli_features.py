@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from monosemantic.analyze import AnalyzeConfig, analyze
-from monosemantic.config import add_arguments, from_args, parse_int
+from monosemantic.config import add_arguments, from_args, positive_int
 from monosemantic.feature_view import format_feature, format_summaries, format_token_features
 from monosemantic.plots import plot_feature_density, plot_label_precision
 from monosemantic.store import FeatureStore, StoreError
@@ -72,20 +72,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def positive(text: str) -> int:
-    value = parse_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_feature_commands(sub, command) -> None:
     """Register the commands on the subparsers `sub`; `command(sub, name, func)` makes a parser."""
     p = command(sub, "analyze", cmd_analyze)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory of a model-trained SAE")
     add_arguments(p, AnalyzeConfig)
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run model and SAE on")
-    p.add_argument("--show", type=positive, default=8, metavar="INT", help="labelled features to print at the end")
+    p.add_argument("--show", type=positive_int, default=8, metavar="INT", help="labelled features to print at the end")
 
     p = command(sub, "features", cmd_features)
     p.add_argument("run_dir", metavar="RUN_DIR", help="analysed run directory")
@@ -93,12 +86,12 @@ def add_feature_commands(sub, command) -> None:
     p.add_argument("--sort", default="f1", choices=("f1", "precision", "density", "max_act", "latent"),
                    help="order of the list without --search (descending, latent ascending)")
     p.add_argument("--labelled", action="store_true", help="only features with a label")
-    p.add_argument("--limit", type=positive, default=20, metavar="INT", help="features to list")
+    p.add_argument("--limit", type=positive_int, default=20, metavar="INT", help="features to list")
 
     p = command(sub, "feature", cmd_feature)
     p.add_argument("run_dir", metavar="RUN_DIR", help="analysed run directory")
     p.add_argument("index", type=int, metavar="N", help="feature (latent) number")
-    p.add_argument("--examples", type=positive, default=8, metavar="INT", help="top contexts to show")
+    p.add_argument("--examples", type=positive_int, default=8, metavar="INT", help="top contexts to show")
     p.add_argument("--trace", action="store_true", help="also print the full documents of the top contexts")
     p.add_argument("--color", default="auto", choices=("auto", "always", "never"),
                    help="highlight active tokens with terminal colours")
@@ -106,5 +99,5 @@ def add_feature_commands(sub, command) -> None:
     p = command(sub, "inspect", cmd_inspect)
     p.add_argument("run_dir", metavar="RUN_DIR", help="analysed run directory")
     p.add_argument("text", metavar="TEXT", help=f"text to run through model and SAE (at most {MAX_TEXT} characters)")
-    p.add_argument("--k", type=positive, default=5, metavar="INT", help="features per token")
+    p.add_argument("--k", type=positive_int, default=5, metavar="INT", help="features per token")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run model and SAE on")

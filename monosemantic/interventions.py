@@ -9,7 +9,7 @@ intervention changes exactly the edited latents' contribution to the reconstruct
         logits = model(input_ids=ids).logits
 
 Interventions compose in order, can be limited to token positions (a list of positions, negative
-from the end, or a [B, T] bool mask), and the hooks are removed when the block ends, also on error.
+from the end, a slice such as `slice(1, None)`: all but the first, or a [B, T] bool mask), and the hooks are removed when the block ends, also on error.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from monosemantic.hooks import patch
 
-Positions = Sequence[int] | Tensor | None
+Positions = Sequence[int] | slice | Tensor | None
 
 
 class InterventionError(ValueError):
@@ -81,6 +81,10 @@ def position_mask(positions: Positions, shape: tuple[int, int], device) -> Tenso
     """[B, T] bool: where an intervention applies."""
     if positions is None:
         return torch.ones(shape, dtype=torch.bool, device=device)
+    if isinstance(positions, slice):
+        mask = torch.zeros(shape, dtype=torch.bool, device=device)
+        mask[:, positions] = True
+        return mask
     if isinstance(positions, Tensor) and positions.dtype == torch.bool:
         if tuple(positions.shape) != shape:
             raise InterventionError(f"position mask of shape {tuple(positions.shape)} for activations of shape {shape}")

@@ -104,3 +104,35 @@ def _save(fig, path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_ablation(summary: dict, metrics: list[str], names: list[str], title: str, path: str | Path) -> Path:
+    """Bars with 95% CI whiskers per metric for the clean model, the ablation and the random control."""
+    conditions = [("clean", "tab:gray"), ("ablated", "tab:red"), ("control", "tab:blue")]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    width = 0.8 / len(conditions)
+    for j, (cond, color) in enumerate(conditions):
+        means = [summary[cond][m][0] for m in metrics]
+        err = [[summary[cond][m][0] - summary[cond][m][1] for m in metrics],
+               [summary[cond][m][2] - summary[cond][m][0] for m in metrics]]
+        ax.bar([i + (j - 1) * width for i in range(len(metrics))], means, width, yerr=err, capsize=4, color=color,
+               label={"control": "random features (control)"}.get(cond, cond))
+    ax.set_xticks(range(len(metrics)), names)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_dose_response(alphas: list[float], p_target: list, kl: list, p_name: str, title: str, path: str | Path) -> Path:
+    """Target-token probability and KL against the steering strength, with 95% CI bands."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    for ax, values, name, color in ((ax1, p_target, p_name, "tab:green"), (ax2, kl, "KL(clean || steered)", "tab:purple")):
+        ax.plot(alphas, [v[0] for v in values], marker="o", color=color)
+        ax.fill_between(alphas, [v[1] for v in values], [v[2] for v in values], color=color, alpha=0.2)
+        ax.set_xlabel("steering strength alpha (x decoder direction)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)

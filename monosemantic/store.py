@@ -8,7 +8,7 @@
     manifest.json        the analysis settings and every finished shard with its sha256; a shard
                          counts only once it is listed here (written after the shard and its rows)
 
-`StoreWriter` fills it shard by shard (`analyze.py`); `FeatureStore` reads it.
+`store_writer.StoreWriter` fills it shard by shard (`analyze.py`); `FeatureStore` reads it.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import safetensors.torch
 import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from monosemantic.atomic import atomic_write_bytes, atomic_write_json, read_manifest_json, remove_stale_temporaries
+from monosemantic.atomic import read_manifest_json
 from monosemantic.corpora import Document, open_corpus
 from monosemantic.latent_stats import N_HIST, N_RANGES, RANGE_EDGES, range_of_bin
 
@@ -76,86 +75,6 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 def read_manifest(directory: Path) -> dict:
     return read_manifest_json(directory / MANIFEST, FORMAT, StoreError, f"{directory.parent}: no feature store "
                               f"yet; run `monosemantic analyze {directory.parent}`")
-
-
-class StoreWriter:
-    """Creates the store, or continues one made with the same settings."""
-
-    def __init__(self, directory: str | Path, settings: dict, n_latents: int, shard_latents: int, vocab: list[str]):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.directory)
-        if (self.directory / MANIFEST).exists():
-            self.manifest = read_manifest(self.directory)
-            if self.manifest["settings"] != settings:
-                raise StoreError(f"{self.directory} holds an analysis with other settings "
-                                 f"({_difference(self.manifest['settings'], settings)}); "
-                                 "repeat it with the same settings to continue, or delete the directory")
-        else:
-            self.manifest = {"format": FORMAT, "settings": settings, "n_latents": n_latents,
-                             "shard_latents": shard_latents, "shards": {}, "complete": False}
-        self.db = connect(self.directory / DB_FILE)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.executescript(SCHEMA)
-        if not (self.directory / MANIFEST).exists():
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.execute("DELETE FROM vocab")
-                self.db.executemany("INSERT INTO vocab VALUES (?, ?)", enumerate(vocab))
-            atomic_write_json(self.directory / MANIFEST, self.manifest)
-
-    def pending_shards(self) -> list[tuple[int, int]]:
-        n, step = self.manifest["n_latents"], self.manifest["shard_latents"]
-        return [(lo, min(n, lo + step)) for lo in range(0, n, step) if shard_file(lo, min(n, lo + step))
-                not in self.manifest["shards"]]
-
-    def write_shard(self, lo: int, hi: int, tokens: int, tensors: dict[str, Tensor], rows: list[dict],
-                    labels: list[tuple]) -> None:
-        name = shard_file(lo, hi)
-        data = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
-        atomic_write_bytes(self.directory / name, data)
-        with self.db:  # a shard half-written by a killed run is replaced as a whole
-            self.db.execute("BEGIN")
-            for table in ("features", "labels"):
-                self.db.execute(f"DELETE FROM {table} WHERE latent >= ? AND latent < ?", (lo, hi))
-            self.db.execute("DELETE FROM search WHERE rowid >= ? AND rowid < ?", (lo, hi))
-            self.db.executemany(f"INSERT INTO features VALUES ({', '.join('?' * len(FEATURE_COLUMNS))})",
-                                [tuple(r.get(c) for c in FEATURE_COLUMNS) for r in rows])
-            self.db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", labels)
-            rules: dict[int, list[str]] = {}
-            for latent, _, text, *_ in labels:
-                rules.setdefault(latent, []).append(text)
-            self.db.executemany("INSERT INTO search (rowid, label, rules, tokens, contexts) VALUES (?, ?, ?, ?, ?)",
-                                [(r["latent"], _plain(r["label"]), _plain(" ".join(rules.get(r["latent"], []))),
-                                  r["top_tokens"], r.get("contexts", "")) for r in rows])
-        self.manifest["shards"][name] = {"lo": lo, "hi": hi, "tokens": tokens,
-                                         "sha256": hashlib.sha256(data).hexdigest()}
-        atomic_write_json(self.directory / MANIFEST, self.manifest)
-
-    def finish(self, summary: dict | None = None) -> None:
-        self.manifest["complete"] = not self.pending_shards()
-        self.manifest["summary"] = summary or {}
-        atomic_write_json(self.directory / MANIFEST, self.manifest)
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.db.close()
-
-
-def _plain(text: str | None) -> str:
-    """A label as words for search: quotes dropped, visible spaces back to spaces."""
-    return (text or "").replace('"', " ").replace("␣", " ").replace("⏎", " ")
-
-
-def _difference(old: dict, new: dict) -> str:
-    flat_old, flat_new = _flatten(old), _flatten(new)
-    keys = sorted(k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k))
-    return ", ".join(f"{k}: {flat_old.get(k)!r} then, {flat_new.get(k)!r} now" for k in keys[:4])
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -379,6 +298,22 @@ class FeatureStore:
         direction = "ASC" if order == "latent" else "DESC"
         return self._summaries(f"SELECT * FROM features {where} ORDER BY {order} {direction} NULLS LAST LIMIT ?",
                                (limit,))
+
+    def column(self, name: str) -> list[float]:
+        """One statistic of every feature, in latent order (0 for features not analysed yet)."""
+        if name not in ("fires", "density", "mean_act", "max_act", "precision", "recall", "f1"):
+            raise StoreError(f"no per-feature column {name!r}")
+        values = [0.0] * self.n_latents
+        for r in self.db.execute(f"SELECT latent, {name} FROM features"):
+            values[r[0]] = r[1] or 0.0
+        return values
+
+    def with_label(self, text: str, min_precision: float = 0.5, limit: int = 20) -> list[Summary]:
+        """Features whose label mentions `text` (e.g. '=' finds "=", "␣=", "=" or "+"), by F1."""
+        plain = text.replace("␣", " ")
+        rows = self._summaries("SELECT * FROM features WHERE label IS NOT NULL AND label_kind != 'meta' AND "
+                               "precision >= ? ORDER BY f1 DESC", (min_precision,))
+        return [r for r in rows if plain in r.label.replace("␣", " ")][:limit]
 
     def count(self, min_precision: float | None = None) -> int:
         if min_precision is None:

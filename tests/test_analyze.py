@@ -29,12 +29,8 @@ def analyze_argv(run, *extra):
 
 
 @pytest.fixture(scope="module")
-def run(tiny_model_dirs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "a"
-    assert main(["-q", "train", "--model_path", str(tiny_model_dirs["gpt2"]), "--hookpoint", "layers.1.mlp.neurons",
-                 "--expansion_factor", "2", "--k", "8", "--tokens", "16k", "--batch-size", "512",
-                 "--batch-tokens", "1024", "--chunk-tokens", "4096", "--out", str(out)]) == 0
-    return out
+def run(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

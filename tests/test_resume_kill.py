@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from monosemantic.cli import main
 from monosemantic.rundir import read_metrics

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 
 from monosemantic.config import ConfigError
 from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError, TopKSAE, create_sae

@@ -2,7 +2,6 @@
 exact in-process resume, and the errors that must stop a run without damaging it."""
 
 import hashlib
-import json
 import math
 from pathlib import Path
 
