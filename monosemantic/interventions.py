@@ -116,8 +116,16 @@ def edit_activations(sae: nn.Module, x: Tensor, interventions: Sequence[Interven
         rows = edited[mask]
         rows[:, ids] = new.to(rows.dtype)
         edited[mask] = rows
-    error = flat - sae.decode(z, flat)
-    out = sae.decode(edited, flat) + error + steering
+    if sae.cfg.input_norm == "none":
+        # decode is affine, so decode(z') + (x - decode(z)) = x + (z' - z) W_dec: only the edited
+        # latents' rows of the decoder are needed
+        cols = sorted({i for iv in interventions if iv.kind != "steer" for i in iv.latents})
+        out = flat + steering
+        if cols:
+            ids = torch.tensor(cols, device=x.device)
+            out = out + (edited[:, ids] - z[:, ids]).to(sae.W_dec.dtype) @ sae.W_dec[ids]
+    else:  # per-token input normalisation: decode is not affine in z across tokens' scales
+        out = sae.decode(edited, flat) + (flat - sae.decode(z, flat)) + steering
     return out.reshape(x.shape).to(x.dtype)
 
 

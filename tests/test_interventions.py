@@ -83,3 +83,20 @@ def test_bad_interventions_are_clear_errors(setup):
     with pytest.raises(InterventionError, match="outside a sequence"):
         acts_and_logits(model, ids, sae, [zero(1, positions=[40])])
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_input_normalised_saes_take_the_general_path(setup):
+    model, _, ids = setup
+    torch.manual_seed(1)
+    sae = create_sae(SAEConfig(arch="topk", d_in=128, d_sae=256, k=8, hookpoint=HOOK, input_norm="layer_norm"))
+    clean_acts, clean = acts_and_logits(model, ids)
+    acts, logits = acts_and_logits(model, ids, sae)
+    torch.testing.assert_close(logits, clean, rtol=0, atol=1e-4)
+    z = sae.encode(clean_acts)
+    j = int(z[0, 2].argmax())
+    acts, _ = acts_and_logits(model, ids, sae, [zero(j)])
+    edited = z.clone()
+    edited[..., j] = 0
+    expected = sae.decode(edited, clean_acts) + clean_acts - sae.decode(z, clean_acts)
+    torch.testing.assert_close(acts, expected, rtol=0, atol=1e-4)
+    assert not torch.allclose(acts, clean_acts, atol=1e-4)
