@@ -175,7 +175,7 @@ def matched_controls(densities: np.ndarray, chosen: list[int], draws: int, seed:
 
 
 def run_ablation(model, tokenizer, sae, task: Task, features: list[int], controls: list[list[int]],
-                 mode: str, means: np.ndarray) -> AblationResult:
+                 mode: str, means: dict[int, float]) -> AblationResult:
     """Score the task clean, with `features` ablated, and with each control set ablated."""
     def ablation(ids: list[int]) -> list[Intervention]:
         if mode == "zero":
@@ -297,11 +297,11 @@ def ablate(run_dir, features: list[int] | None = None, *, label: str | None = No
     task = load_task(task, n, seed) if isinstance(task, str) else task
     if not task.items:
         raise ExperimentError(f"task {task.name!r} has no items")
-    density = np.array(store.column("density"))
-    means = density * np.array(store.column("mean_act"))  # mean over all tokens, zeros included
+    control_sets = matched_controls(np.array(store.column("density")), chosen, controls, seed)
+    ids = sorted(set(chosen).union(*control_sets))
+    means = dict(zip(ids, store.mean_activation(ids)))  # over all tokens, zeros included
     src = Source.of_run(run_dir, store.settings["corpus"], device)
-    return run_ablation(src.model, src.tokenizer, src.sae, task, chosen, matched_controls(density, chosen, controls, seed),
-                        mode, means)
+    return run_ablation(src.model, src.tokenizer, src.sae, task, chosen, control_sets, mode, means)
 
 
 def steer(run_dir, feature: int, alphas: list[float], *, task: str | Task = "equality", n: int = 100,
