@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -33,10 +34,11 @@ from monosemantic.harvest import HarvestConfig
 from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.metrics import evaluate
 from monosemantic.models import ModelError
-from monosemantic.pipeline import DataConfig
+from monosemantic.distributed import RankRows, check_same_config, create_rank_sae, session
+from monosemantic.pipeline import DataConfig, start_run_dir
 from monosemantic.reports import format_eval, format_spliced
-from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, create_run_dir, read_train_config
-from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError, create_sae
+from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, read_train_config
+from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError
 from monosemantic.toy import ToyConfig, ToyData, format_table, results_to_json, run_toy_benchmark
 from monosemantic.trainer import OPERATIONAL_FIELDS, TrainConfig, Trainer, TrainingError
 
@@ -45,6 +47,13 @@ USER_ERRORS = (ConfigError, SAEFormatError, ActivationDataError, RunDirError, Ch
 # input_norm comes only with SAEs of other tools, which the trainer refuses
 SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm")
 K_ARCHS = ("topk", "batchtopk")
+
+
+def non_negative_int(text: str) -> int:
+    value = parse_int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -64,6 +73,14 @@ def add_sae_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-sae", type=parse_int, default=None, metavar="INT",
                         help="number of latents; overrides --expansion-factor")
     add_arguments(parser, SAEConfig, exclude=SAE_FLAGS_FROM_ELSEWHERE, defaults={"k": 32})
+
+
+def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("under torchrun (see README, Scaling out)")
+    group.add_argument("--shard-latents", type=non_negative_int, nargs="?", const=0, default=1, metavar="N",
+                       help="split W_enc and W_dec along d_sae over N ranks (the flag alone: over all ranks), for "
+                       "dictionaries larger than one device; the other factor of the world size trains "
+                       "data-parallel, on a (data x latent) mesh; topk only")
 
 
 def sae_options(args: argparse.Namespace) -> dict:
@@ -139,24 +156,32 @@ def cmd_train_tensors(args: argparse.Namespace) -> int:
             raise ActivationDataError(
                 f"{acts_path}: shape {list(acts.shape)} differs from the {saved['data']['shape']} this run trained on"
             )
+        data = {**saved["data"], "path": str(Path(acts_path).resolve())}
     else:
         if args.acts is None:
             raise ConfigError("give the activation file to train on (ACTS), or --resume an existing run")
         acts = load_activation_file(args.acts, args.key)
         sae_cfg = sae_config_from_args(args, acts.shape[1])
         train_cfg = from_args(TrainConfig, args)
-    # everything that can refuse the input does so before a new run directory exists
-    torch.manual_seed(train_cfg.seed)
-    batches = TensorBatches(acts, train_cfg.batch_size, seed=train_cfg.seed)
-    trainer = Trainer(create_sae(sae_cfg), train_cfg, out, progress=not args.quiet)
-    if not args.resume:
         data = {"path": str(Path(args.acts).resolve()), "key": args.key, "shape": list(acts.shape)}
-        create_run_dir(out, {"sae": to_dict(sae_cfg), "train": to_dict(train_cfg), "data": data})
-    trainer.fit(batches, resume=args.resume)
-    from monosemantic.plots import plot_training
+    config = {"sae": to_dict(sae_cfg), "train": to_dict(train_cfg), "data": data}
+    with session(train_cfg.device, args.shard_latents) as world:
+        check_same_config(world, {**config, "resume": args.resume, "shard_latents": args.shard_latents})
+        # everything that can refuse the input does so before a new run directory exists
+        torch.manual_seed(train_cfg.seed)
+        batches = TensorBatches(acts, train_cfg.batch_size, seed=train_cfg.seed)
+        if world.distributed:
+            batches = RankRows(batches, world.data_rank, world.data_size)
+        sae, shards = create_rank_sae(world, sae_cfg, train_cfg.seed)
+        trainer = Trainer(sae, train_cfg, out, progress=not args.quiet, world=world, shards=shards)
+        if not args.resume:
+            start_run_dir(out, config, world)
+        trainer.fit(batches, resume=args.resume)
+        if world.writer:
+            from monosemantic.plots import plot_training
 
-    plot_training(out)
-    print(f"saved {sae_cfg.arch} SAE (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae}) to {out}")
+            plot_training(out)
+            print(f"saved {sae_cfg.arch} SAE (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae}) to {out}")
     return 0
 
 
@@ -315,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in --out from its newest checkpoint, with its saved configuration")
     add_sae_arguments(p)
     add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
+    add_parallel_arguments(p)
 
     p = _command(sub, "eval", cmd_eval)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any directory with cfg.json + sae.safetensors)")
@@ -367,7 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun rank 0 speaks for all; the others only warn
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

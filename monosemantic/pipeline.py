@@ -22,7 +22,8 @@ from monosemantic.corpora import open_corpus
 from monosemantic.harvest import ActivationStream, HarvestConfig
 from monosemantic.models import load_model, model_name
 from monosemantic.plots import plot_training
-from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, create_run_dir, read_train_config
+from monosemantic.distributed import World
+from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, check_new_run_dir, create_run_dir, read_train_config
 from monosemantic.sae import SAE, SAEConfig, create_sae
 from monosemantic.splice import SplicedEval, spliced_eval
 from monosemantic.trainer import TrainConfig, Trainer
@@ -45,6 +46,15 @@ class DataConfig:
 def default_eval_corpus(corpus: str) -> str:
     """The held-out split for the math corpus; other corpora are evaluated as given."""
     return "mathlm:heldout" if corpus.split(":")[0] == "mathlm" else corpus
+
+
+def start_run_dir(out: str | Path, train_config: dict, world: World) -> None:
+    """Create the new run directory `out` (on rank 0, once every rank has checked it is new)."""
+    if world.distributed:
+        check_new_run_dir(out)
+        world.barrier()
+    if world.writer:
+        create_run_dir(out, train_config)
 
 
 def _sae_config(options: dict, d_in: int, data: DataConfig, hookpoint: str) -> SAEConfig:

@@ -6,6 +6,12 @@ rows unit norm, and count the tokens since each latent last fired. Around the st
 warm-up and decay, sparsity-penalty warm-up, dead-latent resampling (Towards Monosemanticity),
 `metrics.jsonl`, a progress bar, and atomic checkpoints that resume bit-for-bit.
 
+Under torchrun (a `World` from `distributed.session`) the same loop runs on every rank: the SAE is
+wrapped in DistributedDataParallel over the data-parallel ranks, or is one latent shard
+(`sae/sharded.py`); dead-latent counters and logged metrics are reduced over ranks, the
+normalisation scalar and b_dec are estimated from every rank's first batches, checkpoints go
+through torch.distributed.checkpoint, and only rank 0 writes logs, progress and the exported SAE.
+
     trainer = Trainer(sae, TrainConfig(total_tokens=10**7), run_dir="runs/x")
     sae_for_raw_activations = trainer.fit(batches)           # or fit(batches, resume=True)
 """
@@ -29,10 +35,12 @@ from tqdm.auto import tqdm
 from monosemantic import checkpoint as ckpt
 from monosemantic.activations import ActivationDataError, check_finite
 from monosemantic.config import ConfigError, to_dict
+from monosemantic.distributed import World
 from monosemantic.metrics import dead_fraction, fvu
 from monosemantic.atomic import atomic_write_json
 from monosemantic.rundir import TRAIN_CONFIG_FILE, MetricsLog
 from monosemantic.sae.base import DTYPES, SAE, TrainOutput
+from monosemantic.sae.sharded import ShardSpec, gather_sae, sharded_training_forward
 
 log = logging.getLogger(__name__)
 
@@ -164,38 +172,73 @@ def resample_dead_latents(sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor,
     return ids.numel()
 
 
+class _TrainingStep(torch.nn.Module):
+    """`forward(sae, x, ...)` as a module, for DistributedDataParallel to wrap (it hooks the
+    gradients of the parameters of the module it wraps, and must be the one called)."""
+
+    def __init__(self, sae: SAE, forward):
+        super().__init__()
+        self.sae, self.fn = sae, forward
+
+    def forward(self, x: Tensor, **kwargs) -> TrainOutput:
+        return self.fn(self.sae, x, **kwargs)
+
+
 class Trainer:
     """Trains one SAE; see the module docstring. `dense_reference=True` swaps the fast path for
-    plain dense autograd (the baseline of tests and benchmarks)."""
+    plain dense autograd (the baseline of tests and benchmarks). Under torchrun, `world` is this
+    rank's place, `cfg.device` its device and, with `shards`, `sae` is this rank's latent shard."""
 
     def __init__(self, sae: SAE, cfg: TrainConfig, run_dir: str | Path | None = None, *,
-                 progress: bool = True, dense_reference: bool = False):
+                 progress: bool = True, dense_reference: bool = False, world: World | None = None,
+                 shards: ShardSpec | None = None):
         if sae.cfg.input_norm != "none":
             raise ConfigError(
                 f"cannot train an SAE with input_norm={sae.cfg.input_norm!r}: per-token input normalisation "
                 "comes only with SAEs loaded from other tools; train with input_norm='none'"
             )
-        self.cfg, self.progress = cfg, progress
+        self.cfg, self.world, self.shards = cfg, world or World(), shards
+        self.progress = progress and self.world.writer
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.device = torch.device(cfg.device)
+        self.device = self.world.device if self.world.distributed else torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {cfg.device!r}: CUDA is not available on this machine; use --device cpu")
         self.sae = sae.to(self.device).train()
         self.steps = cfg.steps
-        self.lr = cfg.lr if cfg.lr is not None else default_lr(sae.d_sae)
+        full_cfg = shards.cfg if shards is not None else sae.cfg
+        self.lr = cfg.lr if cfg.lr is not None else default_lr(full_cfg.d_sae)
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.lr, fused=fused)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.matmul_dtype = DTYPES[cfg.matmul_dtype] if cfg.matmul_dtype != "float32" else None
         self.forward = (lambda x, **kw: SAE.training_forward(self.sae, x, **kw)) if dense_reference \
             else self.sae.training_forward
+        if self.world.distributed:
+            self.forward = self._distributed_forward(dense_reference)
         self.state = ckpt.TrainerState(
             step=0, tokens_seen=0, scale=1.0, data_state={},
             tokens_since_fired=torch.zeros(sae.d_sae, dtype=torch.long, device=self.device),
-            configs={"sae": to_dict(sae.cfg), "train": to_dict(cfg)},
+            configs={"sae": to_dict(full_cfg), "train": to_dict(cfg)},
         )
         self._batches_consumed = 0
-        self.metrics = MetricsLog(self.run_dir) if self.run_dir is not None else None
+        self.metrics = MetricsLog(self.run_dir) if self.run_dir is not None and self.world.writer else None
+
+    def _distributed_forward(self, dense_reference: bool):
+        """The training forward of this rank: its latent shard's, then wrapped in DDP, which
+        averages the gradients over the data-parallel ranks during the backward pass."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.shards is not None:
+            if dense_reference:
+                raise ConfigError("dense_reference has no latent-sharded version")
+            forward = lambda sae, x, **kw: sharded_training_forward(sae, x, spec=self.shards, **kw)  # noqa: E731
+        else:
+            forward = SAE.training_forward if dense_reference else type(self.sae).training_forward
+        if self.world.data_size == 1:
+            return lambda x, **kw: forward(self.sae, x, **kw)
+        ids = [self.device] if self.device.type == "cuda" else None
+        return DistributedDataParallel(_TrainingStep(self.sae, forward), device_ids=ids,
+                                       process_group=self.world.data_group)
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -217,12 +260,14 @@ class Trainer:
         self.sae.remove_parallel_grad_()
         self.optimizer.step()
         self.sae.normalize_decoder_()
-        s.tokens_since_fired += x.shape[0]
-        s.tokens_since_fired[out.fired] = 0
+        tokens = x.shape[0] * self.world.data_size
+        s.tokens_since_fired += tokens
+        s.tokens_since_fired[self.world.data_any(out.fired)] = 0
         s.step += 1
-        s.tokens_seen += x.shape[0]
+        s.tokens_seen += tokens
         if cfg.resample_every and s.step % cfg.resample_every == 0 and s.step < self.steps:
-            n = resample_dead_latents(self.sae, self.optimizer, x, dead, self.generator)
+            # every rank resamples from the whole global batch, with the same generator: same result
+            n = resample_dead_latents(self.sae, self.optimizer, self.world.data_gather(x), dead, self.generator)
             s.tokens_since_fired[dead] = 0
             log.info("step %d: resampled %d dead latents", s.step, n)
         return out
@@ -241,7 +286,7 @@ class Trainer:
                     f"{self.run_dir} already holds checkpoints; resume it, or train into a new directory"
                 )
             batches = self._initialise(batches)  # validates the first batches before writing anything
-            if self.run_dir is not None:
+            if self.run_dir is not None and self.world.writer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 if not (self.run_dir / TRAIN_CONFIG_FILE).exists():
                     atomic_write_json(self.run_dir / TRAIN_CONFIG_FILE, self.state.configs)
@@ -273,6 +318,10 @@ class Trainer:
             ) from None
         self._batches_consumed += 1
         self._check_batch(x, f"batch at step {self.state.step}")
+        if self.world.data_size > 1 and x.shape[0] * self.world.data_size != self.cfg.batch_size:
+            raise ActivationDataError(f"batch at step {self.state.step} has {x.shape[0]} rows; each of the "
+                                      f"{self.world.data_size} data-parallel ranks expects batch_size / "
+                                      f"{self.world.data_size} = {self.cfg.batch_size // self.world.data_size}")
         return x.to(self.device, self.sae.W_enc.dtype, non_blocking=True) * self.state.scale
 
     def _check_batch(self, x: Tensor, where: str) -> None:
@@ -283,16 +332,18 @@ class Trainer:
 
     def _log_row(self, x: Tensor, out: TrainOutput, tokens_per_s: float) -> dict:
         s = self.state
+        if self.world.distributed:
+            measured = self.world.batch_metrics(x, out)
+        else:
+            measured = {"loss": out.loss.item(), **{k: v.item() for k, v in out.losses.items()},
+                        "fvu": fvu(x, out.x_hat).item(), "l0": out.l0.item()}
         row = {
             "step": s.step,
             "tokens": s.tokens_seen,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "loss": out.loss.item(),
-            **{k: v.item() for k, v in out.losses.items()},
-            "fvu": fvu(x, out.x_hat).item(),
-            "l0": out.l0.item(),
+            **measured,
             # measurable only once the window has passed: before that no latent can be dead
-            "dead_fraction": dead_fraction(s.tokens_since_fired, self.cfg.dead_window)
+            "dead_fraction": self.world.dead_fraction(s.tokens_since_fired, self.cfg.dead_window)
             if s.tokens_seen >= self.cfg.dead_window else None,
             "dead_window": self.cfg.dead_window,
             "tokens_per_s": round(tokens_per_s, 1),
@@ -315,6 +366,9 @@ class Trainer:
         for i, b in enumerate(peeked):
             self._check_batch(b, f"batch {i} (read to initialise)")
         sample = torch.cat(peeked).to(self.device, torch.float32)
+        if self.world.data_size > 1:  # the global batches, in order: rank r holds rows [r * b, (r + 1) * b) of each
+            by_rank = sample.view(len(peeked), -1, self.sae.d_in).transpose(0, 1)  # [b, n_batches, d_in]
+            sample = self.world.data_gather(by_rank).transpose(0, 1).reshape(-1, self.sae.d_in)
         if self.cfg.normalize_activations:
             self.state.scale = math.sqrt(self.sae.d_in) / sample.norm(dim=1).mean().clamp_min(1e-12).item()
         sample = sample * self.state.scale
@@ -333,9 +387,15 @@ class Trainer:
         s.data_state = batches.state_dict() if hasattr(batches, "state_dict") \
             else {"batches_consumed": self._batches_consumed}
         s.rng = {"torch": torch.get_rng_state(), "trainer": self.generator.get_state()}
-        if torch.cuda.is_available():
-            s.rng.update({f"cuda{i}": t for i, t in enumerate(torch.cuda.get_rng_state_all())})
-        path = ckpt.save_checkpoint(self.run_dir, self.sae, self.optimizer, s, self.cfg.keep_checkpoints)
+        if self.world.distributed:  # training draws nothing from the CUDA generators; they differ per rank
+            from monosemantic.distributed_checkpoint import save_distributed_checkpoint
+
+            path = save_distributed_checkpoint(self.run_dir, self.sae, self.optimizer, s, self.cfg.keep_checkpoints,
+                                               self.world)
+        else:
+            if torch.cuda.is_available():
+                s.rng.update({f"cuda{i}": t for i, t in enumerate(torch.cuda.get_rng_state_all())})
+            path = ckpt.save_checkpoint(self.run_dir, self.sae, self.optimizer, s, self.cfg.keep_checkpoints)
         if self.metrics is not None:
             self.metrics.flush()
         return path
@@ -343,10 +403,15 @@ class Trainer:
     def _restore(self, batches: Iterator[Tensor]) -> Iterator[Tensor]:
         if self.run_dir is None:
             raise ConfigError("resume needs a run directory")
-        path = ckpt.latest_checkpoint(self.run_dir)
+        path = self._latest_checkpoint()
         if path is None:
             raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
-        state = ckpt.load_checkpoint(path, self.sae, self.optimizer)
+        if self.world.distributed or not (path / "sae.safetensors").exists():
+            from monosemantic.distributed_checkpoint import load_any_checkpoint
+
+            state = load_any_checkpoint(path, self.sae, self.optimizer, self.world)
+        else:
+            state = ckpt.load_checkpoint(path, self.sae, self.optimizer)
         check_same_configs(state.configs, self.state.configs, path)
         state.configs = self.state.configs
         self.state = state
@@ -365,12 +430,24 @@ class Trainer:
         self._batches_consumed = skip
         return islice(batches, skip, None)
 
-    def export(self) -> SAE:
-        """A copy of the SAE, on the CPU and in eval mode, that takes raw activations."""
-        sae = copy.deepcopy(self.sae).cpu().eval()
+    def _latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint; under torchrun rank 0 looks (and clears leftovers) for all."""
+        from monosemantic.distributed import broadcast_json
+
+        path = ckpt.latest_checkpoint(self.run_dir) if self.world.writer else None
+        path = broadcast_json(str(path) if path is not None else None, self.world)
+        return Path(path) if path is not None else None
+
+    def export(self) -> SAE | None:
+        """A copy of the SAE, on the CPU and in eval mode, that takes raw activations (of a
+        latent-sharded SAE: the full SAE on rank 0, None on the other ranks)."""
+        sae = gather_sae(self.sae, self.shards) if self.shards is not None else copy.deepcopy(self.sae)
+        if sae is None:
+            return None
+        sae = sae.cpu().eval()
         sae._workspace = {}
         sae.fold_input_scale_(self.state.scale)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.world.writer:
             sae.save(self.run_dir)
         return sae
 
