@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -35,6 +36,7 @@ from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.metrics import evaluate
 from monosemantic.models import ModelError
 from monosemantic.distributed import RankRows, check_same_config, create_rank_sae, session
+from monosemantic.multi_sae import PARENT_FILE
 from monosemantic.pipeline import DataConfig, start_run_dir
 from monosemantic.reports import format_eval, format_spliced
 from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, read_train_config
@@ -113,7 +115,8 @@ def changed_on_resume(args: argparse.Namespace, saved: dict, source: Path) -> di
             (changed.__setitem__(name, value) if name in OPERATIONAL_FIELDS else refused.append(name))
     sae = saved.get("sae", {})
     expansion = getattr(args, "expansion_factor", None)
-    if expansion not in (None, args.parser.get_default("expansion_factor")) and expansion * sae["d_in"] != sae["d_sae"]:
+    if expansion not in (None, args.parser.get_default("expansion_factor")) and "d_in" in sae \
+            and expansion * sae["d_in"] != sae["d_sae"]:
         refused.append("expansion_factor")
     if refused:
         flags = ", ".join("--" + n.replace("_", "-") for n in refused)
@@ -127,18 +130,38 @@ def changed_on_resume(args: argparse.Namespace, saved: dict, source: Path) -> di
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train an SAE on a model's activations at a hookpoint (harvested on the fly, or via --cache)."""
+    """Train an SAE on a model's activations at a hookpoint (harvested on the fly, or via --cache);
+    several hookpoints (a comma-separated list, or a glob) train one SAE each from one forward."""
     from monosemantic.pipeline import resume_on_model, train_on_model
 
+    out = Path(args.out)
     if args.resume:
-        changes = changed_on_resume(args, read_train_config(args.out), Path(args.out))
-        sae = resume_on_model(args.out, progress=not args.quiet, **changes)
+        saved = read_train_config(out) if not (out / PARENT_FILE).is_file() else \
+            json.loads((out / PARENT_FILE).read_text())
+        changes = changed_on_resume(args, saved, out)
+        config = {"resume": str(out.resolve()), **changes}
+        device = changes.get("device", saved["train"]["device"])
     else:
         harvest = from_args(HarvestConfig, args, seed=args.seed)
-        sae = train_on_model(args.out, from_args(DataConfig, args), sae_options(args), from_args(TrainConfig, args),
-                             harvest, progress=not args.quiet)
-    print(f"saved {sae.cfg.arch} SAE (d_in={sae.d_in}, d_sae={sae.d_sae}) at {sae.cfg.hookpoint} to {args.out}")
-    print(f"next: monosemantic eval {args.out}")
+        data, train = from_args(DataConfig, args), from_args(TrainConfig, args)
+        config = {"data": to_dict(data), "harvest": to_dict(harvest), "sae": sae_options(args), "train": to_dict(train)}
+        device = train.device
+    with session(device, args.shard_latents) as world:
+        check_same_config(world, {**config, "shard_latents": args.shard_latents})
+        if args.resume:
+            result = resume_on_model(out, progress=not args.quiet, world=world, **changes)
+        else:
+            result = train_on_model(out, data, sae_options(args), train, harvest, progress=not args.quiet, world=world)
+        if not world.writer:
+            return 0
+        if isinstance(result, dict):
+            names = json.loads((out / PARENT_FILE).read_text())["hookpoints"]
+            print(f"saved {len(names)} SAEs, one per hookpoint, to {out}/<hookpoint>: {', '.join(names)}")
+            print(f"next: monosemantic eval {out / names[0]}")
+            return 0
+        print(f"saved {result.cfg.arch} SAE (d_in={result.d_in}, d_sae={result.d_sae}) at {result.cfg.hookpoint} "
+              f"to {args.out}")
+        print(f"next: monosemantic eval {args.out}")
     return 0
 
 
@@ -330,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, HarvestConfig, exclude=("seed",))
     add_sae_arguments(p)
     add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
+    add_parallel_arguments(p)
 
     p = _command(sub, "train-tensors", cmd_train_tensors)
     p.add_argument("acts", nargs="?", metavar="ACTS",

@@ -30,8 +30,8 @@ from torch import Tensor
 from monosemantic.config import ConfigError
 from monosemantic.metrics import dead_fraction
 from monosemantic.sae import SAE, SAEConfig, create_sae
-from monosemantic.sae.base import TrainOutput
-from monosemantic.sae.sharded import ShardSpec, init_shard
+from monosemantic.sae.base import DTYPES, TrainOutput
+from monosemantic.sae.sharded import ShardSpec, init_shard, sharded_training_forward
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -55,11 +55,15 @@ def rank_device(device: str) -> torch.device:
 
 @dataclass
 class World:
-    """This process's place among the ranks; the defaults are one process, no process group."""
+    """This process's place among the ranks that train one SAE (`group`: all ranks, or those of one
+    hookpoint, see multi_sae.py); the defaults are one process, no process group."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    distributed: bool = False
     rank: int = 0
     size: int = 1
+    group: dist.ProcessGroup | None = None
+    writer_rank: int = 0
     data_rank: int = 0
     data_size: int = 1
     data_group: dist.ProcessGroup | None = None
@@ -69,13 +73,9 @@ class World:
     mesh: object | None = None  # torch.distributed.device_mesh.DeviceMesh, for DTensor checkpoints
 
     @property
-    def distributed(self) -> bool:
-        return self.mesh is not None
-
-    @property
     def writer(self) -> bool:
-        """Rank 0 alone writes logs, progress bars, checkpoint metadata and the exported SAE."""
-        return self.rank == 0
+        """One rank (the group's first) alone writes logs, checkpoint metadata and the exported SAE."""
+        return self.rank == self.writer_rank
 
     # ---- reductions over the data-parallel ranks (identities in one process) -------------------
 
@@ -126,7 +126,37 @@ class World:
 
     def barrier(self) -> None:
         if self.distributed:
-            dist.barrier()
+            dist.barrier(group=self.group)
+
+
+class _TrainingStep(torch.nn.Module):
+    """`forward(sae, x, ...)` as a module, for DistributedDataParallel to wrap (it hooks the
+    gradients of the parameters of the module it wraps, and must be the one called)."""
+
+    def __init__(self, sae: SAE, forward):
+        super().__init__()
+        self.sae, self.fn = sae, forward
+
+    def forward(self, x: Tensor, **kwargs) -> TrainOutput:
+        return self.fn(self.sae, x, **kwargs)
+
+
+def distributed_forward(world: World, sae: SAE, shards: ShardSpec | None, dense_reference: bool = False):
+    """This rank's training forward `f(x, dead=..., ...)`: its latent shard's (with `shards`), in
+    DistributedDataParallel, which averages the gradients over the data-parallel ranks during the
+    backward pass."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if shards is not None:
+        if dense_reference:
+            raise ConfigError("dense_reference has no latent-sharded version")
+        forward = lambda sae, x, **kw: sharded_training_forward(sae, x, spec=shards, **kw)  # noqa: E731
+    else:
+        forward = SAE.training_forward if dense_reference else type(sae).training_forward
+    if world.data_size == 1:
+        return lambda x, **kw: forward(sae, x, **kw)
+    ids = [world.device] if world.device.type == "cuda" else None
+    return DistributedDataParallel(_TrainingStep(sae, forward), device_ids=ids, process_group=world.data_group)
 
 
 def _mesh_world(device: torch.device, shard_latents: int) -> World:
@@ -138,7 +168,7 @@ def _mesh_world(device: torch.device, shard_latents: int) -> World:
         raise ConfigError(f"--shard-latents {shard_latents} does not divide the {size} ranks; the ranks form a "
                           "(data x latent) mesh, so use a divisor of the world size (or 0: all ranks)")
     mesh = init_device_mesh(device.type, (size // latent, latent), mesh_dim_names=("data", "latent"))
-    return World(device=device, rank=rank, size=size,
+    return World(device=device, distributed=True, rank=rank, size=size,
                  data_rank=rank // latent, data_size=size // latent, data_group=mesh.get_group("data"),
                  latent_rank=rank % latent, latent_size=latent, latent_group=mesh.get_group("latent"), mesh=mesh)
 
@@ -196,8 +226,8 @@ def all_gather_json(obj, group: dist.ProcessGroup | None = None) -> list:
 
 
 def broadcast_json(obj, world: World):
-    """Rank 0's JSON-able `obj` on every rank."""
-    return all_gather_json(obj)[0] if world.distributed else obj
+    """The JSON-able `obj` of the world's first rank, on every rank of its group."""
+    return all_gather_json(obj, world.group)[0] if world.distributed else obj
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -255,3 +285,65 @@ class RankRows:
 
     def load_state_dict(self, state: dict) -> None:
         self.source.load_state_dict(state)
+
+
+class RankStream:
+    """A source that this rank alone reads (its own corpus shard): its position is tagged with the
+    rank and the number of ranks, and a position saved under another number is refused."""
+
+    def __init__(self, source, rank: int, size: int):
+        self.source, self.rank, self.size = source, rank, size
+
+    def __iter__(self) -> RankStream:
+        return self
+
+    def __next__(self) -> Tensor:
+        return next(self.source)
+
+    def state_dict(self) -> dict:
+        return {"data_rank": self.rank, "data_ranks": self.size, **self.source.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        saved = (state.pop("data_rank", 0), state.pop("data_ranks", 1))
+        if saved != (self.rank, self.size):
+            raise ConfigError(f"this position was saved by data rank {saved[0]} of {saved[1]}, each harvesting its own "
+                              f"corpus shard; this is data rank {self.rank} of {self.size}: resume with {saved[1]} "
+                              "data-parallel ranks")
+        self.source.load_state_dict(state)
+
+
+class ReplicaBatches:
+    """The batches of one data-parallel replica: read from `source` on the first rank of the latent
+    group and broadcast to the others (every latent shard must see the same tokens; the others
+    pass source=None and never run the model)."""
+
+    def __init__(self, source, world: World):
+        self.source, self.world = source, world
+        self.root = dist.get_global_rank(world.latent_group, 0)
+
+    def __iter__(self) -> ReplicaBatches:
+        return self
+
+    def __next__(self) -> Tensor:
+        dtypes = list(DTYPES.values())
+        header = torch.zeros(3, dtype=torch.long, device=self.world.device)  # rows (0: exhausted), cols, dtype
+        if self.world.latent_rank == 0:
+            x = next(self.source, None)
+            if x is not None:
+                header = torch.tensor([x.shape[0], x.shape[1], dtypes.index(x.dtype)], device=self.world.device)
+        dist.broadcast(header, self.root, group=self.world.latent_group)
+        if int(header[0]) == 0:
+            raise StopIteration
+        if self.world.latent_rank != 0:
+            x = torch.empty(int(header[0]), int(header[1]), dtype=dtypes[int(header[2])], device=self.world.device)
+        x = x.to(self.world.device).contiguous()
+        dist.broadcast(x, self.root, group=self.world.latent_group)
+        return x
+
+    def state_dict(self) -> dict:
+        return self.source.state_dict() if self.source is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.source is not None:
+            self.source.load_state_dict(state)

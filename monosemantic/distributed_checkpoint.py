@@ -86,7 +86,7 @@ def save_distributed_checkpoint(run_dir: str | Path, sae: SAE, optimizer: torch.
     """Write checkpoint `step_<state.step>` from every rank (a collective); rank 0 publishes it and
     deletes all but the newest `keep`."""
     path = Path(run_dir) / CHECKPOINTS_DIR / f"step_{state.step:09d}"
-    positions = all_gather_json(state.data_state)
+    positions = all_gather_json(state.data_state, world.group) if world.distributed else [state.data_state]
     meta = {
         "step": state.step, "tokens_seen": state.tokens_seen, "scale": state.scale,
         "data_states": [positions[d * world.latent_size] for d in range(world.data_size)],
@@ -97,7 +97,7 @@ def save_distributed_checkpoint(run_dir: str | Path, sae: SAE, optimizer: torch.
         tmp = stack.enter_context(atomic_directory(path)) if world.writer else None
         tmp = broadcast_json(str(tmp) if tmp is not None else None, world)
         dcp.save(tensors, storage_writer=HuggingFaceStorageWriter(tmp, save_distributed=True),
-                 no_dist=not world.distributed)
+                 process_group=world.group, no_dist=not world.distributed)
         if world.writer:
             (Path(tmp) / "trainer.json").write_text(json.dumps(meta, indent=2))
     if world.writer:
@@ -147,7 +147,8 @@ def load_any_checkpoint(path: str | Path, sae: SAE, optimizer: torch.optim.Optim
     loaded = _to_checkpoint(targets, world)
     with warnings.catch_warnings():  # one process: DCP warns that it "assumes" so, which is what we mean
         warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
-        dcp.load(loaded, storage_reader=HuggingFaceStorageReader(str(path)), no_dist=not world.distributed)
+        dcp.load(loaded, storage_reader=HuggingFaceStorageReader(str(path)), process_group=world.group,
+                 no_dist=not world.distributed)
     local = {k: _local(v) for k, v in loaded.items()}
     weights = {k: local[k] for k in sae.state_dict()}
     for name, t in weights.items():

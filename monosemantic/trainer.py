@@ -35,12 +35,13 @@ from tqdm.auto import tqdm
 from monosemantic import checkpoint as ckpt
 from monosemantic.activations import ActivationDataError, check_finite
 from monosemantic.config import ConfigError, to_dict
-from monosemantic.distributed import World
-from monosemantic.metrics import dead_fraction, fvu
+from monosemantic.data_init import geometric_median, resample_dead_latents
+from monosemantic.distributed import World, distributed_forward
+from monosemantic.metrics import fvu
 from monosemantic.atomic import atomic_write_json
 from monosemantic.rundir import TRAIN_CONFIG_FILE, MetricsLog
 from monosemantic.sae.base import DTYPES, SAE, TrainOutput
-from monosemantic.sae.sharded import ShardSpec, gather_sae, sharded_training_forward
+from monosemantic.sae.sharded import ShardSpec, gather_sae
 
 log = logging.getLogger(__name__)
 
@@ -130,60 +131,6 @@ def lr_at(step: int, steps: int, base: float, warmup: float, decay: float) -> fl
     return base
 
 
-@torch.no_grad()
-def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
-    """Weiszfeld's algorithm on x [N, d] in float64 (Towards Monosemanticity initialises b_dec so)."""
-    x = x.double()
-    y = x.mean(0)
-    for _ in range(iters):
-        w = 1 / (x - y).norm(dim=1).clamp_min(1e-12)
-        y_next = (w[:, None] * x).sum(0) / w.sum()
-        if (y_next - y).norm() <= tol * y.norm().clamp_min(1e-12):
-            return y_next
-        y = y_next
-    return y
-
-
-@torch.no_grad()
-def resample_dead_latents(sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor, dead: Tensor,
-                          generator: torch.Generator) -> int:
-    """Re-initialise dead latents from inputs of x [B, d_in] drawn with probability ~ loss^2.
-
-    Towards Monosemanticity, "Neuron Resampling": decoder row = the unit input; encoder column =
-    the same, at 0.2 x the mean norm of the alive encoder columns; encoder bias 0; Adam moments of
-    those entries reset. Returns the number of latents resampled.
-    """
-    ids = dead.nonzero().squeeze(1)
-    if ids.numel() == 0:
-        return 0
-    loss = (x - sae(x).x_hat).pow(2).sum(-1)
-    weights = loss.pow(2) if bool(loss.pow(2).sum() > 0) else torch.ones_like(loss)
-    picked = x[torch.multinomial(weights, ids.numel(), replacement=True, generator=generator)]
-    unit = picked / picked.norm(dim=1, keepdim=True).clamp_min(1e-12)  # [n_dead, d_in]
-    alive = ~dead
-    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
-    sae.W_dec[ids] = unit.to(sae.W_dec.dtype)
-    sae.W_enc[:, ids] = (unit.T * 0.2 * enc_norm).to(sae.W_enc.dtype)
-    sae.b_enc[ids] = 0
-    for param, index in ((sae.W_dec, (ids,)), (sae.W_enc, (slice(None), ids)), (sae.b_enc, (ids,))):
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in optimizer.state.get(param, {}):
-                optimizer.state[param][key][index] = 0
-    return ids.numel()
-
-
-class _TrainingStep(torch.nn.Module):
-    """`forward(sae, x, ...)` as a module, for DistributedDataParallel to wrap (it hooks the
-    gradients of the parameters of the module it wraps, and must be the one called)."""
-
-    def __init__(self, sae: SAE, forward):
-        super().__init__()
-        self.sae, self.fn = sae, forward
-
-    def forward(self, x: Tensor, **kwargs) -> TrainOutput:
-        return self.fn(self.sae, x, **kwargs)
-
-
 class Trainer:
     """Trains one SAE; see the module docstring. `dense_reference=True` swaps the fast path for
     plain dense autograd (the baseline of tests and benchmarks). Under torchrun, `world` is this
@@ -214,7 +161,7 @@ class Trainer:
         self.forward = (lambda x, **kw: SAE.training_forward(self.sae, x, **kw)) if dense_reference \
             else self.sae.training_forward
         if self.world.distributed:
-            self.forward = self._distributed_forward(dense_reference)
+            self.forward = distributed_forward(self.world, self.sae, self.shards, dense_reference)
         self.state = ckpt.TrainerState(
             step=0, tokens_seen=0, scale=1.0, data_state={},
             tokens_since_fired=torch.zeros(sae.d_sae, dtype=torch.long, device=self.device),
@@ -222,23 +169,6 @@ class Trainer:
         )
         self._batches_consumed = 0
         self.metrics = MetricsLog(self.run_dir) if self.run_dir is not None and self.world.writer else None
-
-    def _distributed_forward(self, dense_reference: bool):
-        """The training forward of this rank: its latent shard's, then wrapped in DDP, which
-        averages the gradients over the data-parallel ranks during the backward pass."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        if self.shards is not None:
-            if dense_reference:
-                raise ConfigError("dense_reference has no latent-sharded version")
-            forward = lambda sae, x, **kw: sharded_training_forward(sae, x, spec=self.shards, **kw)  # noqa: E731
-        else:
-            forward = SAE.training_forward if dense_reference else type(self.sae).training_forward
-        if self.world.data_size == 1:
-            return lambda x, **kw: forward(self.sae, x, **kw)
-        ids = [self.device] if self.device.type == "cuda" else None
-        return DistributedDataParallel(_TrainingStep(self.sae, forward), device_ids=ids,
-                                       process_group=self.world.data_group)
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -274,12 +204,24 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
 
-    def fit(self, batches: Iterator[Tensor], *, resume: bool = False) -> SAE:
+    def fit(self, batches: Iterator[Tensor], *, resume: bool = False) -> SAE | None:
         """Train to `cfg.total_tokens`; return the SAE with normalisation folded in (takes raw
         activations). With a run directory, also save it there as cfg.json + sae.safetensors."""
-        batches = iter(batches)
+        batches = self.begin(iter(batches), resume=resume)
+        try:
+            while not self.done:
+                self.advance(self._read(batches), batches)
+        finally:
+            self._bar.close()
+        return self.finish(batches)
+
+    # `fit` in three parts, for a loop that feeds several trainers from one source (multi_sae.py)
+
+    def begin(self, batches: Iterator[Tensor] | None, *, resume: bool = False, step: int | None = None):
+        """Restore the checkpoint (the newest, or that of `step`) or initialise from the first
+        batches; returns `batches`, positioned where training goes on (None stays None)."""
         if resume:
-            batches = self._restore(batches)
+            batches = self._restore(batches, step)
         else:
             if self.run_dir is not None and ckpt.checkpoint_dirs(self.run_dir):
                 raise ckpt.CheckpointError(
@@ -290,25 +232,38 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 if not (self.run_dir / TRAIN_CONFIG_FILE).exists():
                     atomic_write_json(self.run_dir / TRAIN_CONFIG_FILE, self.state.configs)
-        start, t0 = self.state.step, time.perf_counter()
-        with tqdm(total=self.steps, initial=start, unit="step", desc=f"train {self.sae.cfg.arch}",
-                  disable=not self.progress, dynamic_ncols=True) as bar:
-            while self.state.step < self.steps:
-                x = self._next_batch(batches)
-                out = self.step(x)
-                bar.update(1)
-                if self.state.step % self.cfg.log_every == 0 or self.state.step == self.steps:
-                    row = self._log_row(x, out, (self.state.step - start) * self.cfg.batch_size / (time.perf_counter() - t0))
-                    bar.set_postfix(fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}",
-                                    dead="n/a" if row["dead_fraction"] is None else f"{row['dead_fraction']:.1%}")
-                every = self.cfg.checkpoint_every
-                if self.run_dir is not None and every and self.state.step % every == 0 and self.state.step < self.steps:
-                    self.save_checkpoint(batches)
+        self._start, self._t0 = self.state.step, time.perf_counter()
+        self._bar = tqdm(total=self.steps, initial=self._start, unit="step", desc=f"train {self.sae.cfg.arch}",
+                         disable=not self.progress, dynamic_ncols=True)
+        return batches
+
+    @property
+    def done(self) -> bool:
+        return self.state.step >= self.steps
+
+    def advance(self, batch: Tensor, batches) -> None:
+        """One step on `batch` (raw activations), then log and checkpoint as due; `batches` is the
+        source whose position a checkpoint records."""
+        x = self._prepare(batch)
+        out = self.step(x)
+        self._bar.update(1)
+        if self.state.step % self.cfg.log_every == 0 or self.state.step == self.steps:
+            seconds = time.perf_counter() - self._t0
+            row = self._log_row(x, out, (self.state.step - self._start) * self.cfg.batch_size / seconds)
+            self._bar.set_postfix(fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}",
+                                  dead="n/a" if row["dead_fraction"] is None else f"{row['dead_fraction']:.1%}")
+        every = self.cfg.checkpoint_every
+        if self.run_dir is not None and every and self.state.step % every == 0 and self.state.step < self.steps:
+            self.save_checkpoint(batches)
+
+    def finish(self, batches) -> SAE | None:
+        """The last checkpoint and the exported SAE (see `export`)."""
+        self._bar.close()
         if self.run_dir is not None:
             self.save_checkpoint(batches)
         return self.export()
 
-    def _next_batch(self, batches: Iterator[Tensor]) -> Tensor:
+    def _read(self, batches: Iterator[Tensor]) -> Tensor:
         try:
             x = next(batches)
         except StopIteration:
@@ -317,6 +272,9 @@ class Trainer:
                 f"{self.steps}; provide more data or lower total_tokens"
             ) from None
         self._batches_consumed += 1
+        return x
+
+    def _prepare(self, x: Tensor) -> Tensor:
         self._check_batch(x, f"batch at step {self.state.step}")
         if self.world.data_size > 1 and x.shape[0] * self.world.data_size != self.cfg.batch_size:
             raise ActivationDataError(f"batch at step {self.state.step} has {x.shape[0]} rows; each of the "
@@ -400,12 +358,10 @@ class Trainer:
             self.metrics.flush()
         return path
 
-    def _restore(self, batches: Iterator[Tensor]) -> Iterator[Tensor]:
+    def _restore(self, batches: Iterator[Tensor] | None, step: int | None = None) -> Iterator[Tensor] | None:
         if self.run_dir is None:
             raise ConfigError("resume needs a run directory")
-        path = self._latest_checkpoint()
-        if path is None:
-            raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
+        path = self._checkpoint_path(step)
         if self.world.distributed or not (path / "sae.safetensors").exists():
             from monosemantic.distributed_checkpoint import load_any_checkpoint
 
@@ -423,6 +379,8 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.truncate_after(state.step)
         log.info("resumed from %s (step %d)", path, state.step)
+        if batches is None:
+            return None
         if hasattr(batches, "load_state_dict") and "batches_consumed" not in state.data_state:
             batches.load_state_dict(state.data_state)
             return batches
@@ -430,13 +388,27 @@ class Trainer:
         self._batches_consumed = skip
         return islice(batches, skip, None)
 
-    def _latest_checkpoint(self) -> Path | None:
-        """The newest checkpoint; under torchrun rank 0 looks (and clears leftovers) for all."""
+    def checkpoint_steps(self) -> list[int]:
+        """Steps of the complete checkpoints of the run directory, oldest first."""
+        return [int(p.name.removeprefix("step_")) for p in ckpt.checkpoint_dirs(self.run_dir)]
+
+    def _checkpoint_path(self, step: int | None) -> Path:
+        """The checkpoint of `step`, or the newest; under torchrun rank 0 looks (and clears the
+        leftovers of interrupted writes) for all."""
         from monosemantic.distributed import broadcast_json
 
         path = ckpt.latest_checkpoint(self.run_dir) if self.world.writer else None
         path = broadcast_json(str(path) if path is not None else None, self.world)
-        return Path(path) if path is not None else None
+        if path is None:
+            raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
+        if step is None:
+            return Path(path)
+        wanted = Path(path).parent / f"step_{step:09d}"
+        if not wanted.is_dir():
+            raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoint of step {step} (it has steps "
+                                       f"{self.checkpoint_steps()}); the SAEs trained together cannot resume "
+                                       "at one step")
+        return wanted
 
     def export(self) -> SAE | None:
         """A copy of the SAE, on the CPU and in eval mode, that takes raw activations (of a
