@@ -21,7 +21,10 @@ import pytest
 import safetensors.torch
 import torch
 
+from monosemantic.activations import TensorBatches
 from monosemantic.cli import main
+from monosemantic.config import ConfigError
+from monosemantic.distributed import RankRows, RankStream, World, check_same_config, rank_device
 from monosemantic.rundir import read_metrics
 from monosemantic.sae import SAE
 from monosemantic.toy import ToyConfig, ToyData
@@ -213,3 +216,55 @@ def test_shard_latents_outside_torchrun_is_refused(tmp_path, acts, capsys):
     assert main(["-q", "train-tensors", str(acts), "--out", str(tmp_path / "run"), *TRAIN, "--shard-latents", "2"]) == 2
     assert "--shard-latents 2 needs several ranks: start the command with torchrun" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_ten_consecutive_runs_end_cleanly(tmp_path, acts):
+    """Every rank passes a barrier before the process group is destroyed: no rank tears down while
+    another still talks to it, which would abort it ("Connection closed by peer") or leave torchrun
+    reporting a failure."""
+    for i in range(10):
+        done = cli_under_torchrun("train-tensors", str(acts), "--out", str(tmp_path / f"run{i}"), *TRAIN)
+        assert done.stderr == "", (i, done.stderr[-3000:])
+        assert done.stdout.splitlines()[-1].startswith("saved topk SAE"), (i, done.stdout)
+
+
+# ---- one process: the same code, collectives that are identities ----------------------------------
+
+
+def test_one_process_world_reduces_nothing():
+    world = World()
+    t = torch.tensor([True, False])
+    assert world.data_any(t) is t and world.data_gather(t) is t and world.writer and not world.distributed
+    check_same_config(world, {"train": {"lr": 1}})  # nothing to compare with
+
+
+def test_rank_rows_split_every_global_batch_and_keep_its_position():
+    source = TensorBatches(torch.arange(40.0).view(20, 2), 4, shuffle=False)
+    rows = [RankRows(TensorBatches(torch.arange(40.0).view(20, 2), 4, shuffle=False), r, 2) for r in range(2)]
+    for _ in range(3):
+        whole = next(source)
+        assert torch.equal(torch.cat([next(r) for r in rows]), whole)
+    assert rows[0].state_dict() == rows[1].state_dict() == source.state_dict()
+    with pytest.raises(ConfigError, match="a batch of 4 rows does not split over 3 data-parallel ranks"):
+        next(RankRows(source, 0, 3))
+
+
+def test_a_rank_stream_refuses_the_position_of_another_world_size():
+    stream = RankStream(TensorBatches(torch.zeros(8, 2), 2), 1, 2)
+    saved = stream.state_dict()
+    assert saved == {"data_rank": 1, "data_ranks": 2, "epoch": 0, "index": 0}
+    with pytest.raises(ConfigError, match="saved by data rank 1 of 2, each harvesting its own corpus shard; this is "
+                                          "data rank 1 of 3: resume with 2 data-parallel ranks"):
+        RankStream(TensorBatches(torch.zeros(8, 2), 2), 1, 3).load_state_dict(saved)
+
+
+def test_rank_device(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert rank_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="each rank uses the GPU of its LOCAL_RANK; pass --device cuda"):
+        rank_device("cuda:0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available on this machine"):
+            rank_device("cuda")
