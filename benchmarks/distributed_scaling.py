@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="training steps per run")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    load_before = os.getloadavg()[0]  # other work on the machine competes for the same cores
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         acts = Path(tmp) / "acts.npy"
@@ -69,7 +70,8 @@ def main() -> None:
             }
             results.append((d_sae, runs))
     print(f"TopK SAE, d_in={D_IN}, k={K}, global batch {BATCH}, {args.steps} steps per run; one thread per rank; "
-          f"this machine has {os.cpu_count()} cores: 1 rank uses 1, 2 ranks use 2")
+          f"this machine has {os.cpu_count()} cores: 1 rank uses 1, 2 ranks use 2; 1-minute load average before "
+          f"the runs: {load_before:.2f} (after: {os.getloadavg()[0]:.2f})")
     names = list(results[0][1])
     print("| d_sae | " + " | ".join(f"{n}: tokens/s" for n in names) + " |")
     print("|---|" + "---|" * len(names))

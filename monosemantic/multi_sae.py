@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from monosemantic.checkpoint import checkpoint_dirs
 from monosemantic.config import ConfigError
 from monosemantic.distributed import World
 from monosemantic.sae.base import SAE
@@ -114,7 +115,8 @@ def _next(stream: Iterator[Tensor], step: int) -> Tensor:
 def common_step(trainers: dict[int, Trainer], world: World) -> int:
     """The newest step that every SAE (of every rank) has a checkpoint of: a kill between two
     SAEs' checkpoints leaves them one apart, and they must resume together."""
-    newest = min((t.checkpoint_steps() or [0])[-1] for t in trainers.values())
+    newest = min(int(dirs[-1].name.removeprefix("step_")) if (dirs := checkpoint_dirs(t.run_dir)) else 0
+                 for t in trainers.values())
     if world.distributed:
         box = torch.tensor([newest], device=world.device)
         dist.all_reduce(box, op=dist.ReduceOp.MIN)

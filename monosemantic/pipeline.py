@@ -36,7 +36,8 @@ class DataConfig:
     model: str = "builtin"
     """model: a local Hugging Face model directory, or 'builtin' (the shipped math LM)"""
     hookpoint: str = "layers.4.mlp.neurons"
-    """where to read activations, e.g. layers.4.mlp.neurons, layers.4.resid.post, or a module path"""
+    """where to read activations, e.g. layers.4.mlp.neurons, layers.4.resid.post, or a module path; several
+    (a comma-separated list, or a glob such as 'layers.*.mlp.neurons') train one SAE each from one forward"""
     corpus: str = "mathlm"
     """text to run: mathlm, mathlm:heldout, a .txt / .jsonl file, or a saved Hugging Face dataset"""
     model_dtype: Literal["float32", "bfloat16", "float16"] = "float32"

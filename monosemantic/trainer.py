@@ -33,10 +33,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from monosemantic import checkpoint as ckpt
+from monosemantic.checkpoint import OPERATIONAL_FIELDS  # noqa: F401  (re-exported: the CLI's name for it)
 from monosemantic.activations import ActivationDataError, check_finite
 from monosemantic.config import ConfigError, to_dict
 from monosemantic.data_init import geometric_median, resample_dead_latents
-from monosemantic.distributed import World, distributed_forward
+from monosemantic.distributed import World, broadcast_json, distributed_forward
 from monosemantic.metrics import fvu
 from monosemantic.atomic import atomic_write_json
 from monosemantic.rundir import TRAIN_CONFIG_FILE, MetricsLog
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 SCALE_TOKENS = 1 << 16  # tokens used to estimate the normalisation scalar and b_dec...
 SCALE_FLOATS = 1 << 24  # ...unless they would hold more floats than this (64 MB in fp32)
 MEDIAN_TOKENS = 1 << 14  # Weiszfeld iterations run on at most this many of them
-OPERATIONAL_FIELDS = {"device", "checkpoint_every", "keep_checkpoints", "log_every"}  # may change on resume
 
 
 class TrainingError(RuntimeError):
@@ -368,7 +368,7 @@ class Trainer:
             state = load_any_checkpoint(path, self.sae, self.optimizer, self.world)
         else:
             state = ckpt.load_checkpoint(path, self.sae, self.optimizer)
-        check_same_configs(state.configs, self.state.configs, path)
+        ckpt.check_same_configs(state.configs, self.state.configs, path)
         state.configs = self.state.configs
         self.state = state
         torch.set_rng_state(state.rng["torch"])
@@ -388,31 +388,21 @@ class Trainer:
         self._batches_consumed = skip
         return islice(batches, skip, None)
 
-    def checkpoint_steps(self) -> list[int]:
-        """Steps of the complete checkpoints of the run directory, oldest first."""
-        return [int(p.name.removeprefix("step_")) for p in ckpt.checkpoint_dirs(self.run_dir)]
-
     def _checkpoint_path(self, step: int | None) -> Path:
         """The checkpoint of `step`, or the newest; under torchrun rank 0 looks (and clears the
         leftovers of interrupted writes) for all."""
-        from monosemantic.distributed import broadcast_json
-
         path = ckpt.latest_checkpoint(self.run_dir) if self.world.writer else None
         path = broadcast_json(str(path) if path is not None else None, self.world)
         if path is None:
             raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
-        if step is None:
-            return Path(path)
-        wanted = Path(path).parent / f"step_{step:09d}"
-        if not wanted.is_dir():
-            raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoint of step {step} (it has steps "
-                                       f"{self.checkpoint_steps()}); the SAEs trained together cannot resume "
-                                       "at one step")
-        return wanted
+        return Path(path) if step is None else ckpt.checkpoint_of_step(self.run_dir, step)
 
     def export(self) -> SAE | None:
         """A copy of the SAE, on the CPU and in eval mode, that takes raw activations (of a
-        latent-sharded SAE: the full SAE on rank 0, None on the other ranks)."""
+        latent-sharded SAE: the full SAE on the first rank of the first latent group, None on the
+        other ranks)."""
+        if self.shards is not None and self.world.data_rank != 0:
+            return None  # the first data-parallel replica's shards make the SAE
         sae = gather_sae(self.sae, self.shards) if self.shards is not None else copy.deepcopy(self.sae)
         if sae is None:
             return None
@@ -422,15 +412,3 @@ class Trainer:
         if self.run_dir is not None and self.world.writer:
             sae.save(self.run_dir)
         return sae
-
-
-def check_same_configs(saved: dict, current: dict, source: Path) -> None:
-    """Refuse to resume a checkpoint under a different configuration (operational fields aside)."""
-    diffs = []
-    for part in ("sae", "train"):
-        a, b = saved.get(part, {}), current.get(part, {})
-        for key in sorted(set(a) | set(b)):
-            if key not in OPERATIONAL_FIELDS and a.get(key) != b.get(key):
-                diffs.append(f"{part}.{key}: checkpoint has {a.get(key)!r}, now {b.get(key)!r}")
-    if diffs:
-        raise ckpt.CheckpointError(f"{source}: cannot resume with a different configuration: " + "; ".join(diffs))

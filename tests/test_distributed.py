@@ -147,6 +147,22 @@ def test_data_parallel_training_equals_one_process_on_the_concatenated_batch(tmp
     assert torch.equal(resumed_counters, ref_counters["tokens_since_fired"])
 
 
+def test_data_parallel_resampling_of_dead_latents_equals_one_process(tmp_path, acts, caplog):
+    # relu + L1, dead latents resampled every 20 steps: every rank draws from the whole global batch
+    argv = ["train-tensors", str(acts), "--arch", "relu", "--expansion-factor", "8", "--batch-size", str(BATCH),
+            "--total-tokens", str(STEPS * BATCH), "--lr", "0.01", "--resample-every", "20", "--dead-window", "256",
+            "--checkpoint-every", "30", "--log-every", "10"]
+    reference = tmp_path / "reference"
+    with caplog.at_level("INFO", logger="monosemantic.trainer"):
+        assert main(["-q", *argv, "--out", str(reference)]) == 0
+    assert any("resampled" in m and not m.endswith("resampled 0 dead latents") for m in caplog.messages), \
+        caplog.messages
+    out = tmp_path / "ddp"
+    cli_under_torchrun(*argv, "--out", str(out))
+    assert_same_sae(out, reference)
+    assert_same_metrics(out, reference)
+
+
 def test_latent_sharded_training_equals_one_process(tmp_path, acts, reference):
     out = tmp_path / "sharded"
     cli_under_torchrun("train-tensors", str(acts), "--out", str(out), *TRAIN, "--shard-latents")
