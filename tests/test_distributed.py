@@ -175,6 +175,16 @@ def test_latent_sharded_training_equals_one_process(tmp_path, acts, reference):
                                                    "trainer.safetensors")["tokens_since_fired"])
 
 
+@pytest.mark.slow
+def test_a_two_dimensional_mesh_equals_one_process(tmp_path, acts, reference):
+    out = tmp_path / "mesh"
+    cli_under_torchrun("train-tensors", str(acts), "--out", str(out), *TRAIN, "--shard-latents", "2", nproc=4)
+    meta = json.loads((out / "checkpoints" / "step_000000060" / "trainer.json").read_text())
+    assert meta["mesh"] == {"data": 2, "latent": 2}
+    assert_same_sae(out, reference)
+    assert_same_metrics(out, reference)
+
+
 def _counters(checkpoint: Path) -> torch.Tensor:
     """The dead-latent counters of a distributed checkpoint, assembled from its shard files."""
     from torch.distributed.checkpoint import HuggingFaceStorageReader

@@ -98,13 +98,13 @@ def test_resume_of_several_hookpoints_goes_back_to_their_common_checkpoint(tmp_p
 # ---- under torchrun ------------------------------------------------------------------------------
 
 
-def reference(model_dir: Path, hook: int) -> dict[str, torch.Tensor]:
-    """One process training hookpoint `hook`'s SAE on the global batches of 2 data ranks: each
-    rank's batch of 64 from its own corpus shard, side by side."""
+def reference(model_dir: Path, hook: int, ranks: int = 2) -> dict[str, torch.Tensor]:
+    """One process training hookpoint `hook`'s SAE on the global batches of `ranks` data ranks:
+    each rank's batch of 128 / ranks from its own corpus shard, side by side."""
     model, tokenizer = load_model(model_dir)
     harvest = HarvestConfig(batch_tokens=512, chunk_tokens=1024)
-    streams = [ActivationStream(model, tokenizer, HOOKS, CorpusShard(open_corpus("mathlm"), r, 2), BATCH // 2, harvest)
-               for r in range(2)]
+    streams = [ActivationStream(model, tokenizer, HOOKS, CorpusShard(open_corpus("mathlm"), r, ranks),
+                                BATCH // ranks, harvest) for r in range(ranks)]
     start, width = sum(streams[0].widths[:hook]), streams[0].widths[hook]
 
     def batches():
@@ -140,3 +140,12 @@ def test_latent_sharded_training_on_a_model_equals_one_process(tmp_path, gpt2):
     cli_under_torchrun(*train_argv(gpt2, HOOKS[1], sharded, "--shard-latents"))  # one harvest, broadcast
     assert_same_sae(sharded, alone)
     assert len(list((sharded / "checkpoints" / f"step_{STEPS:09d}").glob("shard-*.safetensors"))) == 2
+
+
+@pytest.mark.slow
+def test_four_ranks_train_each_of_two_hookpoints_data_parallel_on_two(tmp_path, gpt2):
+    expected = {h: reference(gpt2, h, ranks=4) for h in range(2)}
+    out = tmp_path / "spread"
+    cli_under_torchrun(*train_argv(gpt2, ",".join(HOOKS), out), nproc=4)  # layer 0: ranks 0, 2; layer 1: ranks 1, 3
+    for h, hook in enumerate(HOOKS):
+        assert_weights(out / hook, expected[h])
