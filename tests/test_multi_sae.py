@@ -134,6 +134,21 @@ def test_two_ranks_harvest_their_own_shards_and_train_each_hookpoint_on_the_glob
     assert_weights(ddp, expected[1])
 
 
+@pytest.mark.slow
+def test_a_data_parallel_harvest_resumes_with_its_number_of_ranks(tmp_path, gpt2, capsys):
+    """Each rank goes back to its own place in its own corpus shard; one process cannot."""
+    ddp = tmp_path / "ddp"
+    cli_under_torchrun(*train_argv(gpt2, HOOKS[1], ddp))
+    resumed = Path(shutil.copytree(ddp, tmp_path / "resumed"))
+    shutil.rmtree(resumed / "checkpoints" / f"step_{STEPS:09d}")
+    (resumed / "sae.safetensors").unlink()
+    assert main(["-q", "train", "--out", str(resumed), "--resume"]) == 2
+    assert "resume it with 2 data-parallel ranks" in capsys.readouterr().err
+    cli_under_torchrun("train", "--out", str(resumed), "--resume")
+    for name, tensor in weights(ddp).items():
+        assert torch.equal(weights(resumed)[name], tensor), name
+
+
 def test_latent_sharded_training_on_a_model_equals_one_process(tmp_path, gpt2):
     alone, sharded = tmp_path / "alone", tmp_path / "sharded"
     assert main(["-q", *train_argv(gpt2, HOOKS[1], alone)]) == 0
