@@ -27,6 +27,7 @@ from monosemantic.atomic import atomic_directory, remove_stale_temporaries
 from monosemantic.sae.base import SAE, check_state
 
 CHECKPOINTS_DIR = "checkpoints"
+OPERATIONAL_FIELDS = {"device", "checkpoint_every", "keep_checkpoints", "log_every"}  # may change on resume
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -138,3 +139,25 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     remove_stale_temporaries(Path(run_dir) / CHECKPOINTS_DIR)
     dirs = checkpoint_dirs(run_dir)
     return dirs[-1] if dirs else None
+
+
+def checkpoint_of_step(run_dir: str | Path, step: int) -> Path:
+    """The complete checkpoint of `step` (several SAEs trained together resume at one step)."""
+    path = Path(run_dir) / CHECKPOINTS_DIR / f"step_{step:09d}"
+    if not path.is_dir():
+        steps = [int(p.name.removeprefix("step_")) for p in checkpoint_dirs(run_dir)]
+        raise CheckpointError(f"{run_dir}: no checkpoint of step {step} (it has steps {steps}); the SAEs trained "
+                              "together cannot resume at one step")
+    return path
+
+
+def check_same_configs(saved: dict, current: dict, source: Path) -> None:
+    """Refuse to resume a checkpoint under a different configuration (operational fields aside)."""
+    diffs = []
+    for part in ("sae", "train"):
+        a, b = saved.get(part, {}), current.get(part, {})
+        for key in sorted(set(a) | set(b)):
+            if key not in OPERATIONAL_FIELDS and a.get(key) != b.get(key):
+                diffs.append(f"{part}.{key}: checkpoint has {a.get(key)!r}, now {b.get(key)!r}")
+    if diffs:
+        raise CheckpointError(f"{source}: cannot resume with a different configuration: " + "; ".join(diffs))

@@ -20,7 +20,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from monosemantic.cli_experiments import add_experiment_commands
 from monosemantic.cli_features import add_feature_commands
 from monosemantic.cli_view import add_view_command
 from monosemantic.config import (ConfigError, HelpFormatter, add_arguments, from_args, from_dict, parse_int,
-                                 positive_int, to_dict)
+                                 non_negative_int, positive_int, to_dict)
 from monosemantic.corpora import CorpusError
 from monosemantic.experiments import ExperimentError
 from monosemantic.interventions import InterventionError
@@ -45,10 +47,12 @@ from monosemantic.harvest import HarvestConfig
 from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.metrics import evaluate
 from monosemantic.models import ModelError
-from monosemantic.pipeline import DataConfig
+from monosemantic.distributed import RankRows, check_same_config, create_rank_sae, session
+from monosemantic.multi_sae import PARENT_FILE
+from monosemantic.pipeline import DataConfig, start_run_dir
 from monosemantic.reports import format_eval, format_spliced
-from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, create_run_dir, read_train_config
-from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError, create_sae
+from monosemantic.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, read_train_config
+from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError
 from monosemantic.store import StoreError
 from monosemantic.tasks import TaskError
 from monosemantic.toy import ToyConfig, ToyData, format_table, results_to_json, run_toy_benchmark
@@ -72,6 +76,14 @@ def add_sae_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-sae", type=parse_int, default=None, metavar="INT",
                         help="number of latents; overrides --expansion-factor")
     add_arguments(parser, SAEConfig, exclude=SAE_FLAGS_FROM_ELSEWHERE, defaults={"k": 32})
+
+
+def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("under torchrun (see README, Scaling out)")
+    group.add_argument("--shard-latents", type=non_negative_int, nargs="?", const=0, default=1, metavar="N",
+                       help="split W_enc and W_dec along d_sae over N ranks (the flag alone: over all ranks), for "
+                       "dictionaries larger than one device; the other factor of the world size trains "
+                       "data-parallel, on a (data x latent) mesh; topk only")
 
 
 def sae_options(args: argparse.Namespace) -> dict:
@@ -104,7 +116,8 @@ def changed_on_resume(args: argparse.Namespace, saved: dict, source: Path) -> di
             (changed.__setitem__(name, value) if name in OPERATIONAL_FIELDS else refused.append(name))
     sae = saved.get("sae", {})
     expansion = getattr(args, "expansion_factor", None)
-    if expansion not in (None, args.parser.get_default("expansion_factor")) and expansion * sae["d_in"] != sae["d_sae"]:
+    if expansion not in (None, args.parser.get_default("expansion_factor")) and "d_in" in sae \
+            and expansion * sae["d_in"] != sae["d_sae"]:
         refused.append("expansion_factor")
     if refused:
         flags = ", ".join("--" + n.replace("_", "-") for n in refused)
@@ -118,18 +131,38 @@ def changed_on_resume(args: argparse.Namespace, saved: dict, source: Path) -> di
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train an SAE on a model's activations at a hookpoint (harvested on the fly, or via --cache)."""
+    """Train an SAE on a model's activations at a hookpoint (harvested on the fly, or via --cache);
+    several hookpoints (a comma-separated list, or a glob) train one SAE each from one forward."""
     from monosemantic.pipeline import resume_on_model, train_on_model
 
+    out = Path(args.out)
     if args.resume:
-        changes = changed_on_resume(args, read_train_config(args.out), Path(args.out))
-        sae = resume_on_model(args.out, progress=not args.quiet, **changes)
+        saved = read_train_config(out) if not (out / PARENT_FILE).is_file() else \
+            json.loads((out / PARENT_FILE).read_text())
+        changes = changed_on_resume(args, saved, out)
+        config = {"resume": str(out.resolve()), **changes}
+        device = changes.get("device", saved["train"]["device"])
     else:
         harvest = from_args(HarvestConfig, args, seed=args.seed)
-        sae = train_on_model(args.out, from_args(DataConfig, args), sae_options(args), from_args(TrainConfig, args),
-                             harvest, progress=not args.quiet)
-    print(f"saved {sae.cfg.arch} SAE (d_in={sae.d_in}, d_sae={sae.d_sae}) at {sae.cfg.hookpoint} to {args.out}")
-    print(f"next: monosemantic eval {args.out}")
+        data, train = from_args(DataConfig, args), from_args(TrainConfig, args)
+        config = {"data": to_dict(data), "harvest": to_dict(harvest), "sae": sae_options(args), "train": to_dict(train)}
+        device = train.device
+    with session(device, args.shard_latents) as world:
+        check_same_config(world, {**config, "shard_latents": args.shard_latents})
+        if args.resume:
+            result = resume_on_model(out, progress=not args.quiet, world=world, **changes)
+        else:
+            result = train_on_model(out, data, sae_options(args), train, harvest, progress=not args.quiet, world=world)
+        if not world.writer:
+            return 0
+        if isinstance(result, dict):
+            names = json.loads((out / PARENT_FILE).read_text())["hookpoints"]
+            print(f"saved {len(names)} SAEs, one per hookpoint, to {out}/<hookpoint>: {', '.join(names)}")
+            print(f"next: monosemantic eval {out / names[0]}")
+            return 0
+        print(f"saved {result.cfg.arch} SAE (d_in={result.d_in}, d_sae={result.d_sae}) at {result.cfg.hookpoint} "
+              f"to {args.out}")
+        print(f"next: monosemantic eval {args.out}")
     return 0
 
 
@@ -147,24 +180,32 @@ def cmd_train_tensors(args: argparse.Namespace) -> int:
             raise ActivationDataError(
                 f"{acts_path}: shape {list(acts.shape)} differs from the {saved['data']['shape']} this run trained on"
             )
+        data = {**saved["data"], "path": str(Path(acts_path).resolve())}
     else:
         if args.acts is None:
             raise ConfigError("give the activation file to train on (ACTS), or --resume an existing run")
         acts = load_activation_file(args.acts, args.key)
         sae_cfg = sae_config_from_args(args, acts.shape[1])
         train_cfg = from_args(TrainConfig, args)
-    # everything that can refuse the input does so before a new run directory exists
-    torch.manual_seed(train_cfg.seed)
-    batches = TensorBatches(acts, train_cfg.batch_size, seed=train_cfg.seed)
-    trainer = Trainer(create_sae(sae_cfg), train_cfg, out, progress=not args.quiet)
-    if not args.resume:
         data = {"path": str(Path(args.acts).resolve()), "key": args.key, "shape": list(acts.shape)}
-        create_run_dir(out, {"sae": to_dict(sae_cfg), "train": to_dict(train_cfg), "data": data})
-    trainer.fit(batches, resume=args.resume)
-    from monosemantic.plots import plot_training
+    config = {"sae": to_dict(sae_cfg), "train": to_dict(train_cfg), "data": data}
+    with session(train_cfg.device, args.shard_latents) as world:
+        check_same_config(world, {**config, "resume": args.resume, "shard_latents": args.shard_latents})
+        # everything that can refuse the input does so before a new run directory exists
+        torch.manual_seed(train_cfg.seed)
+        batches = TensorBatches(acts, train_cfg.batch_size, seed=train_cfg.seed)
+        if world.distributed:
+            batches = RankRows(batches, world.data_rank, world.data_size)
+        sae, shards = create_rank_sae(world, sae_cfg, train_cfg.seed)
+        trainer = Trainer(sae, train_cfg, out, progress=not args.quiet, world=world, shards=shards)
+        if not args.resume:
+            start_run_dir(out, config, world)
+        trainer.fit(batches, resume=args.resume)
+        if world.writer:
+            from monosemantic.plots import plot_training
 
-    plot_training(out)
-    print(f"saved {sae_cfg.arch} SAE (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae}) to {out}")
+            plot_training(out)
+            print(f"saved {sae_cfg.arch} SAE (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae}) to {out}")
     return 0
 
 
@@ -313,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, HarvestConfig, exclude=("seed",))
     add_sae_arguments(p)
     add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
+    add_parallel_arguments(p)
 
     p = _command(sub, "train-tensors", cmd_train_tensors)
     p.add_argument("acts", nargs="?", metavar="ACTS",
@@ -323,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in --out from its newest checkpoint, with its saved configuration")
     add_sae_arguments(p)
     add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
+    add_parallel_arguments(p)
 
     p = _command(sub, "eval", cmd_eval)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any directory with cfg.json + sae.safetensors)")
@@ -379,7 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun rank 0 speaks for all; the others only warn
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

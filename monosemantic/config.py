@@ -102,6 +102,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def non_negative_int(text: str) -> int:
+    """A command-line integer (see parse_int) that must be at least 0."""
+    value = parse_int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """A command-line integer (see parse_int) that must be at least 1."""
     value = parse_int(text)

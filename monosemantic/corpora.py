@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -97,6 +98,21 @@ class SavedDatasetCorpus:
 
     def describe(self) -> dict:
         return {"kind": "hf_dataset", "path": str(self.path.resolve()), "field": self.text_field}
+
+
+class CorpusShard:
+    """Documents i, i + n, i + 2n, ... of a corpus (counted in its order): the share of
+    data-parallel rank i of n, which harvests only these."""
+
+    def __init__(self, corpus: Corpus, index: int, count: int):
+        self.corpus, self.index, self.count = corpus, index, count
+
+    def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]:
+        mine = (d for j, d in enumerate(self.corpus.documents()) if j % self.count == self.index)
+        return islice(mine, start, None if limit is None else start + limit)
+
+    def describe(self) -> dict:
+        return {**self.corpus.describe(), "shard": [self.index, self.count]}
 
 
 def open_corpus(spec: str, *, seed: int = 0, text_field: str = "text") -> Corpus:

@@ -38,13 +38,19 @@ class HarvestConfig:
 class ActivationStream:
     """`Iterator[Tensor]` of [batch_size, d] activations for the trainer, with `state_dict` /
     `load_state_dict`; `provenance` holds the [batch_size, 3] (document, position, token) rows of
-    the batch last returned."""
+    the batch last returned.
 
-    def __init__(self, model, tokenizer, hookpoint: str, corpus: Corpus, batch_size: int,
+    `hookpoint` is one hookpoint (a name, or a pattern that matches exactly one), or a list of them:
+    then one forward captures them all and a batch is their concatenation, d = sum of `widths`
+    (split it with `torch.split(x, stream.widths, 1)`)."""
+
+    def __init__(self, model, tokenizer, hookpoint: str | list[str], corpus: Corpus, batch_size: int,
                  cfg: HarvestConfig | None = None):
         self.model, self.tokenizer, self.corpus, self.batch_size = model, tokenizer, corpus, batch_size
         self.cfg = cfg or HarvestConfig()
-        [self.hook] = self._single(hookpoint)
+        self.hooks = self._single(hookpoint) if isinstance(hookpoint, str) else resolve_hookpoints(model, hookpoint)
+        self.hook = self.hooks[0]
+        self.names = [h.name for h in self.hooks]
         max_len = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
         if max_len is not None and self.cfg.seq_len > max_len:
             raise ModelError(f"seq_len={self.cfg.seq_len} exceeds the model's context of {max_len} tokens")
@@ -55,7 +61,8 @@ class ActivationStream:
         self._source: Iterator[tuple[Tensor, Tensor]] | None = None
         self._carry: list[tuple[Tensor, Tensor]] = []
         self._last: tuple[int, tuple[Tensor, Tensor]] | None = None
-        self.d = self._probe_width()
+        self.widths = self._probe_widths()
+        self.d = sum(self.widths)
 
     def _single(self, hookpoint: str):
         hooks = resolve_hookpoints(self.model, hookpoint)
@@ -63,15 +70,17 @@ class ActivationStream:
             raise ModelError(f"hookpoint {hookpoint!r} matches {len(hooks)} hookpoints; an SAE reads exactly one")
         return hooks
 
-    def _probe_width(self) -> int:
+    def _probe_widths(self) -> list[int]:
         ids = torch.tensor([[self.tokenizer.bos_token_id or 0]], device=self._device())
-        return run_and_capture(self.model, ids, self.hook.name)[self.hook.name].shape[-1]
+        acts = run_and_capture(self.model, ids, self.names)
+        return [acts[name].shape[-1] for name in self.names]
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def describe(self) -> dict:
-        return {"hookpoint": self.hook.name, "corpus": self.corpus.describe(), "d": self.d,
+        hookpoint = self.names if len(self.names) > 1 else self.hook.name
+        return {"hookpoint": hookpoint, "corpus": self.corpus.describe(), "d": self.d,
                 "batch_size": self.batch_size, **{f"harvest_{k}": v for k, v in vars(self.cfg).items()}}
 
     # ---- corpus order ----------------------------------------------------------------------------
@@ -86,8 +95,9 @@ class ActivationStream:
                 skip_tokens -= n
                 continue
             device = self._device()
-            acts = run_and_capture(self.model, batch.input_ids.to(device), self.hook.name,
-                                   batch.attention_mask.to(device))[self.hook.name]
+            captured = run_and_capture(self.model, batch.input_ids.to(device), self.names,
+                                       batch.attention_mask.to(device))
+            acts = captured[self.hook.name] if len(self.names) == 1 else torch.cat([captured[n] for n in self.names], -1)
             prov = torch.stack([batch.doc_ids, batch.positions, batch.input_ids], -1)[keep]
             yield acts[keep.to(device)][skip_tokens:], prov[skip_tokens:]
             skip_tokens = 0

@@ -27,14 +27,20 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked (exists already, or is not a run)."""
 
 
-def create_run_dir(path: str | Path, train_config: dict) -> Path:
-    """Create a new run directory holding `train_config.json`; refuse to reuse a non-empty one."""
+def check_new_run_dir(path: str | Path) -> None:
+    """Refuse a run directory that exists and is not empty."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RunDirError(
             f"{path} already exists and is not empty; pass --resume to continue that run, "
             "or choose a new directory"
         )
+
+
+def create_run_dir(path: str | Path, train_config: dict) -> Path:
+    """Create a new run directory holding `train_config.json`; refuse to reuse a non-empty one."""
+    path = Path(path)
+    check_new_run_dir(path)
     path.mkdir(parents=True, exist_ok=True)
     fsync_dir(path.parent)
     atomic_write_json(path / TRAIN_CONFIG_FILE, train_config)

@@ -6,6 +6,12 @@ rows unit norm, and count the tokens since each latent last fired. Around the st
 warm-up and decay, sparsity-penalty warm-up, dead-latent resampling (Towards Monosemanticity),
 `metrics.jsonl`, a progress bar, and atomic checkpoints that resume bit-for-bit.
 
+Under torchrun (a `World` from `distributed.session`) the same loop runs on every rank: the SAE is
+wrapped in DistributedDataParallel over the data-parallel ranks, or is one latent shard
+(`sae/sharded.py`); dead-latent counters and logged metrics are reduced over ranks, the
+normalisation scalar and b_dec are estimated from every rank's first batches, checkpoints go
+through torch.distributed.checkpoint, and only rank 0 writes logs, progress and the exported SAE.
+
     trainer = Trainer(sae, TrainConfig(total_tokens=10**7), run_dir="runs/x")
     sae_for_raw_activations = trainer.fit(batches)           # or fit(batches, resume=True)
 """
@@ -27,19 +33,22 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from monosemantic import checkpoint as ckpt
+from monosemantic.checkpoint import OPERATIONAL_FIELDS  # noqa: F401  (re-exported: the CLI's name for it)
 from monosemantic.activations import ActivationDataError, check_finite
 from monosemantic.config import ConfigError, to_dict
-from monosemantic.metrics import dead_fraction, fvu
+from monosemantic.data_init import geometric_median, resample_dead_latents
+from monosemantic.distributed import World, broadcast_json, distributed_forward
+from monosemantic.metrics import fvu
 from monosemantic.atomic import atomic_write_json
 from monosemantic.rundir import TRAIN_CONFIG_FILE, MetricsLog
 from monosemantic.sae.base import DTYPES, SAE, TrainOutput
+from monosemantic.sae.sharded import ShardSpec, gather_sae
 
 log = logging.getLogger(__name__)
 
 SCALE_TOKENS = 1 << 16  # tokens used to estimate the normalisation scalar and b_dec...
 SCALE_FLOATS = 1 << 24  # ...unless they would hold more floats than this (64 MB in fp32)
 MEDIAN_TOKENS = 1 << 14  # Weiszfeld iterations run on at most this many of them
-OPERATIONAL_FIELDS = {"device", "checkpoint_every", "keep_checkpoints", "log_every"}  # may change on resume
 
 
 class TrainingError(RuntimeError):
@@ -122,80 +131,44 @@ def lr_at(step: int, steps: int, base: float, warmup: float, decay: float) -> fl
     return base
 
 
-@torch.no_grad()
-def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
-    """Weiszfeld's algorithm on x [N, d] in float64 (Towards Monosemanticity initialises b_dec so)."""
-    x = x.double()
-    y = x.mean(0)
-    for _ in range(iters):
-        w = 1 / (x - y).norm(dim=1).clamp_min(1e-12)
-        y_next = (w[:, None] * x).sum(0) / w.sum()
-        if (y_next - y).norm() <= tol * y.norm().clamp_min(1e-12):
-            return y_next
-        y = y_next
-    return y
-
-
-@torch.no_grad()
-def resample_dead_latents(sae: SAE, optimizer: torch.optim.Optimizer, x: Tensor, dead: Tensor,
-                          generator: torch.Generator) -> int:
-    """Re-initialise dead latents from inputs of x [B, d_in] drawn with probability ~ loss^2.
-
-    Towards Monosemanticity, "Neuron Resampling": decoder row = the unit input; encoder column =
-    the same, at 0.2 x the mean norm of the alive encoder columns; encoder bias 0; Adam moments of
-    those entries reset. Returns the number of latents resampled.
-    """
-    ids = dead.nonzero().squeeze(1)
-    if ids.numel() == 0:
-        return 0
-    loss = (x - sae(x).x_hat).pow(2).sum(-1)
-    weights = loss.pow(2) if bool(loss.pow(2).sum() > 0) else torch.ones_like(loss)
-    picked = x[torch.multinomial(weights, ids.numel(), replacement=True, generator=generator)]
-    unit = picked / picked.norm(dim=1, keepdim=True).clamp_min(1e-12)  # [n_dead, d_in]
-    alive = ~dead
-    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else torch.tensor(1.0)
-    sae.W_dec[ids] = unit.to(sae.W_dec.dtype)
-    sae.W_enc[:, ids] = (unit.T * 0.2 * enc_norm).to(sae.W_enc.dtype)
-    sae.b_enc[ids] = 0
-    for param, index in ((sae.W_dec, (ids,)), (sae.W_enc, (slice(None), ids)), (sae.b_enc, (ids,))):
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in optimizer.state.get(param, {}):
-                optimizer.state[param][key][index] = 0
-    return ids.numel()
-
-
 class Trainer:
     """Trains one SAE; see the module docstring. `dense_reference=True` swaps the fast path for
-    plain dense autograd (the baseline of tests and benchmarks)."""
+    plain dense autograd (the baseline of tests and benchmarks). Under torchrun, `world` is this
+    rank's place, `cfg.device` its device and, with `shards`, `sae` is this rank's latent shard."""
 
     def __init__(self, sae: SAE, cfg: TrainConfig, run_dir: str | Path | None = None, *,
-                 progress: bool = True, dense_reference: bool = False):
+                 progress: bool = True, dense_reference: bool = False, world: World | None = None,
+                 shards: ShardSpec | None = None):
         if sae.cfg.input_norm != "none":
             raise ConfigError(
                 f"cannot train an SAE with input_norm={sae.cfg.input_norm!r}: per-token input normalisation "
                 "comes only with SAEs loaded from other tools; train with input_norm='none'"
             )
-        self.cfg, self.progress = cfg, progress
+        self.cfg, self.world, self.shards = cfg, world or World(), shards
+        self.progress = progress and self.world.writer
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.device = torch.device(cfg.device)
+        self.device = self.world.device if self.world.distributed else torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device {cfg.device!r}: CUDA is not available on this machine; use --device cpu")
         self.sae = sae.to(self.device).train()
         self.steps = cfg.steps
-        self.lr = cfg.lr if cfg.lr is not None else default_lr(sae.d_sae)
+        full_cfg = shards.cfg if shards is not None else sae.cfg
+        self.lr = cfg.lr if cfg.lr is not None else default_lr(full_cfg.d_sae)
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.lr, fused=fused)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.matmul_dtype = DTYPES[cfg.matmul_dtype] if cfg.matmul_dtype != "float32" else None
         self.forward = (lambda x, **kw: SAE.training_forward(self.sae, x, **kw)) if dense_reference \
             else self.sae.training_forward
+        if self.world.distributed:
+            self.forward = distributed_forward(self.world, self.sae, self.shards, dense_reference)
         self.state = ckpt.TrainerState(
             step=0, tokens_seen=0, scale=1.0, data_state={},
             tokens_since_fired=torch.zeros(sae.d_sae, dtype=torch.long, device=self.device),
-            configs={"sae": to_dict(sae.cfg), "train": to_dict(cfg)},
+            configs={"sae": to_dict(full_cfg), "train": to_dict(cfg)},
         )
         self._batches_consumed = 0
-        self.metrics = MetricsLog(self.run_dir) if self.run_dir is not None else None
+        self.metrics = MetricsLog(self.run_dir) if self.run_dir is not None and self.world.writer else None
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -217,53 +190,80 @@ class Trainer:
         self.sae.remove_parallel_grad_()
         self.optimizer.step()
         self.sae.normalize_decoder_()
-        s.tokens_since_fired += x.shape[0]
-        s.tokens_since_fired[out.fired] = 0
+        tokens = x.shape[0] * self.world.data_size
+        s.tokens_since_fired += tokens
+        s.tokens_since_fired[self.world.data_any(out.fired)] = 0
         s.step += 1
-        s.tokens_seen += x.shape[0]
+        s.tokens_seen += tokens
         if cfg.resample_every and s.step % cfg.resample_every == 0 and s.step < self.steps:
-            n = resample_dead_latents(self.sae, self.optimizer, x, dead, self.generator)
+            # every rank resamples from the whole global batch, with the same generator: same result
+            n = resample_dead_latents(self.sae, self.optimizer, self.world.data_gather(x), dead, self.generator)
             s.tokens_since_fired[dead] = 0
             log.info("step %d: resampled %d dead latents", s.step, n)
         return out
 
     # ---- the loop ---------------------------------------------------------------------------
 
-    def fit(self, batches: Iterator[Tensor], *, resume: bool = False) -> SAE:
+    def fit(self, batches: Iterator[Tensor], *, resume: bool = False) -> SAE | None:
         """Train to `cfg.total_tokens`; return the SAE with normalisation folded in (takes raw
         activations). With a run directory, also save it there as cfg.json + sae.safetensors."""
-        batches = iter(batches)
+        batches = self.begin(iter(batches), resume=resume)
+        try:
+            while not self.done:
+                self.advance(self._read(batches), batches)
+        finally:
+            self._bar.close()
+        return self.finish(batches)
+
+    # `fit` in three parts, for a loop that feeds several trainers from one source (multi_sae.py)
+
+    def begin(self, batches: Iterator[Tensor] | None, *, resume: bool = False, step: int | None = None):
+        """Restore the checkpoint (the newest, or that of `step`) or initialise from the first
+        batches; returns `batches`, positioned where training goes on (None stays None)."""
         if resume:
-            batches = self._restore(batches)
+            batches = self._restore(batches, step)
         else:
             if self.run_dir is not None and ckpt.checkpoint_dirs(self.run_dir):
                 raise ckpt.CheckpointError(
                     f"{self.run_dir} already holds checkpoints; resume it, or train into a new directory"
                 )
             batches = self._initialise(batches)  # validates the first batches before writing anything
-            if self.run_dir is not None:
+            if self.run_dir is not None and self.world.writer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 if not (self.run_dir / TRAIN_CONFIG_FILE).exists():
                     atomic_write_json(self.run_dir / TRAIN_CONFIG_FILE, self.state.configs)
-        start, t0 = self.state.step, time.perf_counter()
-        with tqdm(total=self.steps, initial=start, unit="step", desc=f"train {self.sae.cfg.arch}",
-                  disable=not self.progress, dynamic_ncols=True) as bar:
-            while self.state.step < self.steps:
-                x = self._next_batch(batches)
-                out = self.step(x)
-                bar.update(1)
-                if self.state.step % self.cfg.log_every == 0 or self.state.step == self.steps:
-                    row = self._log_row(x, out, (self.state.step - start) * self.cfg.batch_size / (time.perf_counter() - t0))
-                    bar.set_postfix(fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}",
-                                    dead="n/a" if row["dead_fraction"] is None else f"{row['dead_fraction']:.1%}")
-                every = self.cfg.checkpoint_every
-                if self.run_dir is not None and every and self.state.step % every == 0 and self.state.step < self.steps:
-                    self.save_checkpoint(batches)
+        self._start, self._t0 = self.state.step, time.perf_counter()
+        self._bar = tqdm(total=self.steps, initial=self._start, unit="step", desc=f"train {self.sae.cfg.arch}",
+                         disable=not self.progress, dynamic_ncols=True)
+        return batches
+
+    @property
+    def done(self) -> bool:
+        return self.state.step >= self.steps
+
+    def advance(self, batch: Tensor, batches) -> None:
+        """One step on `batch` (raw activations), then log and checkpoint as due; `batches` is the
+        source whose position a checkpoint records."""
+        x = self._prepare(batch)
+        out = self.step(x)
+        self._bar.update(1)
+        if self.state.step % self.cfg.log_every == 0 or self.state.step == self.steps:
+            seconds = time.perf_counter() - self._t0
+            row = self._log_row(x, out, (self.state.step - self._start) * self.cfg.batch_size / seconds)
+            self._bar.set_postfix(fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}",
+                                  dead="n/a" if row["dead_fraction"] is None else f"{row['dead_fraction']:.1%}")
+        every = self.cfg.checkpoint_every
+        if self.run_dir is not None and every and self.state.step % every == 0 and self.state.step < self.steps:
+            self.save_checkpoint(batches)
+
+    def finish(self, batches) -> SAE | None:
+        """The last checkpoint and the exported SAE (see `export`)."""
+        self._bar.close()
         if self.run_dir is not None:
             self.save_checkpoint(batches)
         return self.export()
 
-    def _next_batch(self, batches: Iterator[Tensor]) -> Tensor:
+    def _read(self, batches: Iterator[Tensor]) -> Tensor:
         try:
             x = next(batches)
         except StopIteration:
@@ -272,7 +272,14 @@ class Trainer:
                 f"{self.steps}; provide more data or lower total_tokens"
             ) from None
         self._batches_consumed += 1
+        return x
+
+    def _prepare(self, x: Tensor) -> Tensor:
         self._check_batch(x, f"batch at step {self.state.step}")
+        if self.world.data_size > 1 and x.shape[0] * self.world.data_size != self.cfg.batch_size:
+            raise ActivationDataError(f"batch at step {self.state.step} has {x.shape[0]} rows; each of the "
+                                      f"{self.world.data_size} data-parallel ranks expects batch_size / "
+                                      f"{self.world.data_size} = {self.cfg.batch_size // self.world.data_size}")
         return x.to(self.device, self.sae.W_enc.dtype, non_blocking=True) * self.state.scale
 
     def _check_batch(self, x: Tensor, where: str) -> None:
@@ -283,16 +290,18 @@ class Trainer:
 
     def _log_row(self, x: Tensor, out: TrainOutput, tokens_per_s: float) -> dict:
         s = self.state
+        if self.world.distributed:
+            measured = self.world.batch_metrics(x, out)
+        else:
+            measured = {"loss": out.loss.item(), **{k: v.item() for k, v in out.losses.items()},
+                        "fvu": fvu(x, out.x_hat).item(), "l0": out.l0.item()}
         row = {
             "step": s.step,
             "tokens": s.tokens_seen,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "loss": out.loss.item(),
-            **{k: v.item() for k, v in out.losses.items()},
-            "fvu": fvu(x, out.x_hat).item(),
-            "l0": out.l0.item(),
+            **measured,
             # measurable only once the window has passed: before that no latent can be dead
-            "dead_fraction": dead_fraction(s.tokens_since_fired, self.cfg.dead_window)
+            "dead_fraction": self.world.dead_fraction(s.tokens_since_fired, self.cfg.dead_window)
             if s.tokens_seen >= self.cfg.dead_window else None,
             "dead_window": self.cfg.dead_window,
             "tokens_per_s": round(tokens_per_s, 1),
@@ -315,6 +324,9 @@ class Trainer:
         for i, b in enumerate(peeked):
             self._check_batch(b, f"batch {i} (read to initialise)")
         sample = torch.cat(peeked).to(self.device, torch.float32)
+        if self.world.data_size > 1:  # the global batches, in order: rank r holds rows [r * b, (r + 1) * b) of each
+            by_rank = sample.view(len(peeked), -1, self.sae.d_in).transpose(0, 1)  # [b, n_batches, d_in]
+            sample = self.world.data_gather(by_rank).transpose(0, 1).reshape(-1, self.sae.d_in)
         if self.cfg.normalize_activations:
             self.state.scale = math.sqrt(self.sae.d_in) / sample.norm(dim=1).mean().clamp_min(1e-12).item()
         sample = sample * self.state.scale
@@ -333,21 +345,30 @@ class Trainer:
         s.data_state = batches.state_dict() if hasattr(batches, "state_dict") \
             else {"batches_consumed": self._batches_consumed}
         s.rng = {"torch": torch.get_rng_state(), "trainer": self.generator.get_state()}
-        if torch.cuda.is_available():
-            s.rng.update({f"cuda{i}": t for i, t in enumerate(torch.cuda.get_rng_state_all())})
-        path = ckpt.save_checkpoint(self.run_dir, self.sae, self.optimizer, s, self.cfg.keep_checkpoints)
+        if self.world.distributed:  # training draws nothing from the CUDA generators; they differ per rank
+            from monosemantic.distributed_checkpoint import save_distributed_checkpoint
+
+            path = save_distributed_checkpoint(self.run_dir, self.sae, self.optimizer, s, self.cfg.keep_checkpoints,
+                                               self.world)
+        else:
+            if torch.cuda.is_available():
+                s.rng.update({f"cuda{i}": t for i, t in enumerate(torch.cuda.get_rng_state_all())})
+            path = ckpt.save_checkpoint(self.run_dir, self.sae, self.optimizer, s, self.cfg.keep_checkpoints)
         if self.metrics is not None:
             self.metrics.flush()
         return path
 
-    def _restore(self, batches: Iterator[Tensor]) -> Iterator[Tensor]:
+    def _restore(self, batches: Iterator[Tensor] | None, step: int | None = None) -> Iterator[Tensor] | None:
         if self.run_dir is None:
             raise ConfigError("resume needs a run directory")
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
-            raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
-        state = ckpt.load_checkpoint(path, self.sae, self.optimizer)
-        check_same_configs(state.configs, self.state.configs, path)
+        path = self._checkpoint_path(step)
+        if self.world.distributed or not (path / "sae.safetensors").exists():
+            from monosemantic.distributed_checkpoint import load_any_checkpoint
+
+            state = load_any_checkpoint(path, self.sae, self.optimizer, self.world)
+        else:
+            state = ckpt.load_checkpoint(path, self.sae, self.optimizer)
+        ckpt.check_same_configs(state.configs, self.state.configs, path)
         state.configs = self.state.configs
         self.state = state
         torch.set_rng_state(state.rng["torch"])
@@ -358,6 +379,8 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.truncate_after(state.step)
         log.info("resumed from %s (step %d)", path, state.step)
+        if batches is None:
+            return None
         if hasattr(batches, "load_state_dict") and "batches_consumed" not in state.data_state:
             batches.load_state_dict(state.data_state)
             return batches
@@ -365,23 +388,27 @@ class Trainer:
         self._batches_consumed = skip
         return islice(batches, skip, None)
 
-    def export(self) -> SAE:
-        """A copy of the SAE, on the CPU and in eval mode, that takes raw activations."""
-        sae = copy.deepcopy(self.sae).cpu().eval()
+    def _checkpoint_path(self, step: int | None) -> Path:
+        """The checkpoint of `step`, or the newest; under torchrun rank 0 looks (and clears the
+        leftovers of interrupted writes) for all."""
+        path = ckpt.latest_checkpoint(self.run_dir) if self.world.writer else None
+        path = broadcast_json(str(path) if path is not None else None, self.world)
+        if path is None:
+            raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
+        return Path(path) if step is None else ckpt.checkpoint_of_step(self.run_dir, step)
+
+    def export(self) -> SAE | None:
+        """A copy of the SAE, on the CPU and in eval mode, that takes raw activations (of a
+        latent-sharded SAE: the full SAE on the first rank of the first latent group, None on the
+        other ranks)."""
+        if self.shards is not None and self.world.data_rank != 0:
+            return None  # the first data-parallel replica's shards make the SAE
+        sae = gather_sae(self.sae, self.shards) if self.shards is not None else copy.deepcopy(self.sae)
+        if sae is None:
+            return None
+        sae = sae.cpu().eval()
         sae._workspace = {}
         sae.fold_input_scale_(self.state.scale)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.world.writer:
             sae.save(self.run_dir)
         return sae
-
-
-def check_same_configs(saved: dict, current: dict, source: Path) -> None:
-    """Refuse to resume a checkpoint under a different configuration (operational fields aside)."""
-    diffs = []
-    for part in ("sae", "train"):
-        a, b = saved.get(part, {}), current.get(part, {})
-        for key in sorted(set(a) | set(b)):
-            if key not in OPERATIONAL_FIELDS and a.get(key) != b.get(key):
-                diffs.append(f"{part}.{key}: checkpoint has {a.get(key)!r}, now {b.get(key)!r}")
-    if diffs:
-        raise ckpt.CheckpointError(f"{source}: cannot resume with a different configuration: " + "; ".join(diffs))
