@@ -1,6 +1,8 @@
-"""Command line for the benchmark suite: `benchmark` (wired in by cli.py).
+"""Command line for sweeps and the benchmark suite: `sweep`, `benchmark` (wired in by cli.py).
 
-    monosemantic benchmark runs/sweep/* --out reports/sweep
+    monosemantic sweep --model builtin --hookpoint layers.4.mlp.neurons --k 8,16,32,64 --expansion-factor 8,32 \
+        --tokens 2M --out runs/sweep
+    monosemantic benchmark runs/sweep/*/ --out reports/sweep
 """
 
 from __future__ import annotations
@@ -9,7 +11,11 @@ import argparse
 from pathlib import Path
 
 from monosemantic.benchmark import SCHEMA, BenchmarkConfig, benchmark_run, splitting_between
-from monosemantic.config import add_arguments, from_args
+from monosemantic.config import add_arguments, from_args, positive_int
+from monosemantic.harvest import HarvestConfig
+from monosemantic.pipeline import DataConfig
+from monosemantic.sae import ARCHITECTURES
+from monosemantic.trainer import TrainConfig
 from monosemantic.experiments import save_json
 from monosemantic.report import frontier_rows, write_report
 
@@ -43,7 +49,51 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def int_list(text: str) -> list[int]:
+    try:
+        values = [positive_int(x) for x in text.split(",") if x.strip()]
+    except argparse.ArgumentTypeError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, e.g. 8,16,32; got {text!r}")
+    return values
+
+
+def arch_list(text: str) -> list[str]:
+    archs = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in archs if a not in ARCHITECTURES]
+    if unknown or not archs:
+        raise argparse.ArgumentTypeError(f"unknown architecture(s) {unknown or text!r}; expected some of "
+                                         f"{', '.join(sorted(ARCHITECTURES))}")
+    return archs
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Train several SAEs of one hookpoint (a grid of architectures, expansion factors and k) from one
+    pass of activations: the model runs once per batch for all of them. One run directory each."""
+    from monosemantic.sweep import grid, sweep_on_model
+
+    points = grid(args.arch, args.expansion_factor, args.k)
+    harvest = from_args(HarvestConfig, args, seed=args.seed)
+    saes = sweep_on_model(args.out, from_args(DataConfig, args), {}, points, from_args(TrainConfig, args), harvest,
+                          progress=not args.quiet)
+    for name, sae in saes.items():
+        print(f"saved {sae.cfg.arch} SAE (d_sae={sae.d_sae}, k={sae.cfg.k}) to {Path(args.out) / name}")
+    print(f"next: monosemantic benchmark {args.out}/*/ --out {args.out}/report")
+    return 0
+
+
 def add_benchmark_commands(sub, command) -> None:
+    p = command(sub, "sweep", cmd_sweep)
+    p.add_argument("--out", required=True, metavar="DIR", help="new directory for the sweep's run directories")
+    p.add_argument("--arch", type=arch_list, default=["topk"], metavar="LIST", help="architectures, e.g. topk,batchtopk")
+    p.add_argument("--k", type=int_list, default=[32], metavar="LIST", help="k values (topk, batchtopk), e.g. 8,16,32,64")
+    p.add_argument("--expansion-factor", "--expansion_factor", type=int_list, default=[8], metavar="LIST",
+                   help="expansion factors (d_sae = factor x d_in), e.g. 8,32")
+    add_arguments(p, DataConfig, aliases={"model": ["--model_path", "--model-path"]})
+    add_arguments(p, HarvestConfig, exclude=("seed",))
+    add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
+
     p = command(sub, "benchmark", cmd_benchmark)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of model-trained SAEs")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for benchmark.json and the report")
