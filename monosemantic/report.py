@@ -26,10 +26,10 @@ def frontier_rows(results: list[dict]) -> list[dict]:
              "l0": r["core"]["l0"], "fvu": r["core"]["fvu"], "ce_loss_recovered": r["core"]["ce_loss_recovered"],
              "kl": r["core"]["kl_spliced"], "dead_fraction": r["core"]["dead_fraction"],
              "toy_mmcs": (r["toy"] or {}).get("mmcs")} for r in results]
-    best_fvu = {}
-    for row in sorted(rows, key=lambda x: x["l0"]):  # on the frontier: no run with lower L0 has lower FVU
-        row["on_frontier"] = all(row["fvu"] < v for v in best_fvu.values())
-        best_fvu[row["run"]] = row["fvu"]
+    for row in rows:  # Pareto frontier: no other run is at least as sparse and as faithful, and better in one
+        row["on_frontier"] = not any(
+            (o["l0"] <= row["l0"] and o["fvu"] < row["fvu"]) or (o["l0"] < row["l0"] and o["fvu"] <= row["fvu"])
+            for o in rows if o is not row)
     return rows
 
 
