@@ -24,8 +24,11 @@ def format_eval(result) -> str:
     ])
 
 
+ILL_CONDITIONED_NATS = 0.05  # below this ablation cost, CE loss recovered divides noise by noise
+
+
 def format_spliced(r) -> str:
-    return _table([
+    table = _table([
         ("tokens scored", f"{r.n_tokens}"),
         ("CE loss, clean", f"{r.ce_clean:.4f}"),
         ("CE loss, SAE spliced in", f"{r.ce_spliced:.4f}"),
@@ -42,3 +45,8 @@ def format_spliced(r) -> str:
         (f"dead (no activation in {r.n_tokens} tokens)", f"{r.dead_fraction:.2%}"),
         ("dense (> 10% of tokens)", f"{r.dense_fraction:.2%}"),
     ])
+    cost = min(r.ce_zero_ablated, r.ce_mean_ablated) - r.ce_clean
+    if cost < ILL_CONDITIONED_NATS:
+        table += (f"\nnote: ablating this hookpoint costs the model only {cost:.4f} nats, so CE loss recovered "
+                  "is a ratio of small differences here; compare the KLs (spliced vs zero-ablated) instead")
+    return table

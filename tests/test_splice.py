@@ -85,3 +85,16 @@ def test_a_width_mismatch_between_sae_and_hookpoint_is_one_clear_error(gpt2):
                                          r"d_in=128"):
         spliced_eval(model, tok, identity_sae(128), "layers.1.resid.post", MathCorpus("heldout"), 100,
                      progress=False)
+
+
+def test_the_report_warns_when_ablation_barely_matters():
+    from monosemantic.reports import format_spliced
+    from monosemantic.splice import SplicedEval
+
+    base = dict(n_tokens=100, ce_clean=0.88, ce_spliced=0.877, ce_zero_ablated=0.887, ce_mean_ablated=0.878,
+                ce_loss_recovered=1.31, ce_loss_recovered_mean_ablation=-0.4, kl_spliced=0.002, kl_zero_ablated=0.037,
+                kl_mean_ablated=0.01, fvu=0.08, explained_variance=0.92, normalized_mse=0.08, l0=32.0,
+                dead_fraction=0.01, dense_fraction=0.0, density_histogram={})
+    assert "ablating this hookpoint costs the model only 0.0020 nats" in format_spliced(SplicedEval(**base))
+    big = {**base, "ce_zero_ablated": 2.5, "ce_mean_ablated": 1.9}
+    assert "note:" not in format_spliced(SplicedEval(**big))
