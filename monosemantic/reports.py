@@ -45,8 +45,8 @@ def format_spliced(r) -> str:
         (f"dead (no activation in {r.n_tokens} tokens)", f"{r.dead_fraction:.2%}"),
         ("dense (> 10% of tokens)", f"{r.dense_fraction:.2%}"),
     ])
-    cost = min(r.ce_zero_ablated, r.ce_mean_ablated) - r.ce_clean
-    if cost < ILL_CONDITIONED_NATS:
-        table += (f"\nnote: ablating this hookpoint costs the model only {cost:.4f} nats, so CE loss recovered "
-                  "is a ratio of small differences here; compare the KLs (spliced vs zero-ablated) instead")
+    zero, mean = r.ce_zero_ablated - r.ce_clean, r.ce_mean_ablated - r.ce_clean
+    if min(zero, mean) < ILL_CONDITIONED_NATS:
+        table += (f"\nnote: ablating this hookpoint costs the model only {zero:.4f} nats (zero) / {mean:.4f} (mean), "
+                  "so CE loss recovered is a ratio of small differences here; compare the KLs instead")
     return table

@@ -95,6 +95,6 @@ def test_the_report_warns_when_ablation_barely_matters():
                 ce_loss_recovered=1.31, ce_loss_recovered_mean_ablation=-0.4, kl_spliced=0.002, kl_zero_ablated=0.037,
                 kl_mean_ablated=0.01, fvu=0.08, explained_variance=0.92, normalized_mse=0.08, l0=32.0,
                 dead_fraction=0.01, dense_fraction=0.0, density_histogram={})
-    assert "ablating this hookpoint costs the model only 0.0020 nats" in format_spliced(SplicedEval(**base))
+    assert "costs the model only 0.0070 nats (zero) / -0.0020 (mean)" in format_spliced(SplicedEval(**base))
     big = {**base, "ce_zero_ablated": 2.5, "ce_mean_ablated": 1.9}
     assert "note:" not in format_spliced(SplicedEval(**big))
