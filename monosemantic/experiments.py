@@ -136,10 +136,10 @@ class AblationResult:
         head = (f"task {self.task} ({self.n_items} prompts): {self.mode}-ablating {len(self.features)} features "
                 f"{self.features[:12]}{' ...' if len(self.features) > 12 else ''}; control: as many random "
                 f"features of similar density ({len(self.controls)} draws)\n")
-        lines = [f"{'metric':<28}" + "".join(f"{c:>24}" for c in cols)]
+        lines = [f"{'metric':<28}" + "".join(f"  {c:>26}" for c in cols)]
         for m, name in METRICS.items():
             cells = ["{:.3g} [{:.3g}, {:.3g}]".format(*summary[c][m]) for c in cols]
-            lines.append(f"{name:<28}" + "".join(f"{x:>24}" for x in cells))
+            lines.append(f"{name:<28}" + "".join(f"  {x:>26}" for x in cells))
         return head + "\n".join(lines)
 
     def to_dict(self) -> dict:
