@@ -140,6 +140,15 @@ def encode(tokenizer, text: str) -> list[int]:
     return ids
 
 
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of `text` as the analysis reads a document (BOS first when the tokenizer has one),
+    without the EOS that would end it: the text may go on."""
+    ids = encode(tokenizer, text)
+    if ids and ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]
+    return ids
+
+
 class Packed(NamedTuple):
     """A batch of packed rows. Provenance: token [b, t] is position `positions[b, t]` of document
     `doc_ids[b, t]` (-1 on padding)."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from monosemantic.corpora import encode
+from monosemantic.corpora import prompt_ids
 from monosemantic.interventions import Intervention, intervene, mean_ablate, steer as steer_latents, zero
 from monosemantic.mathlm.evaluate import greedy_complete
 from monosemantic.tasks import Task
@@ -65,9 +65,7 @@ def _sequences(tokenizer, task: Task) -> list[tuple[list[int], list[int], int | 
     """(prompt ids with BOS, target ids, contrast's first token id or None) per item."""
     out = []
     for item in task.items:
-        prompt = encode(tokenizer, item.prompt)
-        if tokenizer.eos_token_id is not None and prompt[-1] == tokenizer.eos_token_id:
-            prompt = prompt[:-1]
+        prompt = prompt_ids(tokenizer, item.prompt)
         target = tokenizer(item.target, add_special_tokens=False)["input_ids"]
         contrast = tokenizer(item.contrast, add_special_tokens=False)["input_ids"][0] if item.contrast else None
         out.append((prompt, target, contrast))
@@ -229,8 +227,7 @@ def _last_logprobs(model, tokenizer, prompts: list[str]) -> torch.Tensor:
     by_length: dict[int, list[int]] = {}
     encoded = []
     for i, p in enumerate(prompts):
-        ids = encode(tokenizer, p)
-        ids = ids[:-1] if tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id else ids
+        ids = prompt_ids(tokenizer, p)
         encoded.append(ids)
         by_length.setdefault(len(ids), []).append(i)
     with torch.inference_mode():

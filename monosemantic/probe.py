@@ -21,21 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from monosemantic.corpora import Document, encode, kept_tokens, pack
+from monosemantic.corpora import Document, kept_tokens, pack
 from monosemantic.interventions import Intervention, intervene
 
 
 class ProbeError(ValueError):
     """A text or request the model cannot be run on as asked (too long, empty)."""
-
-
-def prompt_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of `text` as the analysis reads a document (BOS first when the tokenizer has one),
-    without the EOS that would end it: the text may go on."""
-    ids = encode(tokenizer, text)
-    if ids and ids[-1] == tokenizer.eos_token_id:
-        ids = ids[:-1]
-    return ids
 
 
 def context_length(model) -> int | None:

@@ -341,7 +341,8 @@ class FeatureStore:
     def top_features_for(self, text: str, k: int = 5, *, device: str = "cpu") -> list[TokenFeatures]:
         """Runs model + SAE on `text` (cut to the run's `seq_len`); per token, its `k` most active
         features with labels."""
-        from monosemantic.probe import prompt_ids, text_latents, top_latents
+        from monosemantic.corpora import prompt_ids
+        from monosemantic.probe import text_latents, top_latents
 
         src = self.source(device)
         text = text_latents(src, prompt_ids(src.tokenizer, text)[: src.seq_len])

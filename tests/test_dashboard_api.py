@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 
 from monosemantic.dashboard import allowed_hosts, bind, is_loopback
 from monosemantic.hooks import capture
-from monosemantic.probe import predict, prompt_ids
+from monosemantic.corpora import prompt_ids
+from monosemantic.probe import predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXT = "12 + 7 = 19"

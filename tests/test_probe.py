@@ -8,8 +8,8 @@ import torch
 
 from monosemantic.hooks import capture
 from monosemantic.interventions import clamp, intervene, steer, zero
-from monosemantic.probe import (ProbeError, document_activations, latent_totals, predict, prompt_ids, text_latents,
-                                top_latents)
+from monosemantic.corpora import prompt_ids
+from monosemantic.probe import ProbeError, document_activations, latent_totals, predict, text_latents, top_latents
 from monosemantic.store import FeatureStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from monosemantic.analyze import document_meta
 from monosemantic.interventions import Intervention, clamp, mean_ablate, steer, zero
-from monosemantic.probe import (context_length, document_activations, latent_totals, predict, prompt_ids, text_latents,
-                                top_latents)
+from monosemantic.corpora import prompt_ids
+from monosemantic.probe import context_length, document_activations, latent_totals, predict, text_latents, top_latents
 from monosemantic.rundir import EVAL_FILE, read_metrics
 from monosemantic.store import Feature, FeatureStore, Summary
 

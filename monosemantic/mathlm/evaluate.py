@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from monosemantic.corpora import encode
+from monosemantic.corpora import prompt_ids
 from monosemantic.mathlm.corpus import CATEGORIES, MathCorpus, Sample
 
 
@@ -45,7 +45,7 @@ def greedy_complete(model, tokenizer, prompts: list[str], max_new: int, batch_si
     """Greedy continuations (until EOS or `max_new` tokens) of each prompt."""
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
-    encoded = [encode(tokenizer, p)[:-1] if eos is not None else encode(tokenizer, p) for p in prompts]  # no EOS
+    encoded = [prompt_ids(tokenizer, p) for p in prompts]
     limit = model.config.max_position_embeddings if hasattr(model.config, "max_position_embeddings") else 10**9
     out: list[str] = [""] * len(prompts)
     by_length: dict[int, list[int]] = defaultdict(list)
