@@ -44,30 +44,28 @@ class BenchmarkConfig:
 def document_activations(run_dir: str | Path, n_docs: int) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """Per held-out document: mean hookpoint activation [n, d_in], mean latents [n, d_sae], metadata."""
     from monosemantic.analyze import Source, document_meta
+    from monosemantic.hooks import run_and_capture
     from monosemantic.pipeline import default_eval_corpus
 
     src = Source.of_run(run_dir)
     corpus = open_corpus(default_eval_corpus(src.corpus_spec))
-    docs = list(corpus.documents(limit=n_docs))
-    meta = {d.id: document_meta(d) for d in docs}
-    sums_x: dict[int, torch.Tensor] = {}
-    sums_z: dict[int, torch.Tensor] = {}
-    counts: dict[int, int] = {}
-    from monosemantic.hooks import run_and_capture
-
+    docs = sorted(corpus.documents(limit=n_docs), key=lambda d: d.id)
+    row_of = torch.full((max((d.id for d in docs), default=0) + 1,), -1, dtype=torch.long)
+    row_of[torch.tensor([d.id for d in docs], dtype=torch.long)] = torch.arange(len(docs))
+    sums_x = torch.zeros(len(docs), src.sae.d_in)
+    sums_z = torch.zeros(len(docs), src.sae.d_sae)
+    counts = torch.zeros(len(docs))
     with torch.inference_mode():
         for batch in pack(docs, src.tokenizer, src.seq_len, 4096):
             keep = kept_tokens(batch, src.tokenizer)
             x = run_and_capture(src.model, batch.input_ids, src.hookpoint, batch.attention_mask)[src.hookpoint][keep]
-            z = src.sae.encode(x.float())
-            for d in torch.unique(batch.doc_ids[keep]).tolist():
-                rows = batch.doc_ids[keep] == d
-                sums_x[d] = sums_x.get(d, 0) + x[rows].float().sum(0)
-                sums_z[d] = sums_z.get(d, 0) + z[rows].sum(0)
-                counts[d] = counts.get(d, 0) + int(rows.sum())
-    ids = sorted(counts)
-    return (torch.stack([sums_x[d] / counts[d] for d in ids]), torch.stack([sums_z[d] / counts[d] for d in ids]),
-            [meta[d] for d in ids])
+            rows = row_of[batch.doc_ids[keep]]  # [n_kept] each token's document
+            sums_x.index_add_(0, rows, x.float())
+            sums_z.index_add_(0, rows, src.sae.encode(x.float()))
+            counts.index_add_(0, rows, torch.ones(rows.numel()))
+    seen = counts > 0
+    means = counts[seen, None]
+    return sums_x[seen] / means, sums_z[seen] / means, [document_meta(d) for d, s in zip(docs, seen.tolist()) if s]
 
 
 def probe_properties(x: torch.Tensor, z: torch.Tensor, meta: list[dict], k: int, seed: int) -> list[dict]:
