@@ -76,8 +76,7 @@ class Examples:
         groups, scores, entries = groups[better], scores[better], entries[better]
         if groups.numel() == 0:
             return
-        order = torch.argsort(-scores, stable=True)
-        order = order[torch.argsort(groups[order], stable=True)]  # by group, best score first within one
+        order = group_order(groups, scores)
         groups, scores, entries = groups[order], scores[order], entries[order]
         touched, counts = torch.unique_consecutive(groups, return_counts=True)
         size = self.score.shape[1]
@@ -242,11 +241,16 @@ class KeyedSums:
         return self.keys[nonzero], self.sums[nonzero]
 
 
+def group_order(groups: Tensor, scores: Tensor) -> Tensor:
+    """Permutation sorting by group, and within a group by descending score (ties in input order)."""
+    order = torch.argsort(-scores, stable=True)
+    return order[torch.argsort(groups[order], stable=True)]
+
+
 def top_per_group(groups: Tensor, scores: Tensor, payload: Tensor, n_groups: int, n: int) -> tuple[Tensor, Tensor]:
     """For each group, the payloads of its `n` highest scores: ([n_groups, n] payload, -1 where fewer;
     [n_groups, n] scores, 0 where fewer)."""
-    order = torch.argsort(-scores, stable=True)
-    order = order[torch.argsort(groups[order], stable=True)]
+    order = group_order(groups, scores)
     groups, scores, payload = groups[order], scores[order], payload[order]
     counts = torch.bincount(groups, minlength=n_groups)
     first = torch.cumsum(counts, 0) - counts

@@ -30,11 +30,7 @@ def plot_curves(rows: list[dict], x: str, ys: list[str], path: str | Path, *, ti
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_training(run_dir: str | Path) -> Path | None:
@@ -63,12 +59,7 @@ def plot_training(run_dir: str | Path) -> Path | None:
         ax.grid(alpha=0.3)
         if len(keys) > 1:
             ax.legend()
-    fig.tight_layout()
-    out = Path(run_dir) / "plots" / "training.png"
-    out.parent.mkdir(exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return save_figure(fig, Path(run_dir) / "plots" / "training.png")
 
 
 def plot_feature_density(densities: list[float], path: str | Path) -> Path:
@@ -83,7 +74,7 @@ def plot_feature_density(densities: list[float], path: str | Path) -> Path:
     ax.set_ylabel("features")
     ax.set_title(f"{len(densities)} features, {len(densities) - len(alive)} never fired")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_label_precision(precisions: list[float], path: str | Path) -> Path:
@@ -94,10 +85,10 @@ def plot_label_precision(precisions: list[float], path: str | Path) -> Path:
     ax.set_ylabel("features")
     ax.set_title(f"{len(precisions)} labelled features, {sum(p >= 0.9 for p in precisions)} with precision >= 0.9")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -122,7 +113,7 @@ def plot_ablation(summary: dict, metrics: list[str], names: list[str], title: st
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_dose_response(alphas: list[float], p_target: list, kl: list, p_name: str, title: str, path: str | Path) -> Path:
@@ -135,4 +126,4 @@ def plot_dose_response(alphas: list[float], p_target: list, kl: list, p_name: st
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from monosemantic.plots import _save  # noqa: E402
+from monosemantic.plots import save_figure  # noqa: E402
 
 
 def _name(r: dict) -> str:
@@ -46,7 +46,7 @@ def plots(results: list[dict], out: Path) -> list[Path]:
     ax.set_title("sparsity-fidelity frontier")
     ax.grid(alpha=0.3)
     ax.legend()
-    paths = [_save(fig, out / "frontier.png")]
+    paths = [save_figure(fig, out / "frontier.png")]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     names = [r["run"].split(" (")[0] for r in rows]
     axes[0].bar(names, [r["dead_fraction"] for r in rows], color="tab:gray")
@@ -56,7 +56,7 @@ def plots(results: list[dict], out: Path) -> list[Path]:
     for ax in axes:
         ax.tick_params(axis="x", rotation=45, labelsize=7)
         ax.grid(alpha=0.3, axis="y")
-    paths.append(_save(fig, out / "dead_and_ce.png"))
+    paths.append(save_figure(fig, out / "dead_and_ce.png"))
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for r in results:
         h = r["core"]["density_histogram"]
@@ -67,7 +67,7 @@ def plots(results: list[dict], out: Path) -> list[Path]:
     ax.set_title("feature density")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    paths.append(_save(fig, out / "density.png"))
+    paths.append(save_figure(fig, out / "density.png"))
     paths.append(_probing_plot(results, out / "probing.png"))
     return paths
 
@@ -87,7 +87,7 @@ def _probing_plot(results: list[dict], path: Path) -> Path:
     ax.set_title(f"sparse probing: {_name(r)}")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _table(rows: list[dict], fmt=lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)) -> list[list[str]]:
