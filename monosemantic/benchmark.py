@@ -92,7 +92,8 @@ def toy_recovery(sae: SAE, cfg: BenchmarkConfig) -> dict:
     train = TrainConfig(batch_size=1024, total_tokens=cfg.toy_tokens, lr=3e-3, dead_window=100_000, log_every=50,
                         b_dec_init="mean", seed=cfg.seed)
     data = ToyData(ToyConfig())
-    [r] = run_toy_benchmark(data, [sae.cfg.arch], d_sae=sae.d_sae, k=sae.cfg.k, train=train)
+    [r] = run_toy_benchmark(data, [sae.cfg.arch], d_sae=sae.d_sae, k=sae.cfg.k, train=train,  # and its sparsity knob
+                            l1_coefficient=sae.cfg.l1_coefficient, l0_coefficient=sae.cfg.l0_coefficient)
     return {"toy": to_dict(data.cfg), "mmcs": r.mmcs, "fvu": r.fvu, "l0": r.l0, "dead_fraction": r.dead_fraction}
 
 

@@ -1,7 +1,7 @@
 """Command line for sweeps and the benchmark suite: `sweep`, `benchmark` (wired in by cli.py).
 
-    monosemantic sweep --model builtin --hookpoint layers.4.mlp.neurons --k 8,16,32,64 --expansion-factor 8,32 \
-        --tokens 2M --out runs/sweep
+    monosemantic sweep --model builtin --hookpoint layers.3.resid.post --arch topk,relu --k 8,16,32,64 \
+        --l1-coefficient 2,5 --expansion-factor 8,32 --tokens 2M --out runs/sweep
     monosemantic benchmark runs/sweep/*/ --out reports/sweep
 """
 
@@ -59,6 +59,16 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def float_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(v > 0 and v != float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, e.g. 1,2.5,5; got {text!r}")
+    return values
+
+
 def arch_list(text: str) -> list[str]:
     archs = [a.strip() for a in text.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHITECTURES]
@@ -71,14 +81,16 @@ def arch_list(text: str) -> list[str]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Train several SAEs of one hookpoint (a grid of architectures, expansion factors and k) from one
     pass of activations: the model runs once per batch for all of them. One run directory each."""
-    from monosemantic.sweep import grid, sweep_on_model
+    from monosemantic.sweep import SPARSITY_KNOB, grid, sweep_on_model
 
-    points = grid(args.arch, args.expansion_factor, args.k)
+    knobs = {"k": args.k, "l1_coefficient": args.l1_coefficient, "l0_coefficient": args.l0_coefficient}
+    points = grid(args.arch, args.expansion_factor, knobs)
     harvest = from_args(HarvestConfig, args, seed=args.seed)
     saes = sweep_on_model(args.out, from_args(DataConfig, args), {}, points, from_args(TrainConfig, args), harvest,
                           progress=not args.quiet)
     for name, sae in saes.items():
-        print(f"saved {sae.cfg.arch} SAE (d_sae={sae.d_sae}, k={sae.cfg.k}) to {Path(args.out) / name}")
+        knob = SPARSITY_KNOB[sae.cfg.arch]
+        print(f"saved {sae.cfg.arch} SAE (d_sae={sae.d_sae}, {knob}={getattr(sae.cfg, knob):g}) to {Path(args.out) / name}")
     print(f"next: monosemantic benchmark {args.out}/*/ --out {args.out}/report")
     return 0
 
@@ -87,7 +99,12 @@ def add_benchmark_commands(sub, command) -> None:
     p = command(sub, "sweep", cmd_sweep)
     p.add_argument("--out", required=True, metavar="DIR", help="new directory for the sweep's run directories")
     p.add_argument("--arch", type=arch_list, default=["topk"], metavar="LIST", help="architectures, e.g. topk,batchtopk")
-    p.add_argument("--k", type=int_list, default=[32], metavar="LIST", help="k values (topk, batchtopk), e.g. 8,16,32,64")
+    p.add_argument("--k", type=int_list, metavar="LIST",
+                   help="k values of topk and batchtopk, e.g. 8,16,32,64 (default: 32)")
+    p.add_argument("--l1-coefficient", "--l1_coefficient", type=float_list, metavar="LIST",
+                   help="L1 coefficients of relu and gated, e.g. 1,2,5 (default: 5)")
+    p.add_argument("--l0-coefficient", "--l0_coefficient", type=float_list, metavar="LIST",
+                   help="L0 coefficients of jumprelu, e.g. 0.5,1,2 (default: 1)")
     p.add_argument("--expansion-factor", "--expansion_factor", type=int_list, default=[8], metavar="LIST",
                    help="expansion factors (d_sae = factor x d_in), e.g. 8,32")
     add_arguments(p, DataConfig, aliases={"model": ["--model_path", "--model-path"]})

@@ -1,9 +1,10 @@
 """Sweeps: several SAEs of one hookpoint trained from one pass of activations.
 
-    monosemantic sweep --model builtin --hookpoint layers.4.mlp.neurons --k 8,16,32,64 \\
-        --expansion-factor 8,32 --tokens 2M --out runs/sweep
+    monosemantic sweep --model builtin --hookpoint layers.3.resid.post --arch topk,relu --k 8,16,32,64 \\
+        --l1-coefficient 2,5 --expansion-factor 8,32 --tokens 2M --out runs/sweep
         runs/sweep/sweep.json          the grid and the shared configuration
         runs/sweep/topk_x8_k8/         one run directory per SAE (train_config.json, sae.safetensors, ...)
+        runs/sweep/relu_x8_l1-2/       (each architecture sweeps its own sparsity knob: k, L1 or L0 coefficient)
 
 Every SAE takes every batch of one activation stream, in lockstep (`multi_sae.fit_together`), so
 the model runs once per batch, not once per SAE; each SAE is initialised with the seed a solo run
@@ -26,26 +27,43 @@ from monosemantic.multi_sae import fit_together, init_batches
 from monosemantic.pipeline import DataConfig, _batches, _sae_config, _stream
 from monosemantic.plots import plot_training
 from monosemantic.rundir import check_new_run_dir, create_run_dir
-from monosemantic.sae import SAE, create_sae
+from monosemantic.sae import SAE, SAEConfig, create_sae
 from monosemantic.trainer import TrainConfig, Trainer
 
 SWEEP_FILE = "sweep.json"
-K_ARCHS = ("topk", "batchtopk")
+SPARSITY_KNOB = {"topk": "k", "batchtopk": "k", "relu": "l1_coefficient", "gated": "l1_coefficient",
+                 "jumprelu": "l0_coefficient"}
+"""the option that sets each architecture's sparsity, swept as its own axis of the grid"""
+_SHORT = {"k": "k", "l1_coefficient": "l1-", "l0_coefficient": "l0-"}
+DEFAULTS = {"k": 32, "l1_coefficient": SAEConfig.l1_coefficient, "l0_coefficient": SAEConfig.l0_coefficient}
 
 
-def grid(archs: list[str], expansions: list[int], ks: list[int]) -> list[dict]:
-    """Every (arch, expansion factor, k) combination; k only for the architectures that have one."""
+def grid(archs: list[str], expansions: list[int], knobs: dict[str, list | None]) -> list[dict]:
+    """Every (arch, expansion factor, sparsity value) combination, where each architecture takes the
+    values of its own knob (`SPARSITY_KNOB`: k, l1_coefficient or l0_coefficient; None: the default)."""
+    for knob, values in knobs.items():
+        users = [a for a in archs if SPARSITY_KNOB.get(a) == knob]
+        if values is not None and not users:
+            takers = ", ".join(a for a, k in SPARSITY_KNOB.items() if k == knob)
+            raise ConfigError(f"--{knob.replace('_', '-')} sets {takers}, but the sweep's architectures are "
+                              f"{','.join(archs)}; add one of them to --arch or drop the option")
     out = []
     for arch, expansion in itertools.product(archs, expansions):
-        for k in ks if arch in K_ARCHS else [None]:
-            out.append({"arch": arch, "expansion_factor": expansion, "k": k})
+        knob = SPARSITY_KNOB[arch]
+        for value in knobs.get(knob) or [DEFAULTS[knob]]:
+            out.append({"arch": arch, "expansion_factor": expansion, knob: value})
     if len(out) < 2:
-        raise ConfigError(f"a sweep needs at least two SAEs; the grid {archs} x {expansions} x {ks} has {len(out)}")
+        raise ConfigError(f"a sweep needs at least two SAEs; the grid {archs} x {expansions} x "
+                          f"{ {k: v for k, v in knobs.items() if v} } has {len(out)}")
     return out
 
 
 def run_name(options: dict) -> str:
-    return f"{options['arch']}_x{options['expansion_factor']}" + (f"_k{options['k']}" if options["k"] else "")
+    name = f"{options['arch']}_x{options['expansion_factor']}"
+    for knob, short in _SHORT.items():
+        if options.get(knob) is not None:
+            name += f"_{short}{options[knob]:g}"
+    return name
 
 
 def sweep_on_model(out: str | Path, data: DataConfig, sae_options: dict, points: list[dict], train: TrainConfig,
