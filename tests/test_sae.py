@@ -383,3 +383,19 @@ def test_tied_initialisation_and_unit_decoder():
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(30, dtype=torch.float64))
     assert torch.equal(sae.W_enc, sae.W_dec.t())
     assert math.isclose(sae.W_enc.detach().norm(dim=0).mean().item(), 1.0)
+
+
+def test_relu_encoder_is_scaled_so_the_first_reconstruction_is_about_half_the_input():
+    torch.manual_seed(0)
+    sae = create_sae(SAEConfig(arch="relu", d_in=32, d_sae=512, dtype="float64"))
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(512, dtype=torch.float64))
+    torch.testing.assert_close(sae.W_enc, sae.W_dec.t() * (32 / 512))  # tied, scaled by d_in / d_sae
+    x = torch.randn(4096, 32, dtype=torch.float64)
+    x_hat = sae(x).x_hat
+    # by hand: sum_i ReLU(s <x, d_i>) d_i ~ s d_sae x / (2 d_in) = x / 2 for random unit rows d_i
+    along = (x_hat * x).sum(-1) / (x * x).sum(-1)
+    assert 0.4 < along.mean().item() < 0.6
+    fvu = ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    assert fvu < 0.5  # unscaled, x_hat ~ 8x plus noise: FVU about 57
+    narrow = create_sae(SAEConfig(arch="relu", d_in=32, d_sae=16, dtype="float64"))
+    assert torch.equal(narrow.W_enc, narrow.W_dec.t())  # never scaled up
