@@ -27,7 +27,7 @@ install: $(STAMP)
 DEMO_RUN := runs/demo
 demo: $(STAMP)
 	rm -rf $(DEMO_RUN)
-	$(BIN)/monosemantic train --model builtin --hookpoint layers.4.mlp.neurons --expansion-factor 8 --k 32 \
+	$(BIN)/monosemantic train --model builtin --hookpoint layers.3.resid.post --expansion-factor 16 --k 32 \
 		--tokens 2M --out $(DEMO_RUN)
 	$(BIN)/monosemantic eval $(DEMO_RUN)
 	$(BIN)/monosemantic analyze $(DEMO_RUN) --tokens 200k

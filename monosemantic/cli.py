@@ -1,6 +1,6 @@
 """Command line: thin subcommands that parse config dataclasses and call one library function each.
 
-    monosemantic train --model builtin --hookpoint layers.4.mlp.neurons --expansion-factor 32 --k 32 \\
+    monosemantic train --model builtin --hookpoint layers.3.resid.post --expansion-factor 16 --k 32 \\
         --tokens 2M --out runs/x
     monosemantic train --out runs/x --resume
     monosemantic eval runs/x                    # spliced into the model: CE loss recovered, KL, FVU, ...

@@ -1,8 +1,8 @@
 """End-to-end runs: train an SAE on a model's activations into a run directory, and evaluate a run
 with its SAE spliced into the model. The CLI's `train` and `eval` call these.
 
-    sae = train_on_model("runs/demo", DataConfig(hookpoint="layers.4.mlp.neurons"),
-                         {"arch": "topk", "expansion_factor": 8, "k": 32}, TrainConfig(total_tokens=10**6))
+    sae = train_on_model("runs/demo", DataConfig(hookpoint="layers.3.resid.post"),
+                         {"arch": "topk", "expansion_factor": 16, "k": 32}, TrainConfig(total_tokens=10**6))
     result = evaluate_run("runs/demo", tokens=20_000)       # also written to runs/demo/eval.json
 """
 
@@ -35,8 +35,8 @@ from monosemantic.trainer import TrainConfig, Trainer
 class DataConfig:
     model: str = "builtin"
     """model: a local Hugging Face model directory, or 'builtin' (the shipped math LM)"""
-    hookpoint: str = "layers.4.mlp.neurons"
-    """where to read activations, e.g. layers.4.mlp.neurons, layers.4.resid.post, or a module path; several
+    hookpoint: str = "layers.3.resid.post"
+    """where to read activations, e.g. layers.3.resid.post, layers.4.mlp.neurons, or a module path; several
     (a comma-separated list, or a glob such as 'layers.*.mlp.neurons') train one SAE each from one forward"""
     corpus: str = "mathlm"
     """text to run: mathlm, mathlm:heldout, a .txt / .jsonl file, or a saved Hugging Face dataset"""

@@ -41,10 +41,10 @@ def test_throughput_benchmark_runs_and_reports_every_path(tmp_path):
 
 
 def test_the_demo_job_on_the_built_in_model(tmp_path):
-    """What `make demo` runs (with fewer tokens): train on layer 4's MLP neurons, evaluate spliced in."""
+    """What `make demo` runs (with fewer tokens): train on layer 3's residual stream, evaluate spliced in."""
     run = tmp_path / "demo"
     train = subprocess.run([sys.executable, "-m", "monosemantic", "-q", "train", "--model", "builtin", "--hookpoint",
-                            "layers.4.mlp.neurons", "--expansion-factor", "8", "--k", "32", "--tokens", "500k",
+                            "layers.3.resid.post", "--expansion-factor", "16", "--k", "32", "--tokens", "500k",
                             "--out", str(run)], capture_output=True, text=True, timeout=1800, cwd=ROOT)
     assert train.returncode == 0, train.stderr
     ev = subprocess.run([sys.executable, "-m", "monosemantic", "-q", "eval", str(run), "--tokens", "20000"],
@@ -61,7 +61,7 @@ def test_the_demo_job_on_the_built_in_model(tmp_path):
     from monosemantic.store import FeatureStore
 
     store = FeatureStore.open(run)
-    assert store.count() == 8 * 768 and store.count(min_precision=0.9) > 50
+    assert store.count() == 16 * 192 and store.count(min_precision=0.9) > 50
     from dashboard_server import view_process
 
     with view_process(run) as url:  # `make demo` ends by serving the dashboard
