@@ -113,7 +113,7 @@ def add_experiment_commands(sub, command) -> None:
     p.add_argument("--task", default="equality", metavar="TASK", help="prompts to steer on; " + tasks)
     p.add_argument("--n", type=positive_int, default=100, metavar="INT", help="prompts")
     p.add_argument("--target", default=None, metavar="TOKEN", help="token whose probability to follow (default: the "
-                   "token the feature promotes most)")
+                   "token whose mean probability the strongest alpha raises most on the task's prompts)")
     p.add_argument("--generate", default=None, metavar="PROMPT", help="also print the greedy continuation of PROMPT "
                    "without and with steering (at the lowest and highest alpha)")
     p.add_argument("--max-new", type=positive_int, default=20, metavar="INT", help="tokens to generate")

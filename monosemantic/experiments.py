@@ -201,16 +201,20 @@ class SteeringResult:
     alphas: list[float]
     p_target: list[tuple[float, float, float]]  # per alpha: mean P(target next) over prompts, 95% CI
     kl: list[tuple[float, float, float]]  # per alpha: KL(clean || steered) of the next token, 95% CI
+    target_reason: str = "given"
+    """why this target: given, or chosen as the token the steering raises most"""
 
     def table(self) -> str:
         lines = [f"steering feature {self.feature} on {self.n_prompts} prompts; target token {self.target!r} "
-                 "(next token after the prompt)", f"{'alpha':>7} {'P(target)':>26} {'KL(clean || steered)':>26}"]
+                 f"({self.target_reason}), P of the next token after each prompt",
+                 f"{'alpha':>7} {'P(target)':>26} {'KL(clean || steered)':>26}"]
         for a, p, k in zip(self.alphas, self.p_target, self.kl):
             lines.append(f"{a:>7.2f} {'{:.4f} [{:.4f}, {:.4f}]'.format(*p):>26} {'{:.4f} [{:.4f}, {:.4f}]'.format(*k):>26}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"feature": self.feature, "target": self.target, "n_prompts": self.n_prompts, "alphas": self.alphas,
+        return {"feature": self.feature, "target": self.target, "target_reason": self.target_reason,
+                "n_prompts": self.n_prompts, "alphas": self.alphas,
                 "p_target": [dict(zip(("mean", "low", "high"), p)) for p in self.p_target],
                 "kl": [dict(zip(("mean", "low", "high"), k)) for k in self.kl]}
 
@@ -248,6 +252,14 @@ def steering_curve(model, tokenizer, sae, feature: int, alphas: list[float], pro
         p_target.append(bootstrap_ci(logp[:, target_id].exp().numpy()))
         kl.append(bootstrap_ci((clean.exp() * (clean - logp)).sum(-1).numpy()))
     return SteeringResult(feature, target, len(prompts), [float(a) for a in alphas], p_target, kl)
+
+
+def most_raised_token(model, tokenizer, sae, feature: int, alpha: float, prompts: list[str]) -> int:
+    """The token whose next-token probability, averaged over the prompts, steering by `alpha` raises most."""
+    clean = _last_logprobs(model, tokenizer, prompts)
+    with intervene(model, sae, [steer_latents(feature, alpha, positions=AFTER_BOS)]):
+        steered = _last_logprobs(model, tokenizer, prompts)
+    return int((steered.exp() - clean.exp()).mean(0).argmax())
 
 
 def side_by_side(model, tokenizer, sae, interventions: list[Intervention], prompt: str, max_new: int = 20
@@ -304,21 +316,29 @@ def ablate(run_dir, features: list[int] | None = None, *, label: str | None = No
 def steer(run_dir, feature: int, alphas: list[float], *, task: str | Task = "equality", n: int = 100,
           target: str | None = None, seed: int = 0, device: str = "cpu") -> SteeringResult:
     """Dose-response of steering `feature` on a task's prompts: P(target next token) and KL against
-    alpha; the target defaults to the token the feature promotes most (its top logit effect)."""
+    alpha; the target defaults to the token whose mean probability the strongest alpha (largest |alpha|)
+    raises most on these prompts (a feature's top direct logit effect is often a token the model never
+    emits there)."""
     from monosemantic.analyze import Source
     from monosemantic.store import FeatureStore
     from monosemantic.tasks import load_task
 
     store = FeatureStore.open(run_dir)
     select_features(store, [feature], None)
-    f = store.feature(feature)
-    target = target if target is not None else (f.top_logits[0][0] if f.top_logits else None)
-    if target is None or target not in store.vocab:
+    if target is not None and target not in store.vocab:
         raise ExperimentError(f"target token {target!r} is not a token of this model's vocabulary")
     task = load_task(task, n, seed) if isinstance(task, str) else task
     src = Source.of_run(run_dir, store.settings["corpus"], device)
-    return steering_curve(src.model, src.tokenizer, src.sae, feature, alphas, [i.prompt for i in task.items],
-                          store.vocab.index(target), target)
+    prompts = [i.prompt for i in task.items]
+    reason = "given"
+    if target is None:
+        strongest = max(alphas, key=lambda a: (abs(a), a))  # the positive end on a tie
+        target = store.vocab[most_raised_token(src.model, src.tokenizer, src.sae, feature, strongest, prompts)]
+        reason = f"raised most at alpha {strongest:g}"
+    result = steering_curve(src.model, src.tokenizer, src.sae, feature, alphas, prompts, store.vocab.index(target),
+                            target)
+    result.target_reason = reason
+    return result
 
 
 def save_json(path, obj) -> None:

@@ -1,6 +1,7 @@
 """Ablation and steering experiments on a tiny analysed run: scores against per-item brute force,
 controls of similar density, bootstrap intervals against scipy, the CLI and its errors."""
 
+import contextlib
 import json
 import shutil
 
@@ -96,6 +97,22 @@ def test_steering_curve_is_flat_at_zero_and_the_cli_generates(run, capsys):
     clean = np.mean([torch.softmax(src.model(input_ids=torch.tensor([src.tokenizer(p)["input_ids"]])).logits[0, -1],
                                    -1)[target_id].item() for p in prompts])
     assert result.p_target[0][0] == pytest.approx(clean, rel=1e-4)
+    # the default target is the token the strongest alpha raises most, by brute force over the vocabulary
+    from monosemantic.interventions import intervene, steer as steer_latents
+
+    def mean_probs(ctx=None):
+        rows = []
+        for p in prompts:
+            with ctx() if ctx else contextlib.nullcontext():
+                logits = src.model(input_ids=torch.tensor([src.tokenizer(p)["input_ids"]])).logits[0, -1]
+            rows.append(torch.softmax(logits, -1))
+        return torch.stack(rows).mean(0)
+
+    with torch.no_grad():
+        raised = mean_probs(lambda: intervene(src.model, src.sae, [steer_latents(5, 20.0, positions=slice(1, None))]))
+        assert target_id == int((raised - mean_probs()).argmax())
+    assert result.target_reason == "raised most at alpha 20"
+    assert steer(run, 5, [0.0, 20.0], task="equality", n=10, target="7").target == "7"
     assert main(["steer", str(run), "--feature", "5", "--alpha=-50..50", "--steps", "3", "--n", "5",
                  "--generate", "3 + 4 = ", "--max-new", "6"]) == 0
     out = capsys.readouterr().out
