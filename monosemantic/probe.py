@@ -15,6 +15,7 @@ requests at once run them one at a time (the dashboard holds a lock).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,12 @@ def context_length(model) -> int | None:
     """Positions the model can attend over (None when its config does not say)."""
     cfg = model.config
     return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
+def _cache_argument(model) -> str:
+    """The name the model's forward takes its KV cache under: transformers 5.24 renamed
+    `past_key_values` (deprecated, removed in 5.40) to `cache`; `pyproject.toml` allows both."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -125,13 +132,14 @@ def predict(src, ids: list[int], interventions: Sequence[Intervention] = (), *, 
     step = torch.tensor([ids], device=device)
     edit = intervene(src.model, src.sae, interventions) if interventions else contextlib.nullcontext()
     continuation, first, past = [], None, None
+    cache_arg = _cache_argument(src.model)
     with edit, torch.inference_mode():
         # with the KV cache each step reads one new token; the cached positions were computed under
         # the same interventions, so this equals rerunning the whole sequence (tests check it against
         # Hugging Face's generate)
         for _ in range(max(new_tokens, 1)):
-            out = src.model(input_ids=step, past_key_values=past, use_cache=True)
-            logits, past = out.logits[0, -1].float(), out.past_key_values  # [vocab]
+            out = src.model(input_ids=step, use_cache=True, **{cache_arg: past})
+            logits, past = out.logits[0, -1].float(), out[cache_arg]  # [vocab]
             if first is None:
                 first = logits.softmax(-1).topk(min(top, logits.shape[0]))
             nxt = int(logits.argmax())
