@@ -104,6 +104,25 @@ def test_batchtopk_training_keeps_k_times_batch_and_inference_uses_the_threshold
     torch.testing.assert_close(sae(x).latents, z_inf)
 
 
+def test_batchtopk_calibration_sets_the_threshold_where_the_batch_selection_stops():
+    sae = make("batchtopk", k=3)
+    x = torch.randn(16, 12, dtype=torch.float64)
+    pre = sae.pre_acts(x).detach()
+    kth_largest = pre.flatten().sort(descending=True).values[3 * 16 - 1]  # by a full sort
+    assert kth_largest > 0
+    sae.calibrate_(x)
+    assert sae.threshold.item() == kth_largest.item()
+    # inference on that batch keeps exactly what training's selection kept, less the boundary value
+    # itself (it fires strictly above the threshold)
+    assert int((sae.encode(x) > 0).sum()) == 3 * 16 - 1
+    # a batch with fewer than k * B positive pre-activations leaves the estimate alone
+    with torch.no_grad():
+        sae.threshold.fill_(0.25)
+        sae.b_enc.fill_(-1e3)
+    sae.calibrate_(x)
+    assert sae.threshold.item() == 0.25
+
+
 @pytest.mark.parametrize("arch", SPARSE_ARCHS)
 def test_auxk_reconstructs_the_residual_from_dead_latents_only(arch):
     sae = make(arch, k=3, k_aux=4, auxk_coef=0.25).train()

@@ -67,9 +67,10 @@ def test_sae_recovers_the_true_features(arch, penalty):
 
 @pytest.mark.parametrize("k", [4, 8])
 def test_a_short_batchtopk_run_fires_about_k_latents_at_inference(k):
-    # the inference threshold must track the trained weights, not the first batches: with a slow
-    # EMA (0.999) a 300-step run kept most of the untrained threshold and fired on far fewer than k
+    # the inference threshold must come from the trained weights, not the first batches: with a slow
+    # EMA (0.999) a 300-step run kept most of the untrained threshold and fired on far fewer than k;
+    # the 0.99 EMA alone still trailed (6.6 for k = 8); calibrated at the end of training: 7.8
     train = TrainConfig(batch_size=1024, total_tokens=300 * 1024, lr=3e-3, dead_window=100_000, log_every=50,
                         b_dec_init="mean")
     [r] = run_toy_benchmark(ToyData(ToyConfig()), ["batchtopk"], d_sae=256, k=k, train=train)
-    assert abs(r.l0 - k) < 0.2 * k, r  # held-out tokens, the eval-mode threshold
+    assert abs(r.l0 - k) < 0.1 * k, r  # held-out tokens, the eval-mode threshold

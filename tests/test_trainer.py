@@ -91,6 +91,18 @@ def test_normalisation_scale_and_exported_sae_takes_raw_activations(monkeypatch)
                                trained.decode(trained.encode(x[:100] * s)) / s, rtol=1e-4, atol=1e-4)
 
 
+def test_batchtopk_threshold_is_calibrated_on_the_last_batch_with_the_final_weights():
+    x = data()
+    trainer = Trainer(sae_for("batchtopk"), cfg(), progress=False)
+    exported = trainer.fit(TensorBatches(x, 64, shuffle=False))
+    last = x[39 * 64: 40 * 64]  # the 40th batch (initialisation rewinds what it peeks)
+    pre = exported.pre_acts(last).detach()  # raw units: the export folds the scale in
+    kth_largest = pre.flatten().sort(descending=True).values[3 * 64 - 1]
+    assert exported.threshold.item() == pytest.approx(kth_largest.item(), rel=1e-5)
+    # the training EMA would have left it elsewhere: fire on about k per token on that batch
+    assert int((exported.encode(last) > 0).sum()) in range(3 * 64 - 2, 3 * 64 + 1)
+
+
 def test_b_dec_starts_at_the_geometric_median_of_the_scaled_sample(monkeypatch):
     monkeypatch.setattr("monosemantic.trainer.SCALE_TOKENS", 640)
     x = data()

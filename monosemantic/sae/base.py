@@ -230,6 +230,11 @@ class SAE(nn.Module):
         (flat; may include non-positive ones): where an architecture estimates something for
         inference from training batches (BatchTopK's threshold), it updates it here."""
 
+    def calibrate_(self, x: Tensor) -> None:
+        """Called once when training ends with the last training batch x [B, d_in]: where an
+        architecture estimates something for inference during training (BatchTopK's threshold),
+        it re-estimates it here from the final weights."""
+
     def workspace(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         """A reusable scratch tensor: a fresh [B, d_sae] allocation each step costs page faults
         comparable to a fifth of the encoder matmul on CPU."""
