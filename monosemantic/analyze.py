@@ -17,6 +17,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +147,32 @@ def _documents(corpus: Corpus, meta: MetaVocab, doc_meta: dict, doc_words: dict)
         yield doc
 
 
+def _latent_batches(src: Source, batches: Iterator, lo: int, hi: int) -> Iterator[tuple]:
+    """(batch, kept tokens, latents [n_kept, hi - lo]) of each packed batch. The model and the SAE
+    run one batch ahead on a worker thread while the caller does its bookkeeping on the previous
+    batch (the torch kernels of both release the GIL); everything else, the packing and all state
+    the caller keeps, stays on the caller's thread, so the results are those of a plain loop."""
+
+    def latents(batch, keep):
+        with torch.inference_mode():
+            return src.latents(batch.input_ids, batch.attention_mask, keep)[:, lo:hi]
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-encode") as worker:
+        pending = None
+        try:
+            for batch in batches:
+                keep = kept_tokens(batch, src.tokenizer)
+                ahead = (batch, keep, worker.submit(latents, batch, keep))
+                if pending is not None:
+                    yield pending[0], pending[1], pending[2].result()
+                pending = ahead
+            if pending is not None:
+                yield pending[0], pending[1], pending[2].result()
+        finally:
+            if pending is not None:
+                pending[2].cancel()
+
+
 def analyze_shard(src: Source, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, *, progress: bool = True):
     """One pass over the tokens for latents [lo, hi): (tensors for the shard file, feature rows, label rows)."""
     n = hi - lo
@@ -159,9 +186,7 @@ def analyze_shard(src: Source, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, 
     languages = LanguageCounts(n)
     with tqdm(total=cfg.tokens, unit="tok", unit_scale=True, desc=f"analyse latents {lo}-{hi - 1}",
               disable=not progress) as bar, torch.inference_mode():
-        for batch in pack(docs, src.tokenizer, src.seq_len, cfg.batch_tokens):
-            keep = kept_tokens(batch, src.tokenizer)
-            z = src.latents(batch.input_ids, batch.attention_mask, keep)[:, lo:hi]
+        for batch, keep, z in _latent_batches(src, pack(docs, src.tokenizer, src.seq_len, cfg.batch_tokens), lo, hi):
             tok, lat = stats.update(Batch(z, keep, batch.input_ids, batch.doc_ids, batch.positions))
             labels.update(rule_keys(space, meta, batch.input_ids, batch.doc_ids, keep, doc_meta), tok, lat)
             languages.update(batch.doc_ids[keep], doc_words, tok, lat)
@@ -277,32 +302,36 @@ def feature_rows(src: Source, stats: LatentStats, scored: Scored, space: KeySpac
         top_ids, top_vals, bottom_ids, bottom_vals = (t.tolist() for t in (top.indices, top.values, bottom.indices,
                                                                             bottom.values))
     neighbours = nearest_latents(src.sae.W_dec.detach().float().cpu(), lo, lo + n)
+    # whole tensors to Python lists once: per-element .item()/.tolist() dominated this loop
+    fires_l, sum_l, max_l, best_l = (t.tolist() for t in (stats.fires, stats.act_sum, stats.act_max, best))
+    keys_l, prec_l, rec_l, sup_l = (t.tolist() for t in (scored.keys, scored.precision, scored.recall, scored.support))
+    rates_l = (lang_fires.double() / lang_tokens.clamp(min=1)).tolist()  # [n, languages]
+    top_docs, windows = stats.top.doc.tolist(), stats.top.ctx_tokens.tolist()  # [n, top_k], [n, top_k, window]
+    next_tok_l, next_share_l = next_tok.tolist(), next_share.tolist()
     rows = []
     for i in range(n):
-        fires = int(stats.fires[i])
+        fires = fires_l[i]
         row = {"latent": lo + i, "fires": fires, "density": fires / max(stats.tokens, 1),
-               "mean_act": stats.act_sum[i].item() / fires if fires else 0.0, "max_act": stats.act_max[i].item(),
+               "mean_act": sum_l[i] / fires if fires else 0.0, "max_act": max_l[i],
                "label": None, "label_kind": None, "precision": None, "recall": None, "f1": None, "support": None}
-        c = int(best[i])
+        c = best_l[i]
         if c >= 0:
-            kind, text, _ = rule_text(src.vocab, space, meta, [k for k in scored.keys[i, c].tolist() if k >= 0])
-            p, r = scored.precision[i, c].item(), scored.recall[i, c].item()
+            kind, text, _ = rule_text(src.vocab, space, meta, [k for k in keys_l[i][c] if k >= 0])
+            p, r = prec_l[i][c], rec_l[i][c]
             row.update(label=text, label_kind=kind, precision=p, recall=r, f1=2 * p * r / (p + r) if p + r else 0.0,
-                       support=int(scored.support[i, c]))
-        rates = {lang: lang_fires[i, j].item() / max(lang_tokens[j].item(), 1) for j, lang in enumerate(languages)}
-        ml = multilingual(stats.top.doc[i].tolist(), stats.top.ctx_tokens[i, :, stats.before].tolist(), doc_words,
-                          rates)
+                       support=int(sup_l[i][c]))
+        rates = dict(zip(languages, rates_l[i]))
+        centre = [w[stats.before] for w in windows[i]]  # the token each top example fired on
+        ml = multilingual(top_docs[i], centre, doc_words, rates)
         row.update(multilingual=ml["multilingual"], languages=json.dumps(ml["languages"]), concept=ml["concept"])
         if logits is not None:
             row["top_logits"] = json.dumps([[src.vocab[t], v] for t, v in zip(top_ids[i], top_vals[i])])
             row["bottom_logits"] = json.dumps([[src.vocab[t], v] for t, v in zip(bottom_ids[i], bottom_vals[i])])
-        row["next_tokens"] = json.dumps([[src.vocab[t], s] for t, s in zip(next_tok[i].tolist(), next_share[i].tolist())
-                                         if t >= 0])
+        row["next_tokens"] = json.dumps([[src.vocab[t], s] for t, s in zip(next_tok_l[i], next_share_l[i]) if t >= 0])
         row["neighbours"] = json.dumps([[j, s] for j, s in zip(*neighbours[i])])
-        active = [src.vocab[t] for t in stats.top.ctx_tokens[i, :, stats.before].tolist() if t >= 0]
+        active = [src.vocab[t] for t in centre if t >= 0]
         row["top_tokens"] = " ".join(dict.fromkeys(active))
-        row["contexts"] = " ".join("".join(src.vocab[t] for t in window if t >= 0)
-                                   for window in stats.top.ctx_tokens[i, :4].tolist())
+        row["contexts"] = " ".join("".join(src.vocab[t] for t in window if t >= 0) for window in windows[i][:4])
         rows.append(row)
     return rows
 
