@@ -147,6 +147,25 @@ def test_data_parallel_training_equals_one_process_on_the_concatenated_batch(tmp
     assert torch.equal(resumed_counters, ref_counters["tokens_since_fired"])
 
 
+def test_data_parallel_batchtopk_calibrates_its_threshold_on_the_last_global_batch(tmp_path, acts):
+    # each rank selects the top k*b of its own half batch, so there is no one-process twin; the
+    # threshold must still come from the whole last global batch (both halves), under the final weights
+    out = tmp_path / "ddp_batchtopk"
+    cli_under_torchrun("train-tensors", str(acts), "--out", str(out), "--arch", "batchtopk", "--k", "4",
+                       "--expansion-factor", "8", "--batch-size", str(BATCH), "--total-tokens", str(STEPS * BATCH),
+                       "--log-every", "10")
+    sae = SAE.load(out)
+    batches = TensorBatches(torch.from_numpy(np.load(acts)), BATCH, seed=0)  # train-tensors' global batches
+    for _ in range(STEPS):
+        last = next(batches)
+    with torch.no_grad():
+        pre = sae.pre_acts(last)  # raw units, like the exported threshold
+    kth_largest = pre.flatten().sort(descending=True).values[4 * BATCH - 1]
+    assert sae.threshold.item() == pytest.approx(kth_largest.item(), rel=1e-5)
+    half = pre[: BATCH // 2].flatten().sort(descending=True).values[4 * BATCH // 2 - 1]
+    assert half.item() != pytest.approx(kth_largest.item(), rel=1e-5)  # rank 0's half alone would differ
+
+
 def test_data_parallel_resampling_of_dead_latents_equals_one_process(tmp_path, acts, caplog):
     # relu + L1, dead latents resampled every 20 steps: every rank draws from the whole global batch.
     # lr 0.003: at 0.01 the many near-dead latents of relu's scaled initialisation have ~0 gradients,
