@@ -158,19 +158,19 @@ def _latent_batches(src: Source, batches: Iterator, lo: int, hi: int) -> Iterato
             return src.latents(batch.input_ids, batch.attention_mask, keep)[:, lo:hi]
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-encode") as worker:
-        pending = None
+        pending = []  # (batch, keep, future of its latents), at most two
         try:
             for batch in batches:
                 keep = kept_tokens(batch, src.tokenizer)
-                ahead = (batch, keep, worker.submit(latents, batch, keep))
-                if pending is not None:
-                    yield pending[0], pending[1], pending[2].result()
-                pending = ahead
-            if pending is not None:
-                yield pending[0], pending[1], pending[2].result()
+                pending.append((batch, keep, worker.submit(latents, batch, keep)))
+                if len(pending) == 2:
+                    batch, keep, z = pending.pop(0)
+                    yield batch, keep, z.result()
+            for batch, keep, z in pending:
+                yield batch, keep, z.result()
         finally:
-            if pending is not None:
-                pending[2].cancel()
+            for _, _, z in pending:
+                z.cancel()  # the caller stopped early: no need to encode what is queued
 
 
 def analyze_shard(src: Source, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, *, progress: bool = True):

@@ -168,7 +168,6 @@ class Trainer:
             configs={"sae": to_dict(full_cfg), "train": to_dict(cfg)},
         )
         self._batches_consumed = 0
-        self._last_batch: Tensor | None = None
         self.metrics = MetricsLog(self.run_dir) if self.run_dir is not None and self.world.writer else None
 
     # ---- the step ---------------------------------------------------------------------------
@@ -247,8 +246,8 @@ class Trainer:
         source whose position a checkpoint records."""
         x = self._prepare(batch)
         out = self.step(x)
-        if self.done:  # the batch `finish` calibrates on (None after resuming a finished run: done then)
-            self._last_batch = x
+        if self.done:  # re-estimate from the final weights what inference needs (every data-parallel
+            self.sae.calibrate_(self.world.data_gather(x))  # rank on the same, global, batch)
         self._bar.update(1)
         if self.state.step % self.cfg.log_every == 0 or self.state.step == self.steps:
             seconds = time.perf_counter() - self._t0
@@ -260,12 +259,8 @@ class Trainer:
             self.save_checkpoint(batches)
 
     def finish(self, batches) -> SAE | None:
-        """Calibrate what the SAE estimates for inference on the last batch (`SAE.calibrate_`),
-        then the last checkpoint and the exported SAE (see `export`)."""
+        """The last checkpoint and the exported SAE (see `export`)."""
         self._bar.close()
-        if self._last_batch is not None:  # every data-parallel rank calibrates on the global batch
-            self.sae.calibrate_(self.world.data_gather(self._last_batch))
-            self._last_batch = None
         if self.run_dir is not None:
             self.save_checkpoint(batches)
         return self.export()

@@ -97,10 +97,11 @@ class BatchTopKSAE(SAE):
 
     @torch.no_grad()
     def calibrate_(self, x: Tensor) -> None:
-        """Threshold <- the smallest of the k * B largest ReLU pre-activations of x [B, d_in] under
-        the current weights (the value training's selection would stop at)."""
-        pre = F.relu(self.pre_acts(self._flatten(x))).reshape(-1)
-        low = pre.topk(min(self.cfg.k * x.shape[0], pre.numel()), sorted=False).values.min()
+        """Threshold <- the smallest of the k * B largest pre-activations of x [B, d_in] under the
+        current weights: where training's own selection would stop on this batch."""
+        x = self._flatten(x)
+        _, _, kept, _ = batch_topk_select(self.pre_acts(x), self.cfg.k * x.shape[0])
+        low = kept.min()
         if low > 0:  # else fewer than k * B pre-activations are positive: keep the estimate
             self.threshold.copy_(low.to(self.threshold.dtype))
 
