@@ -18,13 +18,12 @@ import shutil
 import statistics
 import tempfile
 import time
-from itertools import islice
 from pathlib import Path
 
 import torch
 
-from monosemantic.analyze import AnalyzeConfig, Source, analyze
-from monosemantic.corpora import kept_tokens, pack
+from monosemantic.analysis.analyze import AnalyzeConfig, Source, analyze
+from monosemantic.data.corpora import kept_tokens, pack
 
 
 def main() -> None:
@@ -65,8 +64,10 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     med = {name: statistics.median(ts) for name, ts in times.items()}
     overhead = med["analyze"] / med["encode_only"] - 1
-    print(f"analyze throughput: run={args.run} (d_sae={src.sae.d_sae}, {src.hookpoint}), {n} tokens, "
-          f"{args.threads} threads, medians of {args.rounds} interleaved rounds")
+    print(
+        f"analyze throughput: run={args.run} (d_sae={src.sae.d_sae}, {src.hookpoint}), {n} tokens, "
+        f"{args.threads} threads, medians of {args.rounds} interleaved rounds"
+    )
     print(f"{'encode only tok/s':>18} {'analyze tok/s':>14} {'overhead':>9}")
     verdict = "ok" if overhead <= 0.25 else "MISSED (target <= 25%)"
     print(f"{n / med['encode_only']:>18.0f} {n / med['analyze']:>14.0f} {overhead:>9.1%}  {verdict}")

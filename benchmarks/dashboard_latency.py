@@ -25,10 +25,18 @@ from pathlib import Path
 
 import httpx
 
-from monosemantic.cli import main as cli
+from monosemantic.cli.main import main as cli
 
-TEXTS = ["12 + 7 = 19", "three times four equals twelve", "1/3 + 1/6 = 1/2", "sqrt(81) = 9", "7 × 8 = 56",
-         "dos más dos son cuatro", "3.14 ≈ π", "le double de 21 est 42"]
+TEXTS = [
+    "12 + 7 = 19",
+    "three times four equals twelve",
+    "1/3 + 1/6 = 1/2",
+    "sqrt(81) = 9",
+    "7 × 8 = 56",
+    "dos más dos son cuatro",
+    "3.14 ≈ π",
+    "le double de 21 est 42",
+]
 
 
 def build_run(root: Path, d_sae: int) -> Path:
@@ -42,11 +50,29 @@ def build_run(root: Path, d_sae: int) -> Path:
     model.save_pretrained(root / "model")
     tokenizer.save_pretrained(root / "model")
     run = root / "run"
-    steps = [["train", "--model_path", str(root / "model"), "--hookpoint", "layers.4.mlp.neurons", "--d-sae",
-              str(d_sae), "--k", "32", "--tokens", "16k", "--batch-size", "1024", "--chunk-tokens", "16k",
-              "--out", str(run)],
-             ["eval", str(run), "--tokens", "4000"],
-             ["analyze", str(run), "--tokens", "8000", "--shard-latents", str(d_sae)]]
+    steps = [
+        [
+            "train",
+            "--model_path",
+            str(root / "model"),
+            "--hookpoint",
+            "layers.4.mlp.neurons",
+            "--d-sae",
+            str(d_sae),
+            "--k",
+            "32",
+            "--tokens",
+            "16k",
+            "--batch-size",
+            "1024",
+            "--chunk-tokens",
+            "16k",
+            "--out",
+            str(run),
+        ],
+        ["eval", str(run), "--tokens", "4000"],
+        ["analyze", str(run), "--tokens", "8000", "--shard-latents", str(d_sae)],
+    ]
     for argv in steps:
         print("monosemantic", " ".join(argv), flush=True)
         assert cli(["-q", "--threads", "2", *argv]) == 0
@@ -56,8 +82,11 @@ def build_run(root: Path, d_sae: int) -> Path:
 
 @contextlib.contextmanager
 def server(run: Path, threads: int):
-    proc = subprocess.Popen([sys.executable, "-m", "monosemantic", "--threads", str(threads), "view", str(run),
-                             "--port", "0"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monosemantic", "--threads", str(threads), "view", str(run), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = next(line.split()[-4] for line in proc.stdout if "http://" in line)
         yield url
@@ -77,12 +106,18 @@ def cases(http: httpx.Client) -> dict:
         "GET /feature/{i} (page)": lambda n: http.get(f"/feature/{hits[n % len(hits)]}"),
         "GET /api/feature/{i}": lambda n: http.get(f"/api/feature/{hits[n % len(hits)]}"),
         "POST /api/feature/{i}/activations": lambda n: http.post(
-            f"/api/feature/{hits[n % len(hits)]}/activations", json={"text": TEXTS[n % len(TEXTS)]}),
+            f"/api/feature/{hits[n % len(hits)]}/activations", json={"text": TEXTS[n % len(TEXTS)]}
+        ),
         "GET /api/search": lambda n: http.get("/api/search", params={"q": ["=", "plus", "7", "#12"][n % 4]}),
         "GET /document/{doc}?feature": lambda n: http.get(f"/document/{doc}", params={"feature": hits[0]}),
-        "POST /api/playground (16 tokens)": lambda n: http.post("/api/playground", json={
-            "prompt": "3 + 4 = ", "new_tokens": 16,
-            "interventions": [{"feature": hits[n % len(hits)], "kind": "steer", "value": 8.0}]}),
+        "POST /api/playground (16 tokens)": lambda n: http.post(
+            "/api/playground",
+            json={
+                "prompt": "3 + 4 = ",
+                "new_tokens": 16,
+                "interventions": [{"feature": hits[n % len(hits)], "kind": "steer", "value": 8.0}],
+            },
+        ),
         "GET /run": lambda n: http.get("/run"),
     }
 
@@ -101,8 +136,11 @@ def measure(fn, n: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", default=None, help="analysed run directory (default: build one, see above)")
-    parser.add_argument("--build-dir", default=None, help="build the run here and keep it (default: a temporary "
-                        "directory); reused if it holds one already")
+    parser.add_argument(
+        "--build-dir",
+        default=None,
+        help="build the run here and keep it (default: a temporary directory); reused if it holds one already",
+    )
     parser.add_argument("--d-sae", type=int, default=16384, help="latents of the SAE built without --run")
     parser.add_argument("--requests", type=int, default=60, help="requests per endpoint")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of the server")
@@ -115,8 +153,10 @@ def main() -> None:
             run = build / "run" if (build / "run" / "features").is_dir() else build_run(build, args.d_sae)
         with server(run, args.threads) as url, httpx.Client(base_url=url, timeout=120) as http:
             info = http.get("/api/run").json()
-            print(f"dashboard latency: {run} (d_sae={info['sae']['d_sae']}, {info['sae']['hookpoint']}), server "
-                  f"with {args.threads} threads, {args.requests} sequential requests per endpoint")
+            print(
+                f"dashboard latency: {run} (d_sae={info['sae']['d_sae']}, {info['sae']['hookpoint']}), server "
+                f"with {args.threads} threads, {args.requests} sequential requests per endpoint"
+            )
             print(f"| {'endpoint':<36} | {'p50 ms':>7} | {'p95 ms':>7} |")
             print(f"|{'-' * 38}|{'-' * 9}|{'-' * 9}|")
             for name, fn in cases(http).items():

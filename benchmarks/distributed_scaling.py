@@ -29,18 +29,46 @@ import numpy as np
 D_IN, K, BATCH = 512, 32, 4096
 
 
-def run(acts: Path, out: Path, d_sae: int, steps: int, *, ranks: int = 0, threads: int = 1,
-        shard: bool = False) -> float:
+def run(
+    acts: Path, out: Path, d_sae: int, steps: int, *, ranks: int = 0, threads: int = 1, shard: bool = False
+) -> float:
     """Tokens/s of one training run; ranks=0: a plain process, no torchrun."""
-    cli = ["-m", "monosemantic", "-q", "--threads", str(threads), "train-tensors", str(acts), "--out", str(out),
-           "--arch", "topk", "--k", str(K), "--d-sae", str(d_sae), "--batch-size", str(BATCH),
-           "--total-tokens", str(BATCH * steps), "--checkpoint-every", "0", "--log-every", str(steps)]
+    cli = [
+        "-m",
+        "monosemantic",
+        "-q",
+        "--threads",
+        str(threads),
+        "train-tensors",
+        str(acts),
+        "--out",
+        str(out),
+        "--arch",
+        "topk",
+        "--k",
+        str(K),
+        "--d-sae",
+        str(d_sae),
+        "--batch-size",
+        str(BATCH),
+        "--total-tokens",
+        str(BATCH * steps),
+        "--checkpoint-every",
+        "0",
+        "--log-every",
+        str(steps),
+    ]
     if shard:
         cli.append("--shard-latents")
     launcher = [sys.executable]
     if ranks:
-        launcher += ["-m", "torch.distributed.run", f"--nproc-per-node={ranks}", "--rdzv-backend=c10d",
-                     "--rdzv-endpoint=127.0.0.1:0"]
+        launcher += [
+            "-m",
+            "torch.distributed.run",
+            f"--nproc-per-node={ranks}",
+            "--rdzv-backend=c10d",
+            "--rdzv-endpoint=127.0.0.1:0",
+        ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MASTER_ADDR": "127.0.0.1"}
     done = subprocess.run(launcher + cli, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -64,14 +92,17 @@ def main() -> None:
             runs = {
                 "1 rank": run(acts, Path(tmp) / f"one_{d_sae}", d_sae, args.steps),
                 "2 ranks, data-parallel": run(acts, Path(tmp) / f"ddp_{d_sae}", d_sae, args.steps, ranks=2),
-                "2 ranks, latent-sharded": run(acts, Path(tmp) / f"shard_{d_sae}", d_sae, args.steps, ranks=2,
-                                               shard=True),
+                "2 ranks, latent-sharded": run(
+                    acts, Path(tmp) / f"shard_{d_sae}", d_sae, args.steps, ranks=2, shard=True
+                ),
                 "1 rank, 2 threads": run(acts, Path(tmp) / f"two_threads_{d_sae}", d_sae, args.steps, threads=2),
             }
             results.append((d_sae, runs))
-    print(f"TopK SAE, d_in={D_IN}, k={K}, global batch {BATCH}, {args.steps} steps per run; one thread per rank; "
-          f"this machine has {os.cpu_count()} cores: 1 rank uses 1, 2 ranks use 2; 1-minute load average before "
-          f"the runs: {load_before:.2f} (after: {os.getloadavg()[0]:.2f})")
+    print(
+        f"TopK SAE, d_in={D_IN}, k={K}, global batch {BATCH}, {args.steps} steps per run; one thread per rank; "
+        f"this machine has {os.cpu_count()} cores: 1 rank uses 1, 2 ranks use 2; 1-minute load average before "
+        f"the runs: {load_before:.2f} (after: {os.getloadavg()[0]:.2f})"
+    )
     names = list(results[0][1])
     print("| d_sae | " + " | ".join(f"{n}: tokens/s" for n in names) + " |")
     print("|---|" + "---|" * len(names))

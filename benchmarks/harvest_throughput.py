@@ -22,8 +22,8 @@ from itertools import islice
 
 import torch
 
-from monosemantic.corpora import kept_tokens, pack
-from monosemantic.harvest import ActivationStream, HarvestConfig
+from monosemantic.data.corpora import kept_tokens, pack
+from monosemantic.data.stream import ActivationStream, HarvestConfig
 from monosemantic.hooks import run_and_capture
 from monosemantic.mathlm.corpus import MathCorpus
 from monosemantic.models import load_model
@@ -59,17 +59,22 @@ def measure(model, tok, hookpoint: str, n_batches: int, batch_tokens: int, seq_l
                 fn()
                 times[name].append(time.perf_counter() - start)
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    return {"hookpoint": hookpoint, "tokens_fed": fed, "tokens_kept": kept,
-            **{f"{name}_tokens_per_s": fed / t for name, t in med.items()},
-            "overhead_vs_forward_to_hook": med["harvest"] / med["forward_to_hook"] - 1,
-            "overhead_vs_full_forward": med["harvest"] / med["full_forward"] - 1}
+    return {
+        "hookpoint": hookpoint,
+        "tokens_fed": fed,
+        "tokens_kept": kept,
+        **{f"{name}_tokens_per_s": fed / t for name, t in med.items()},
+        "overhead_vs_forward_to_hook": med["harvest"] / med["forward_to_hook"] - 1,
+        "overhead_vs_full_forward": med["harvest"] / med["full_forward"] - 1,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="builtin", help="model directory, or 'builtin'")
-    parser.add_argument("--hookpoints", default="layers.4.mlp.neurons,layers.7.resid.post",
-                        help="comma-separated hookpoints")
+    parser.add_argument(
+        "--hookpoints", default="layers.4.mlp.neurons,layers.7.resid.post", help="comma-separated hookpoints"
+    )
     parser.add_argument("--batches", type=int, default=24, help="batches per measurement")
     parser.add_argument("--batch-tokens", type=int, default=4096, help="tokens per batch (rows x width)")
     parser.add_argument("--seq-len", type=int, default=64, help="longest row")
@@ -78,16 +83,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model)
-    print(f"harvest throughput: model={args.model}, {args.batches} batches of <= {args.batch_tokens} tokens, "
-          f"{args.threads} threads, medians of {args.rounds} interleaved rounds")
-    print(f"{'hookpoint':<22} {'full fwd tok/s':>14} {'fwd-to-hook':>12} {'harvest':>10} "
-          f"{'overhead vs fwd-to-hook':>24} {'vs full fwd':>12}")
+    print(
+        f"harvest throughput: model={args.model}, {args.batches} batches of <= {args.batch_tokens} tokens, "
+        f"{args.threads} threads, medians of {args.rounds} interleaved rounds"
+    )
+    print(
+        f"{'hookpoint':<22} {'full fwd tok/s':>14} {'fwd-to-hook':>12} {'harvest':>10} "
+        f"{'overhead vs fwd-to-hook':>24} {'vs full fwd':>12}"
+    )
     for hookpoint in args.hookpoints.split(","):
         r = measure(model, tok, hookpoint, args.batches, args.batch_tokens, args.seq_len, args.rounds)
         verdict = "ok" if r["overhead_vs_forward_to_hook"] <= 0.15 else "MISSED (target <= 15%)"
-        print(f"{hookpoint:<22} {r['full_forward_tokens_per_s']:>14.0f} {r['forward_to_hook_tokens_per_s']:>12.0f} "
-              f"{r['harvest_tokens_per_s']:>10.0f} {r['overhead_vs_forward_to_hook']:>23.1%} "
-              f"{r['overhead_vs_full_forward']:>12.1%}  {verdict}")
+        print(
+            f"{hookpoint:<22} {r['full_forward_tokens_per_s']:>14.0f} {r['forward_to_hook_tokens_per_s']:>12.0f} "
+            f"{r['harvest_tokens_per_s']:>10.0f} {r['overhead_vs_forward_to_hook']:>23.1%} "
+            f"{r['overhead_vs_full_forward']:>12.1%}  {verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import time
 import torch
 
 from monosemantic.sae import SAEConfig, create_sae
-from monosemantic.trainer import TrainConfig, Trainer
+from monosemantic.train.trainer import TrainConfig, Trainer
 
 D_IN, K, BATCH = 512, 32, 4096
 TARGETS = {16384: {"fp32_vs_dense": 4.5, "fp32_roofline": 0.55, "bf16_vs_dense": 7.0, "bf16_roofline": 0.40}}
@@ -51,10 +51,15 @@ def measure(d_sae: int, rounds: int, steps_per_round: int) -> dict:
     batches = [torch.randn(BATCH, D_IN) for _ in range(4)]
     w = torch.randn(D_IN, d_sae) / D_IN**0.5
     b = torch.zeros(d_sae)
-    mm = {"fp32": (batches[0], w, b, torch.empty(BATCH, d_sae)),
-          "bf16": (batches[0].bfloat16(), w.bfloat16(), b.bfloat16(), torch.empty(BATCH, d_sae, dtype=torch.bfloat16))}
-    trainers = {"fast_fp32": make_trainer(d_sae), "fast_bf16": make_trainer(d_sae, "bfloat16"),
-                "dense_fp32": make_trainer(d_sae, dense=True)}
+    mm = {
+        "fp32": (batches[0], w, b, torch.empty(BATCH, d_sae)),
+        "bf16": (batches[0].bfloat16(), w.bfloat16(), b.bfloat16(), torch.empty(BATCH, d_sae, dtype=torch.bfloat16)),
+    }
+    trainers = {
+        "fast_fp32": make_trainer(d_sae),
+        "fast_bf16": make_trainer(d_sae, "bfloat16"),
+        "dense_fp32": make_trainer(d_sae, dense=True),
+    }
     times: dict[str, list[float]] = {name: [] for name in [*mm, *trainers]}
     counter = [0]
 
@@ -62,15 +67,15 @@ def measure(d_sae: int, rounds: int, steps_per_round: int) -> dict:
         counter[0] += 1
         trainer.step(batches[counter[0] % len(batches)])
 
-    for name, trainer in trainers.items():  # warm-up: allocations, Adam state, first-touch pages
+    for trainer in trainers.values():  # warm-up: allocations, Adam state, first-touch pages
         for _ in range(2):
             step(trainer)
     for _ in range(rounds):
         for name, (x, W, bias, out) in mm.items():
-            times[name] += timed(lambda: torch.addmm(bias, x, W, out=out), steps_per_round)
+            times[name] += timed(lambda: torch.addmm(bias, x, W, out=out), steps_per_round)  # noqa: B023
         for name, trainer in trainers.items():
             reps = 1 if name.startswith("dense") else steps_per_round
-            times[name] += timed(lambda: step(trainer), reps)
+            times[name] += timed(lambda: step(trainer), reps)  # noqa: B023
     med = {name: statistics.median(ts) for name, ts in times.items()}
     flops = 2 * BATCH * D_IN * d_sae
     row = {"d_sae": d_sae, "matmul_gflops": {k: flops / med[k] / 1e9 for k in mm}}
@@ -91,8 +96,10 @@ def print_table(rows: list[dict]) -> None:
             v = r[name]
             roof = "bf16" if "bf16" in name else "fp32"
             speed = f"{v['speedup_vs_dense']:.2f}" if "speedup_vs_dense" in v else "1.00"
-            print(f"{r['d_sae']:>6} {name:<11} {v['tokens_per_s']:>10.0f} {v['roofline_fraction']:>10.1%} {speed:>8}"
-                  f"   {roof} matmul {r['matmul_gflops'][roof]:.0f} GFLOP/s")
+            print(
+                f"{r['d_sae']:>6} {name:<11} {v['tokens_per_s']:>10.0f} {v['roofline_fraction']:>10.1%} {speed:>8}"
+                f"   {roof} matmul {r['matmul_gflops'][roof]:.0f} GFLOP/s"
+            )
         for key, target in TARGETS.get(r["d_sae"], {}).items():
             path, what = key.split("_", 1)
             v = r[f"fast_{path}"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from monosemantic.cli import main
+from monosemantic.cli.main import main
 
 sys.exit(main())

@@ -75,7 +75,7 @@ def read_manifest_json(file: Path, fmt: str, error: type[Exception], missing: st
 def fsync_tree(path: Path) -> None:
     """fsync every file under `path`, then the directories, deepest first; files get the umask's
     permissions (some writers, e.g. safetensors' save_file, create them 0600)."""
-    for root, dirs, files in os.walk(path, topdown=False):
+    for root, _dirs, files in os.walk(path, topdown=False):
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
             try:

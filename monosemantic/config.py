@@ -21,10 +21,12 @@ import types
 import typing
 from typing import Any, Literal, TypeVar
 
+from monosemantic.errors import MonosemanticError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(MonosemanticError, ValueError):
     """A config value, file or flag is not what it must be."""
 
 
@@ -194,15 +196,11 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> 
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {unknown} for {cls.__name__}; expected some of {sorted(fields)}"
-        )
+        raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; expected some of {sorted(fields)}")
     missing = [
         name
         for name, f in fields.items()
-        if name not in data
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
     if missing:
         raise ConfigError(f"{source}: missing required key(s) {missing} for {cls.__name__}")
@@ -217,3 +215,12 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> 
         return cls(**values)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: {e}") from e
+
+
+def derive_seed(seed: int, *parts: int) -> int:
+    """A seed for one part of a job (a chunk, an epoch, a shard) from the job's `seed`: each part
+    folds in as `seed * 1_000_003 + part` (a prime, so that nearby (seed, part) pairs never
+    collide for parts below a million), so the streams of different parts are independent."""
+    for part in parts:
+        seed = seed * 1_000_003 + part
+    return seed

@@ -40,6 +40,7 @@ def attach(model: nn.Module, hook: Hookpoint, fn: Callable[[Tensor], Tensor | No
     replaces the activation."""
     module = model.get_submodule(hook.module)
     if hook.kind == "output":
+
         def on_output(_module, _args, output):
             new = fn(_first(output))
             return None if new is None else _replace_first(output, new)
@@ -59,8 +60,9 @@ def attach(model: nn.Module, hook: Hookpoint, fn: Callable[[Tensor], Tensor | No
 
 
 @contextlib.contextmanager
-def capture(model: nn.Module, hookpoints: str | list[str], *, stop: bool = False,
-            detach: bool = True) -> Iterator[dict[str, Tensor]]:
+def capture(
+    model: nn.Module, hookpoints: str | list[str], *, stop: bool = False, detach: bool = True
+) -> Iterator[dict[str, Tensor]]:
     """Collect the activations at `hookpoints` (names, globs or module paths) into a dict by name."""
     hooks = resolve_hookpoints(model, hookpoints)
     acts: dict[str, Tensor] = {}
@@ -99,8 +101,9 @@ def patch(model: nn.Module, edits: dict[str, Callable[[Tensor], Tensor]]) -> Ite
             handle.remove()
 
 
-def run_and_capture(model: nn.Module, input_ids: Tensor, hookpoints: str | list[str],
-                    attention_mask: Tensor | None = None) -> dict[str, Tensor]:
+def run_and_capture(
+    model: nn.Module, input_ids: Tensor, hookpoints: str | list[str], attention_mask: Tensor | None = None
+) -> dict[str, Tensor]:
     """Activations at `hookpoints` for `input_ids`, running the model only as far as needed."""
     with capture(model, hookpoints, stop=True) as acts:
         model(input_ids=input_ids, attention_mask=attention_mask)

@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from monosemantic.errors import MonosemanticError
+
 log = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
@@ -33,7 +35,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 SITES = ("resid.pre", "resid.mid", "resid.post", "attn.out", "mlp.neurons", "mlp.out")
 
 
-class ModelError(ValueError):
+class ModelError(MonosemanticError, ValueError):
     """A model directory or hookpoint that cannot be used: missing files, unknown names, bad shapes."""
 
 
@@ -52,12 +54,29 @@ class Family:
 
 
 FAMILIES = {
-    "gpt2": Family("transformer.h", "attn", "mlp", ("mlp.act", "output"), "ln_2", "transformer.ln_f", "lm_head",
-                   "mlp.c_proj"),
-    "llama": Family("model.layers", "self_attn", "mlp", ("mlp.down_proj", "input"), "post_attention_layernorm",
-                    "model.norm", "lm_head", "mlp.down_proj"),
-    "gpt_neox": Family("gpt_neox.layers", "attention", "mlp", ("mlp.act", "output"), "post_attention_layernorm",
-                       "gpt_neox.final_layer_norm", "embed_out", "mlp.dense_4h_to_h"),
+    "gpt2": Family(
+        "transformer.h", "attn", "mlp", ("mlp.act", "output"), "ln_2", "transformer.ln_f", "lm_head", "mlp.c_proj"
+    ),
+    "llama": Family(
+        "model.layers",
+        "self_attn",
+        "mlp",
+        ("mlp.down_proj", "input"),
+        "post_attention_layernorm",
+        "model.norm",
+        "lm_head",
+        "mlp.down_proj",
+    ),
+    "gpt_neox": Family(
+        "gpt_neox.layers",
+        "attention",
+        "mlp",
+        ("mlp.act", "output"),
+        "post_attention_layernorm",
+        "gpt_neox.final_layer_norm",
+        "embed_out",
+        "mlp.dense_4h_to_h",
+    ),
 }
 for _name in ("mistral", "qwen2", "qwen3", "gemma", "olmo", "phi3"):
     FAMILIES[_name] = FAMILIES["llama"]
@@ -153,14 +172,21 @@ def model_dir(spec: str | Path) -> Path:
     else:
         path = Path(spec)
     if not path.is_dir():
-        raise ModelError(f"model directory {path} does not exist (give a local Hugging Face model directory, "
-                         "or 'builtin')")
+        raise ModelError(
+            f"model directory {path} does not exist (give a local Hugging Face model directory, or 'builtin')"
+        )
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: no config.json; a Hugging Face model directory holds config.json and weights")
     if not any((path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
         pickled = [f for f in ("pytorch_model.bin", "pytorch_model.bin.index.json") if (path / f).exists()]
-        hint = (f" (it has {pickled[0]}: pickled weights are not loaded, since unpickling can run code; "
-                "convert them to safetensors)") if pickled else ""
+        hint = (
+            (
+                f" (it has {pickled[0]}: pickled weights are not loaded, since unpickling can run code; "
+                "convert them to safetensors)"
+            )
+            if pickled
+            else ""
+        )
         raise ModelError(f"{path}: no model weights: expected model.safetensors{hint}")
     return path
 
@@ -176,8 +202,9 @@ def load_model(spec: str | Path = BUILTIN, *, dtype: str = "float32", device: st
     if dtype not in DTYPES:
         raise ModelError(f"dtype {dtype!r} not supported; expected one of {sorted(DTYPES)}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True,
-                                                     dtype=DTYPES[dtype])
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, use_safetensors=True, dtype=DTYPES[dtype]
+        )
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as e:
         raise ModelError(f"{path}: cannot load the model ({e})") from e
@@ -206,7 +233,9 @@ def direct_logit_path(model: nn.Module, hookpoint: str):
     fam = family_of(model)
     norm = model.get_submodule(fam.final_norm)
     unembed = model.get_submodule(fam.unembed)
-    down = model.get_submodule(f"{fam.blocks}.{hook.layer}.{fam.mlp_down}") if hookpoint.endswith("mlp.neurons") else None
+    down = (
+        model.get_submodule(f"{fam.blocks}.{hook.layer}.{fam.mlp_down}") if hookpoint.endswith("mlp.neurons") else None
+    )
 
     def to_logits(directions: torch.Tensor) -> torch.Tensor:
         x = directions.to(unembed.weight.dtype)

@@ -14,8 +14,9 @@ matplotlib.use("Agg")  # no display: render to files only
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_curves(rows: list[dict], x: str, ys: list[str], path: str | Path, *, title: str = "",
-                ylabel: str = "", logy: bool = False) -> Path:
+def plot_curves(
+    rows: list[dict], x: str, ys: list[str], path: str | Path, *, title: str = "", ylabel: str = "", logy: bool = False
+) -> Path:
     """One line per key in `ys` against `x`, from rows that may lack some keys (e.g. eval-only)."""
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for key in ys:
@@ -35,7 +36,7 @@ def plot_curves(rows: list[dict], x: str, ys: list[str], path: str | Path, *, ti
 
 def plot_training(run_dir: str | Path) -> Path | None:
     """RUN_DIR/plots/training.png: loss terms, FVU, L0 and dead fraction against tokens seen."""
-    from monosemantic.rundir import read_metrics
+    from monosemantic.train.rundir import read_metrics
 
     rows = read_metrics(run_dir)
     if not rows:
@@ -104,10 +105,19 @@ def plot_ablation(summary: dict, metrics: list[str], names: list[str], title: st
     width = 0.8 / len(conditions)
     for j, (cond, color) in enumerate(conditions):
         means = [summary[cond][m][0] for m in metrics]
-        err = [[summary[cond][m][0] - summary[cond][m][1] for m in metrics],
-               [summary[cond][m][2] - summary[cond][m][0] for m in metrics]]
-        ax.bar([i + (j - 1) * width for i in range(len(metrics))], means, width, yerr=err, capsize=4, color=color,
-               label={"control": "random features (control)"}.get(cond, cond))
+        err = [
+            [summary[cond][m][0] - summary[cond][m][1] for m in metrics],
+            [summary[cond][m][2] - summary[cond][m][0] for m in metrics],
+        ]
+        ax.bar(
+            [i + (j - 1) * width for i in range(len(metrics))],
+            means,
+            width,
+            yerr=err,
+            capsize=4,
+            color=color,
+            label={"control": "random features (control)"}.get(cond, cond),
+        )
     ax.set_xticks(range(len(metrics)), names)
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
@@ -116,10 +126,15 @@ def plot_ablation(summary: dict, metrics: list[str], names: list[str], title: st
     return save_figure(fig, path)
 
 
-def plot_dose_response(alphas: list[float], p_target: list, kl: list, p_name: str, title: str, path: str | Path) -> Path:
+def plot_dose_response(
+    alphas: list[float], p_target: list, kl: list, p_name: str, title: str, path: str | Path
+) -> Path:
     """Target-token probability and KL against the steering strength, with 95% CI bands."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
-    for ax, values, name, color in ((ax1, p_target, p_name, "tab:green"), (ax2, kl, "KL(clean || steered)", "tab:purple")):
+    for ax, values, name, color in (
+        (ax1, p_target, p_name, "tab:green"),
+        (ax2, kl, "KL(clean || steered)", "tab:purple"),
+    ):
         ax.plot(alphas, [v[0] for v in values], marker="o", color=color)
         ax.fill_between(alphas, [v[1] for v in values], [v[2] for v in values], color=color, alpha=0.2)
         ax.set_xlabel("steering strength alpha (x decoder direction)")

@@ -37,14 +37,38 @@ def tiny_model_dirs(tmp_path_factory):
 def tiny_run(tiny_model_dirs, tmp_path_factory):
     """A run directory: a small TopK SAE (d_sae 256) trained on the tiny GPT-2's layer-1 MLP neurons over
     the math corpus. Tests that write into a run copy it first."""
-    from monosemantic.cli import main
+    from monosemantic.cli.main import main
 
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    assert main(["-q", "train", "--model_path", str(tiny_model_dirs["gpt2"]), "--hookpoint", "layers.1.mlp.neurons",
-                 "--expansion_factor", "2", "--k", "8", "--tokens", "16k", "--batch-size", "512",
-                 "--batch-tokens", "1024", "--chunk-tokens", "4096", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--model_path",
+                str(tiny_model_dirs["gpt2"]),
+                "--hookpoint",
+                "layers.1.mlp.neurons",
+                "--expansion_factor",
+                "2",
+                "--k",
+                "8",
+                "--tokens",
+                "16k",
+                "--batch-size",
+                "512",
+                "--batch-tokens",
+                "1024",
+                "--chunk-tokens",
+                "4096",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     torch.set_num_threads(threads)
     return out
 
@@ -54,15 +78,33 @@ def analysed_run(tiny_run, tmp_path_factory):
     """A copy of `tiny_run`, evaluated and analysed in-process: what the dashboard and probe tests read."""
     import shutil
 
-    from monosemantic.cli import main
+    from monosemantic.cli.main import main
 
     out = tmp_path_factory.mktemp("analysed_run") / "run"
     shutil.copytree(tiny_run, out)
     threads = torch.get_num_threads()
     try:
         assert main(["-q", "--threads", "1", "eval", str(out), "--tokens", "2000"]) == 0
-        assert main(["-q", "--threads", "1", "analyze", str(out), "--tokens", "6000", "--batch-tokens", "1024",
-                     "--top-k", "6", "--window", "8"]) == 0
+        assert (
+            main(
+                [
+                    "-q",
+                    "--threads",
+                    "1",
+                    "analyze",
+                    str(out),
+                    "--tokens",
+                    "6000",
+                    "--batch-tokens",
+                    "1024",
+                    "--top-k",
+                    "6",
+                    "--window",
+                    "8",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
     return out

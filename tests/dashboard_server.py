@@ -35,8 +35,12 @@ def running(app):
 @contextlib.contextmanager
 def view_process(run, *args):
     """`monosemantic view RUN --port 0` as its own process; yields the URL it prints."""
-    proc = subprocess.Popen([sys.executable, "-m", "monosemantic", "--threads", "1", "view", str(run), "--port", "0",
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monosemantic", "--threads", "1", "view", str(run), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         # it prints "loading ...", then "dashboard of RUN: http://127.0.0.1:PORT/  (Ctrl-C to stop)"
         url = next((line.split()[-4] for line in proc.stdout if "http://" in line), None)

@@ -11,8 +11,13 @@ from pathlib import Path
 import pytest
 
 from monosemantic import atomic
-from monosemantic.atomic import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text, \
-    remove_stale_temporaries
+from monosemantic.atomic import (
+    atomic_directory,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
 
 
 def listing(directory: Path) -> list[str]:

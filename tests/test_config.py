@@ -9,11 +9,19 @@ from typing import Literal
 
 import pytest
 
-from monosemantic.config import ConfigError, HelpFormatter, add_arguments, field_docs, from_args, from_dict, \
-    parse_int, to_dict
+from monosemantic.config import (
+    ConfigError,
+    HelpFormatter,
+    add_arguments,
+    field_docs,
+    from_args,
+    from_dict,
+    parse_int,
+    to_dict,
+)
+from monosemantic.eval.toy import ToyConfig
 from monosemantic.sae import SAEConfig
-from monosemantic.toy import ToyConfig
-from monosemantic.trainer import TrainConfig
+from monosemantic.train.trainer import TrainConfig
 
 
 @dataclass
@@ -84,10 +92,42 @@ def test_no_flags_gives_the_defaults():
 
 
 def test_flags_round_trip_every_field_type():
-    got = parse(["--width", "3", "--steps", "12", "--rate", "0.25", "--name", "abc", "--mode", "slow",
-                 "--no-check", "--limit", "7", "--label", "none", "--shape", "4", "5", "--undocumented", "9"])
-    want = Demo(width=3, steps=12, rate=0.25, name="abc", mode="slow", check=False, limit=7, label=None,
-                shape=(4, 5), undocumented=9)
+    got = parse(
+        [
+            "--width",
+            "3",
+            "--steps",
+            "12",
+            "--rate",
+            "0.25",
+            "--name",
+            "abc",
+            "--mode",
+            "slow",
+            "--no-check",
+            "--limit",
+            "7",
+            "--label",
+            "none",
+            "--shape",
+            "4",
+            "5",
+            "--undocumented",
+            "9",
+        ]
+    )
+    want = Demo(
+        width=3,
+        steps=12,
+        rate=0.25,
+        name="abc",
+        mode="slow",
+        check=False,
+        limit=7,
+        label=None,
+        shape=(4, 5),
+        undocumented=9,
+    )
     assert got == want
     assert isinstance(got.shape, tuple)  # argparse gives a list; the dataclass holds a tuple
 
@@ -97,8 +137,19 @@ def test_bool_flags_have_a_negative_form():
     assert parse(["--no-check", "--check"]).check is True
 
 
-@pytest.mark.parametrize("text, value", [("2e6", 2_000_000), ("10M", 10_000_000), ("1_000", 1000), ("4k", 4000),
-                                         ("1.5k", 1500), ("3G", 3 * 10**9), (" 42 ", 42), ("-5", -5)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("2e6", 2_000_000),
+        ("10M", 10_000_000),
+        ("1_000", 1000),
+        ("4k", 4000),
+        ("1.5k", 1500),
+        ("3G", 3 * 10**9),
+        (" 42 ", 42),
+        ("-5", -5),
+    ],
+)
 def test_int_flags_accept_scientific_suffixed_and_underscored_numbers(text, value):
     assert parse_int(text) == value
     assert parse(["--steps", text]).steps == value
@@ -149,10 +200,12 @@ def test_shipped_configs_round_trip_through_their_flags():
     parser = argparse.ArgumentParser()
     add_arguments(parser, TrainConfig)
     assert from_args(TrainConfig, parser.parse_args([])) == TrainConfig()
-    args = parser.parse_args(["--total-tokens", "5M", "--lr", "1e-3", "--no-normalize-activations",
-                              "--b-dec-init", "mean"])
-    assert from_args(TrainConfig, args) == TrainConfig(total_tokens=5_000_000, lr=1e-3,
-                                                       normalize_activations=False, b_dec_init="mean")
+    args = parser.parse_args(
+        ["--total-tokens", "5M", "--lr", "1e-3", "--no-normalize-activations", "--b-dec-init", "mean"]
+    )
+    assert from_args(TrainConfig, args) == TrainConfig(
+        total_tokens=5_000_000, lr=1e-3, normalize_activations=False, b_dec_init="mean"
+    )
 
 
 def test_help_shows_each_fields_docstring():

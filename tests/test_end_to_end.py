@@ -16,8 +16,13 @@ pytestmark = pytest.mark.slow
 def test_demo_toy_benchmark_recovers_the_features_with_every_architecture(tmp_path):
     """What `make demo` runs, at its default size."""
     out = tmp_path / "toy.json"
-    run = subprocess.run([sys.executable, "-m", "monosemantic", "-q", "bench", "toy", "--json", str(out)],
-                         capture_output=True, text=True, timeout=900, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, "-m", "monosemantic", "-q", "bench", "toy", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr
     assert "MMCS" in run.stdout
     results = json.loads(out.read_text())["results"]
@@ -29,9 +34,24 @@ def test_demo_toy_benchmark_recovers_the_features_with_every_architecture(tmp_pa
 
 def test_throughput_benchmark_runs_and_reports_every_path(tmp_path):
     out = tmp_path / "bench.json"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--sizes", "1024",
-                          "--rounds", "1", "--steps", "1", "--json", str(out)],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "train_throughput.py"),
+            "--sizes",
+            "1024",
+            "--rounds",
+            "1",
+            "--steps",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr
     [row] = json.loads(out.read_text())
     assert row["d_sae"] == 1024
@@ -43,22 +63,54 @@ def test_throughput_benchmark_runs_and_reports_every_path(tmp_path):
 def test_the_demo_job_on_the_built_in_model(tmp_path):
     """What `make demo` runs (with fewer tokens): train on layer 3's residual stream, evaluate spliced in."""
     run = tmp_path / "demo"
-    train = subprocess.run([sys.executable, "-m", "monosemantic", "-q", "train", "--model", "builtin", "--hookpoint",
-                            "layers.3.resid.post", "--expansion-factor", "16", "--k", "32", "--tokens", "500k",
-                            "--out", str(run)], capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    train = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monosemantic",
+            "-q",
+            "train",
+            "--model",
+            "builtin",
+            "--hookpoint",
+            "layers.3.resid.post",
+            "--expansion-factor",
+            "16",
+            "--k",
+            "32",
+            "--tokens",
+            "500k",
+            "--out",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=ROOT,
+    )
     assert train.returncode == 0, train.stderr
-    ev = subprocess.run([sys.executable, "-m", "monosemantic", "-q", "eval", str(run), "--tokens", "20000"],
-                        capture_output=True, text=True, timeout=900, cwd=ROOT)
+    ev = subprocess.run(
+        [sys.executable, "-m", "monosemantic", "-q", "eval", str(run), "--tokens", "20000"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     assert ev.returncode == 0, ev.stderr
     assert "CE loss recovered (zero ablation)" in ev.stdout
     metrics = json.loads((run / "eval.json").read_text())["metrics"]
     assert metrics["ce_spliced"] < metrics["ce_zero_ablated"] and metrics["ce_spliced"] < metrics["ce_mean_ablated"]
     assert metrics["ce_loss_recovered"] > 0.5 and metrics["fvu"] < 0.5 and metrics["l0"] <= 32
-    analysis = subprocess.run([sys.executable, "-m", "monosemantic", "-q", "analyze", str(run), "--tokens", "60k"],
-                              capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    analysis = subprocess.run(
+        [sys.executable, "-m", "monosemantic", "-q", "analyze", str(run), "--tokens", "60k"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=ROOT,
+    )
     assert analysis.returncode == 0, analysis.stderr
     assert "labelled with precision >= 0.9" in analysis.stdout and "some labelled features:" in analysis.stdout
-    from monosemantic.store import FeatureStore
+    from monosemantic.analysis.store import FeatureStore
 
     store = FeatureStore.open(run)
     assert store.count() == 16 * 192 and store.count(min_precision=0.9) > 50

@@ -31,7 +31,9 @@ def test_gpt2_sites_recomputed_by_hand(models):
     block = model.transformer.h[1]
     mid = a["layers.1.resid.mid"]
     torch.testing.assert_close(a["layers.1.resid.pre"] + a["layers.1.attn.out"], mid)
-    torch.testing.assert_close(a["layers.1.mlp.neurons"], block.mlp.act(block.mlp.c_fc(block.ln_2(mid))), rtol=0, atol=0)
+    torch.testing.assert_close(
+        a["layers.1.mlp.neurons"], block.mlp.act(block.mlp.c_fc(block.ln_2(mid))), rtol=0, atol=0
+    )
     torch.testing.assert_close(a["layers.1.mlp.out"], block.mlp.c_proj(a["layers.1.mlp.neurons"]), rtol=0, atol=0)
     torch.testing.assert_close(a["layers.1.resid.post"], mid + a["layers.1.mlp.out"])
 
@@ -57,8 +59,9 @@ def test_neox_parallel_residual_recomputed_by_hand(models):
     layer = model.gpt_neox.layers[1]
     x = layer.post_attention_layernorm(a["layers.1.resid.pre"])  # the MLP reads the block input
     torch.testing.assert_close(a["layers.1.mlp.neurons"], layer.mlp.act(layer.mlp.dense_h_to_4h(x)), rtol=0, atol=0)
-    torch.testing.assert_close(a["layers.1.resid.post"],
-                               a["layers.1.resid.pre"] + a["layers.1.attn.out"] + a["layers.1.mlp.out"])
+    torch.testing.assert_close(
+        a["layers.1.resid.post"], a["layers.1.resid.pre"] + a["layers.1.attn.out"] + a["layers.1.mlp.out"]
+    )
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])

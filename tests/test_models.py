@@ -44,9 +44,12 @@ def test_resolve_globs_module_paths_and_order(tiny_model_dirs):
 @pytest.mark.parametrize("bad", ["layers.9.mlp.neurons", "layers.0.mlp", "blocks.0.mlp.neurons", "layers.*.nope"])
 def test_unknown_hookpoint_lists_the_valid_ones(tiny_model_dirs, bad):
     model, _ = load_model(tiny_model_dirs["gpt2"])
-    with pytest.raises(ModelError, match=rf"hookpoint '{bad}' not found; this model has "
-                                         r"layers.\{0-1\}.\{resid.pre,resid.mid,resid.post,attn.out,mlp.neurons,"
-                                         r"mlp.out\}, or any module path"):
+    with pytest.raises(
+        ModelError,
+        match=rf"hookpoint '{bad}' not found; this model has "
+        r"layers.\{0-1\}.\{resid.pre,resid.mid,resid.post,attn.out,mlp.neurons,"
+        r"mlp.out\}, or any module path",
+    ):
         resolve_hookpoints(model, bad)
 
 
@@ -104,4 +107,3 @@ def test_loading_needs_no_network(tiny_model_dirs):
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().endswith(", 11, 156)")
     assert "network access attempted" not in run.stderr
-

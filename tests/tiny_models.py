@@ -14,15 +14,34 @@ FAMILIES = ("gpt2", "llama", "gpt_neox")
 def tiny_model(family: str, vocab_size: int, *, layers: int = 2, width: int = 32, parallel: bool = True):
     special = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if family == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(n_layer=layers, n_embd=width, n_head=2, vocab_size=vocab_size,
-                                          n_positions=64, **special))
+        return GPT2LMHeadModel(
+            GPT2Config(n_layer=layers, n_embd=width, n_head=2, vocab_size=vocab_size, n_positions=64, **special)
+        )
     if family == "llama":
-        return LlamaForCausalLM(LlamaConfig(num_hidden_layers=layers, hidden_size=width, intermediate_size=3 * width,
-                                            num_attention_heads=2, num_key_value_heads=2, vocab_size=vocab_size,
-                                            max_position_embeddings=64, **special))
-    return GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=layers, hidden_size=width, intermediate_size=4 * width,
-                                            num_attention_heads=2, vocab_size=vocab_size, max_position_embeddings=64,
-                                            use_parallel_residual=parallel, **special))
+        return LlamaForCausalLM(
+            LlamaConfig(
+                num_hidden_layers=layers,
+                hidden_size=width,
+                intermediate_size=3 * width,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                vocab_size=vocab_size,
+                max_position_embeddings=64,
+                **special,
+            )
+        )
+    return GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            num_hidden_layers=layers,
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_attention_heads=2,
+            vocab_size=vocab_size,
+            max_position_embeddings=64,
+            use_parallel_residual=parallel,
+            **special,
+        )
+    )
 
 
 def save_tiny_model(path: Path, family: str = "gpt2", seed: int = 0, **kwargs) -> Path:

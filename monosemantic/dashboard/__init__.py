@@ -1,13 +1,13 @@
 """The dashboard: a local web app over one run directory (`monosemantic view RUN_DIR`).
 
-    service.py        what it can do, as plain Python over the library (limits, locks; no maths, no HTTP)
-    api.py            the JSON API under /api
-    pages.py          server-rendered pages: text view, search, playground, run overview
-    feature_page.py   the feature page and the document page an example traces back to
-    html.py, svg.py   HTML building blocks; histograms and curves as inline SVG
-    guard.py          Host-header allowlist, request-body limit, security headers
-    app.py            the FastAPI app, and serving it with uvicorn
-    static/           the pages' scripts and stylesheet (vanilla JS, no build step, nothing fetched from elsewhere)
+service.py        what it can do, as plain Python over the library (limits, locks; no maths, no HTTP)
+api.py            the JSON API under /api
+pages.py          server-rendered pages: text view, search, playground, run overview
+feature_page.py   the feature page and the document page an example traces back to
+html.py, svg.py   HTML building blocks; histograms and curves as inline SVG
+guard.py          Host-header allowlist, request-body limit, security headers
+app.py            the FastAPI app, and serving it with uvicorn
+static/           the pages' scripts and stylesheet (vanilla JS, no build step, nothing fetched from elsewhere)
 """
 
 from monosemantic.dashboard.app import allowed_hosts, bind, create_app, is_loopback, serve, url_of

@@ -66,8 +66,11 @@ def api_router(dash: Dashboard) -> APIRouter:
         return dash.text(req.text, req.k, req.features)
 
     @api.get("/features")
-    def features(order: Literal["f1", "precision", "density", "max_act", "latent"] = "f1", limit: int = 50,
-                 labelled: bool = False) -> list[dict]:
+    def features(
+        order: Literal["f1", "precision", "density", "max_act", "latent"] = "f1",
+        limit: int = 50,
+        labelled: bool = False,
+    ) -> list[dict]:
         return dash.listing(order, limit, labelled)
 
     @api.get("/search")

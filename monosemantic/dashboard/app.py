@@ -19,14 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from monosemantic.analysis.store import StoreError
 from monosemantic.dashboard.api import api_router
 from monosemantic.dashboard.guard import LOOPBACK, Guard
 from monosemantic.dashboard.html import esc, page
 from monosemantic.dashboard.pages import page_router
 from monosemantic.dashboard.service import Dashboard, Limits, RequestError
-from monosemantic.interventions import InterventionError
-from monosemantic.probe import ProbeError
-from monosemantic.store import StoreError
+from monosemantic.experiments.interventions import InterventionError
+from monosemantic.runmodel import ProbeError
 
 STATIC = Path(__file__).parent / "static"
 WILDCARD = ("0.0.0.0", "::", "")
@@ -36,10 +36,12 @@ def _error(request: Request, status: int, message: str) -> Response:
     """JSON for the API; a page for a browser that followed a link."""
     if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
         return JSONResponse({"detail": message}, status_code=status)
-    body = (f'<h1>{status}</h1><p class="error" id="error">{esc(message)}</p>'
-            '<p><a href="/">back to the text view</a></p>')
-    return HTMLResponse(page(f"Error {status}", body, name="error", run=request.app.state.dashboard.run_dir.name),
-                        status_code=status)
+    body = (
+        f'<h1>{status}</h1><p class="error" id="error">{esc(message)}</p><p><a href="/">back to the text view</a></p>'
+    )
+    return HTMLResponse(
+        page(f"Error {status}", body, name="error", run=request.app.state.dashboard.run_dir.name), status_code=status
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -79,8 +81,13 @@ def allowed_hosts(host: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*LOOPBACK, *([] if host in WILDCARD else [host]), *extra]))
 
 
-def create_app(run_dir: str | Path | Dashboard, *, hosts: tuple[str, ...] = LOOPBACK, device: str = "cpu",
-               limits: Limits = Limits()) -> FastAPI:
+def create_app(
+    run_dir: str | Path | Dashboard,
+    *,
+    hosts: tuple[str, ...] = LOOPBACK,
+    device: str = "cpu",
+    limits: Limits = Limits(),  # noqa: B008 (frozen, never mutated)
+) -> FastAPI:
     """The dashboard's FastAPI app, its routes behind the `Guard` (host allowlist, body limit);
     `app.state.dashboard` is the `Dashboard` it serves."""
     dash = run_dir if isinstance(run_dir, Dashboard) else Dashboard(run_dir, device=device, limits=limits)

@@ -3,11 +3,11 @@ traced back to the full training document, the active token highlighted)."""
 
 from __future__ import annotations
 
+from monosemantic.analysis.latent_stats import HIST_EDGES, N_HIST
+from monosemantic.analysis.store import Example, Feature
 from monosemantic.dashboard.html import esc, feature_link, num, page, pct, table, tokens_html, visible
 from monosemantic.dashboard.service import Dashboard
 from monosemantic.dashboard.svg import bars
-from monosemantic.latent_stats import HIST_EDGES, N_HIST
-from monosemantic.store import Example, Feature
 
 
 def histogram_svg(f: Feature) -> str:
@@ -27,61 +27,86 @@ def histogram_svg(f: Feature) -> str:
 def example_html(i: int, ex: Example, peak: float) -> str:
     """One context: its value, its tokens shaded by the feature's activation, a link to its document."""
     href = f"/document/{ex.doc}?feature={i}&position={ex.position}"
-    return (f'<div class="example"><span class="value">{ex.value:.3f}</span>'
-            f'{tokens_html(ex.tokens, ex.acts, peak, ex.active)}'
-            f'<a class="source" href="{esc(href)}" title="the full document">doc {ex.doc} ↗</a></div>')
+    return (
+        f'<div class="example"><span class="value">{ex.value:.3f}</span>'
+        f"{tokens_html(ex.tokens, ex.acts, peak, ex.active)}"
+        f'<a class="source" href="{esc(href)}" title="the full document">doc {ex.doc} ↗</a></div>'
+    )
 
 
 def _logits(pairs: list[tuple[str, float]], fmt: str) -> str:
-    return "".join(f'<span class="logit"><code>{esc(visible(t).replace(" ", "␣"))}</code> {fmt.format(v)}</span>'
-                   for t, v in pairs)
+    return "".join(
+        f'<span class="logit"><code>{esc(visible(t).replace(" ", "␣"))}</code> {fmt.format(v)}</span>' for t, v in pairs
+    )
 
 
 def _header(f: Feature) -> str:
-    label = (f'<span class="label big">{esc(f.label.text)}</span> <span class="muted">({esc(f.label.kind)}; '
-             f'precision {f.label.precision:.2f}, recall {f.label.recall:.2f}, on {f.label.support} held-out '
-             'tokens)</span>'
-             if f.label else '<span class="muted">no label</span>')
+    label = (
+        f'<span class="label big">{esc(f.label.text)}</span> <span class="muted">({esc(f.label.kind)}; '
+        f"precision {f.label.precision:.2f}, recall {f.label.recall:.2f}, on {f.label.support} held-out "
+        "tokens)</span>"
+        if f.label
+        else '<span class="muted">no label</span>'
+    )
     if f.multilingual is None:
         flag = ""
     else:
         langs = ", ".join(f"{esc(k)} {v}" for k, v in sorted(f.languages.items(), key=lambda kv: -kv[1]))
         word = "multilingual" if f.multilingual else "languages"
-        flag = (f'<p class="flag {"multi" if f.multilingual else ""}">{word}'
-                f" (top contexts): {langs}{'; concept: ' + esc(f.concept) if f.concept else ''}</p>")
-    return (f'<h1>Feature {f.index}</h1><p id="feature-label">{label}</p>{flag}'
-            f'<p class="stats">density <b>{pct(f.density)}</b> ({f.fires} activations) · mean activation '
-            f'<b>{num(f.mean_act)}</b> · max activation <b>{num(f.max_act)}</b> · '
-            f'<a href="/playground?feature={f.index}">steer it in the playground</a></p>')
+        flag = (
+            f'<p class="flag {"multi" if f.multilingual else ""}">{word}'
+            f" (top contexts): {langs}{'; concept: ' + esc(f.concept) if f.concept else ''}</p>"
+        )
+    return (
+        f'<h1>Feature {f.index}</h1><p id="feature-label">{label}</p>{flag}'
+        f'<p class="stats">density <b>{pct(f.density)}</b> ({f.fires} activations) · mean activation '
+        f"<b>{num(f.mean_act)}</b> · max activation <b>{num(f.max_act)}</b> · "
+        f'<a href="/playground?feature={f.index}">steer it in the playground</a></p>'
+    )
 
 
 def _effects(f: Feature) -> str:
-    rules = table(["rule", "kind", "precision", "recall", "support"],
-                  [[esc(r.text), esc(r.kind), num(r.precision, 2), num(r.recall, 2), str(r.support)]
-                   for r in f.rules[:8]])
-    neighbours = "".join(f"<li>{feature_link(j, label)} <span class=muted>cos {cos:.2f}</span></li>"
-                         for j, cos, label in f.neighbours)
-    return (f'<div class="columns"><section><h2>Label rules</h2>{rules if f.rules else "<p class=muted>none</p>"}'
-            f'</section><section><h2>Logit effects</h2><p>promotes: {_logits(f.top_logits[:10], "{:+.3g}")}</p>'
-            f'<p>suppresses: {_logits(f.bottom_logits[:10], "{:+.3g}")}</p>'
-            f'<p>next tokens where it fires: {_logits(f.next_tokens[:10], "{:.0%}")}</p></section>'
-            f'<section><h2>Nearest features (decoder cosine)</h2><ul class="neighbours">{neighbours}</ul>'
-            '</section></div>')
+    rules = table(
+        ["rule", "kind", "precision", "recall", "support"],
+        [[esc(r.text), esc(r.kind), num(r.precision, 2), num(r.recall, 2), str(r.support)] for r in f.rules[:8]],
+    )
+    neighbours = "".join(
+        f"<li>{feature_link(j, label)} <span class=muted>cos {cos:.2f}</span></li>" for j, cos, label in f.neighbours
+    )
+    return (
+        f'<div class="columns"><section><h2>Label rules</h2>{rules if f.rules else "<p class=muted>none</p>"}'
+        f"</section><section><h2>Logit effects</h2><p>promotes: {_logits(f.top_logits[:10], '{:+.3g}')}</p>"
+        f"<p>suppresses: {_logits(f.bottom_logits[:10], '{:+.3g}')}</p>"
+        f"<p>next tokens where it fires: {_logits(f.next_tokens[:10], '{:.0%}')}</p></section>"
+        f'<section><h2>Nearest features (decoder cosine)</h2><ul class="neighbours">{neighbours}</ul>'
+        "</section></div>"
+    )
 
 
 def feature_page(dash: Dashboard, i: int) -> str:
     f = dash.feature(i)
     peak = f.max_act or 1.0
     top = "".join(example_html(i, ex, peak) for ex in f.top_examples)
-    samples = "".join(f'<h3>[{r.low:.3g}, {r.high:.3g}): {r.count} activations</h3>'
-                      + "".join(example_html(i, ex, peak) for ex in r.examples) for r in f.samples)
-    body = (f'{_header(f)}<section><h2>Activation histogram</h2>{histogram_svg(f)}</section>{_effects(f)}'
-            f'<section><h2>Try your own text</h2><textarea id="try-text" rows="2" placeholder="type text">'
-            f'</textarea><div id="try-result" class="result"></div></section>'
-            f'<section><h2>Top activating examples</h2><div id="top-examples">{top}</div></section>'
-            f'<section><h2>Samples by activation range</h2><div id="samples">{samples}</div></section>')
-    return page(f"Feature {i}", body, name="feature", run=dash.run_dir.name, scripts=("feature.js",),
-                data={"feature": i, "peak": peak})
+    samples = "".join(
+        f"<h3>[{r.low:.3g}, {r.high:.3g}): {r.count} activations</h3>"
+        + "".join(example_html(i, ex, peak) for ex in r.examples)
+        for r in f.samples
+    )
+    body = (
+        f"{_header(f)}<section><h2>Activation histogram</h2>{histogram_svg(f)}</section>{_effects(f)}"
+        f'<section><h2>Try your own text</h2><textarea id="try-text" rows="2" placeholder="type text">'
+        f'</textarea><div id="try-result" class="result"></div></section>'
+        f'<section><h2>Top activating examples</h2><div id="top-examples">{top}</div></section>'
+        f'<section><h2>Samples by activation range</h2><div id="samples">{samples}</div></section>'
+    )
+    return page(
+        f"Feature {i}",
+        body,
+        name="feature",
+        run=dash.run_dir.name,
+        scripts=("feature.js",),
+        data={"feature": i, "peak": peak},
+    )
 
 
 def document_page(dash: Dashboard, doc: int, feature: int | None, position: int | None) -> str:
@@ -93,8 +118,10 @@ def document_page(dash: Dashboard, doc: int, feature: int | None, position: int 
     else:
         peak = max(d["acts"], default=0.0) or 1.0
         active = d["positions"].index(position) if position in d["positions"] else None
-        text = (f'<p>Feature {feature_link(feature, dash.label(feature))}: activation on every '
-                f'token{f", the example at position {position} outlined" if active is not None else ""}.</p>'
-                f'<div class="document">{tokens_html(d["tokens"], d["acts"], peak, active)}</div>')
+        text = (
+            f"<p>Feature {feature_link(feature, dash.label(feature))}: activation on every "
+            f"token{f', the example at position {position} outlined' if active is not None else ''}.</p>"
+            f'<div class="document">{tokens_html(d["tokens"], d["acts"], peak, active)}</div>'
+        )
     body = f'<h1>Document {doc}</h1><p class="muted">{meta}</p>{text}'
     return page(f"Document {doc}", body, name="document", run=dash.run_dir.name)

@@ -13,8 +13,11 @@ import json
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 HEADERS = [
-    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-                                 b"img-src 'self' data:; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data:; frame-ancestors 'none'",
+    ),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -30,9 +33,18 @@ def host_name(header: str) -> str:
 
 async def _refuse(send, status: int, message: str) -> None:
     body = json.dumps({"detail": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), *HEADERS]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *HEADERS,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -48,14 +60,19 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = host_name(headers.get("host", "")).lower()
         if host not in self.allowed:
-            return await _refuse(send, 400, f"host {host!r} is not allowed; the dashboard answers to "
-                                 f"{', '.join(sorted(self.allowed))} (add names with --allow-host)")
+            return await _refuse(
+                send,
+                400,
+                f"host {host!r} is not allowed; the dashboard answers to "
+                f"{', '.join(sorted(self.allowed))} (add names with --allow-host)",
+            )
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             if not length.isdigit():
                 return await _refuse(send, 400, f"Content-Length {length!r} is not a number of bytes")
-            return await _refuse(send, 413, f"request body of {length} bytes; the dashboard takes at most "
-                                 f"{self.max_body} bytes")
+            return await _refuse(
+                send, 413, f"request body of {length} bytes; the dashboard takes at most {self.max_body} bytes"
+            )
         body = bytearray()
         while True:  # the body is read here, whole (it is small), so that the app never sees a partial one
             message = await receive()
@@ -63,8 +80,11 @@ class Guard:
                 return
             body += message.get("body", b"")
             if len(body) > self.max_body:
-                return await _refuse(send, 413, f"request body over {self.max_body} bytes; the dashboard takes at "
-                                     f"most {self.max_body} bytes")
+                return await _refuse(
+                    send,
+                    413,
+                    f"request body over {self.max_body} bytes; the dashboard takes at most {self.max_body} bytes",
+                )
             if not message.get("more_body", False):
                 break
         replayed = False

@@ -30,16 +30,20 @@ def pct(x: float | None) -> str:
 
 def page(title: str, body: str, *, name: str, run: str, scripts: tuple[str, ...] = (), data: dict | None = None) -> str:
     """A whole page: nav bar, `body`, and the scripts it needs (from /static)."""
-    links = "".join(f'<a href="{href}"{" class=active" if label.lower() == name else ""}>{label}</a>'
-                    for href, label in NAV)
-    attrs = "".join(f' data-{esc(k)}="{esc(v if isinstance(v, str) else json.dumps(v))}"'
-                    for k, v in (data or {}).items())
+    links = "".join(
+        f'<a href="{href}"{" class=active" if label.lower() == name else ""}>{label}</a>' for href, label in NAV
+    )
+    attrs = "".join(
+        f' data-{esc(k)}="{esc(v if isinstance(v, str) else json.dumps(v))}"' for k, v in (data or {}).items()
+    )
     tags = "".join(f'<script src="/static/{s}" defer></script>' for s in ("common.js", *scripts))
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)} · monosemantic</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/dashboard.css">{tags}</head>'
-            f'<body data-page="{esc(name)}"{attrs}><nav><span class="brand">monosemantic</span>{links}'
-            f'<span class="run" title="run directory">{esc(run)}</span></nav><main>{body}</main></body></html>')
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)} · monosemantic</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/dashboard.css">{tags}</head>'
+        f'<body data-page="{esc(name)}"{attrs}><nav><span class="brand">monosemantic</span>{links}'
+        f'<span class="run" title="run directory">{esc(run)}</span></nav><main>{body}</main></body></html>'
+    )
 
 
 def heat(act: float, peak: float) -> str:
@@ -70,6 +74,17 @@ def feature_link(i: int, label: str | None) -> str:
 
 def summaries_table(rows: list[dict]) -> str:
     """Feature summaries (`store.Summary` as dicts): id and label, precision, recall, density, max."""
-    return table(["feature", "precision", "recall", "density", "max act"],
-                 [[feature_link(s["index"], s["label"]), num(s["precision"], 2), num(s["recall"], 2), pct(s["density"]),
-                   num(s["max_act"])] for s in rows], "features")
+    return table(
+        ["feature", "precision", "recall", "density", "max act"],
+        [
+            [
+                feature_link(s["index"], s["label"]),
+                num(s["precision"], 2),
+                num(s["recall"], 2),
+                pct(s["density"]),
+                num(s["max_act"]),
+            ]
+            for s in rows
+        ],
+        "features",
+    )

@@ -14,12 +14,20 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from monosemantic.analyze import document_meta
-from monosemantic.interventions import Intervention, clamp, mean_ablate, steer, zero
-from monosemantic.corpora import prompt_ids
-from monosemantic.probe import context_length, document_activations, latent_totals, predict, text_latents, top_latents
-from monosemantic.rundir import EVAL_FILE, read_metrics
-from monosemantic.store import Feature, FeatureStore, Summary
+from monosemantic.analysis.analyze import document_meta
+from monosemantic.analysis.store import Feature, FeatureStore, Summary
+from monosemantic.data.corpora import prompt_ids
+from monosemantic.errors import MonosemanticError
+from monosemantic.experiments.interventions import Intervention, clamp, mean_ablate, steer, zero
+from monosemantic.runmodel import (
+    context_length,
+    document_activations,
+    latent_totals,
+    predict,
+    text_latents,
+    top_latents,
+)
+from monosemantic.train.rundir import EVAL_FILE, read_metrics
 
 KINDS = ("zero", "mean", "clamp", "steer")
 
@@ -40,7 +48,7 @@ class Limits:
     traced: int = 64  # documents per trace
 
 
-class RequestError(ValueError):
+class RequestError(MonosemanticError, ValueError):
     """A request the dashboard refuses; `status` is its HTTP status."""
 
     def __init__(self, message: str, status: int = 400):
@@ -81,8 +89,10 @@ class Dashboard:
         ids = prompt_ids(self.source.tokenizer, text)
         limit = self.max_tokens - spare
         if len(ids) > limit:
-            raise RequestError(f"the text has {len(ids)} tokens; the dashboard takes at most {limit} here "
-                               f"({self.max_tokens} in all{', with the continuation' if spare else ''})")
+            raise RequestError(
+                f"the text has {len(ids)} tokens; the dashboard takes at most {limit} here "
+                f"({self.max_tokens} in all{', with the continuation' if spare else ''})"
+            )
         return ids
 
     def text(self, text: str, k: int = 5, features: int = 32) -> dict:
@@ -94,9 +104,13 @@ class Dashboard:
             top, totals = top_latents(lat.z, k), latent_totals(lat.z, features)
         with self.db_lock:
             names = self.store.labels(sorted({j for row in top for j, _ in row} | {t.latent for t in totals}))
-        return {"tokens": [{"token": tok, "features": [{"id": j, "act": v, "label": names.get(j)} for j, v in row]}
-                           for tok, row in zip(lat.tokens, top)],
-                "features": [{**asdict(t), "id": t.latent, "label": names.get(t.latent)} for t in totals]}
+        return {
+            "tokens": [
+                {"token": tok, "features": [{"id": j, "act": v, "label": names.get(j)} for j, v in row]}
+                for tok, row in zip(lat.tokens, top)
+            ],
+            "features": [{**asdict(t), "id": t.latent, "label": names.get(t.latent)} for t in totals],
+        }
 
     def feature(self, i: int) -> Feature:
         self.check_feature(i)
@@ -129,8 +143,16 @@ class Dashboard:
     def summary(self, i: int) -> dict:
         """Feature i's label, precision, recall, density and max activation (a search result row)."""
         f = self.feature(i)
-        return asdict(Summary(f.index, f.label and f.label.text, f.label and f.label.precision,
-                              f.label and f.label.recall, f.density, f.max_act))
+        return asdict(
+            Summary(
+                f.index,
+                f.label and f.label.text,
+                f.label and f.label.precision,
+                f.label and f.label.recall,
+                f.density,
+                f.max_act,
+            )
+        )
 
     def listing(self, order: str = "f1", limit: int = 50, labelled: bool = False) -> list[dict]:
         _check_range("limit", limit, 1, self.limits.listed)
@@ -183,19 +205,36 @@ class Dashboard:
             ids = self._ids(prompt, spare=new_tokens)
             before = predict(self.source, ids, (), top=top, new_tokens=new_tokens)
             after = predict(self.source, ids, edits, top=top, new_tokens=new_tokens)
-        return {"prompt_tokens": len(ids), "before": asdict(before), "after": asdict(after),
-                "interventions": [{"kind": e.kind, "feature": e.latents[0], "value": e.values[0] if e.values else None}
-                                  for e in edits]}
+        return {
+            "prompt_tokens": len(ids),
+            "before": asdict(before),
+            "after": asdict(after),
+            "interventions": [
+                {"kind": e.kind, "feature": e.latents[0], "value": e.values[0] if e.values else None} for e in edits
+            ],
+        }
 
     def run(self) -> dict:
         """The run's SAE config, training config and curves, evaluation and feature-store summary."""
+
         def read(name: str) -> dict | None:
             path = self.run_dir / name
             return json.loads(path.read_text()) if path.is_file() else None
 
         with self.db_lock:
-            summary = {"features": self.store.count(), "labelled_090": self.store.count(min_precision=0.9),
-                       "tokens": self.store.tokens, "settings": self.store.settings}
-        return {"name": self.run_dir.name, "sae": read("cfg.json"), "train": read("train_config.json"),
-                "eval": read(EVAL_FILE), "metrics": read_metrics(self.run_dir), "store": summary,
-                "max_tokens": self.max_tokens, "limits": asdict(self.limits)}
+            summary = {
+                "features": self.store.count(),
+                "labelled_090": self.store.count(min_precision=0.9),
+                "tokens": self.store.tokens,
+                "settings": self.store.settings,
+            }
+        return {
+            "name": self.run_dir.name,
+            "sae": read("cfg.json"),
+            "train": read("train_config.json"),
+            "eval": read(EVAL_FILE),
+            "metrics": read_metrics(self.run_dir),
+            "store": summary,
+            "max_tokens": self.max_tokens,
+            "limits": asdict(self.limits),
+        }

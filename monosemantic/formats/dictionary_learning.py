@@ -23,7 +23,14 @@ import torch
 from torch import Tensor
 
 from monosemantic.formats.reading import (
-    build_sae, check_orientation, check_unexpected, dtype_name, get, length, read_pickle, take,
+    build_sae,
+    check_orientation,
+    check_unexpected,
+    dtype_name,
+    get,
+    length,
+    read_pickle,
+    take,
 )
 from monosemantic.sae import SAE, SAEFormatError
 from monosemantic.sae.config import read_json
@@ -39,23 +46,33 @@ def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
     if dict_class not in CLASSES:
         raise SAEFormatError(f"{cfg_path}: dict_class {dict_class!r} not supported; expected one of {list(CLASSES)}")
     state = read_pickle(ae_path)
-    d_in_key, d_sae_key = {"AutoEncoder": ("bias", "encoder.bias"), "JumpReluAutoEncoder": ("b_dec", "b_enc"),
-                           "GatedAutoEncoder": ("decoder_bias", "gate_bias")}.get(dict_class, ("b_dec", "encoder.bias"))
+    d_in_key, d_sae_key = {
+        "AutoEncoder": ("bias", "encoder.bias"),
+        "JumpReluAutoEncoder": ("b_dec", "b_enc"),
+        "GatedAutoEncoder": ("decoder_bias", "gate_bias"),
+    }.get(dict_class, ("b_dec", "encoder.bias"))
     d_in, d_sae = length(state, d_in_key, "d_in", ae_path), length(state, d_sae_key, "d_sae", ae_path)
     check_orientation(d_in, d_sae, ae_path, allow_square)
     ours, cfg = TRANSLATE[dict_class](state, d_in, d_sae, ae_path, trainer)
     norm_factor = trainer.get("norm_factor")
-    cfg.update(d_in=d_in, d_sae=d_sae, dtype=dtype_name(ours["W_enc"].dtype, ae_path),
-               hookpoint=trainer.get("submodule_name"), model=trainer.get("lm_name"),
-               activation_scale=1 / norm_factor if isinstance(norm_factor, (int, float)) and norm_factor > 0 else 1.0)
+    cfg.update(
+        d_in=d_in,
+        d_sae=d_sae,
+        dtype=dtype_name(ours["W_enc"].dtype, ae_path),
+        hookpoint=trainer.get("submodule_name"),
+        model=trainer.get("lm_name"),
+        activation_scale=1 / norm_factor if isinstance(norm_factor, (int, float)) and norm_factor > 0 else 1.0,
+    )
     return build_sae(cfg, ours, ae_path, device)
 
 
 def linear_encoder(state: dict, d_in: int, d_sae: int, src: Path) -> dict[str, Tensor]:
     """W_enc, b_enc, W_dec from the nn.Linear encoder / decoder pair."""
-    return {"W_enc": take(state, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", src).T,
-            "b_enc": take(state, "encoder.bias", (d_sae,), "[d_sae]", src),
-            "W_dec": take(state, "decoder.weight", (d_in, d_sae), "[d_in, d_sae]", src).T}
+    return {
+        "W_enc": take(state, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", src).T,
+        "b_enc": take(state, "encoder.bias", (d_sae,), "[d_sae]", src),
+        "W_dec": take(state, "decoder.weight", (d_in, d_sae), "[d_in, d_sae]", src).T,
+    }
 
 
 def autoencoder(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -71,8 +88,12 @@ def autoencoder(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], di
 
 def topk(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     batch = trainer["dict_class"] == "BatchTopKSAE"
-    check_unexpected(state, {"encoder.weight", "encoder.bias", "decoder.weight", "b_dec", "k", "threshold"}, src,
-                     trainer["dict_class"])
+    check_unexpected(
+        state,
+        {"encoder.weight", "encoder.bias", "decoder.weight", "b_dec", "k", "threshold"},
+        src,
+        trainer["dict_class"],
+    )
     ours = linear_encoder(state, d_in, d_sae, src)
     ours["b_dec"] = take(state, "b_dec", (d_in,), "[d_in]", src)
     k = int(take(state, "k", (), "[] (an int)", src))
@@ -85,25 +106,34 @@ def topk(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str,
 
 def jumprelu(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     check_unexpected(state, {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}, src, "a JumpReluAutoEncoder")
-    ours = {"W_enc": take(state, "W_enc", (d_in, d_sae), "[d_in, d_sae]", src),
-            "b_enc": take(state, "b_enc", (d_sae,), "[d_sae]", src),
-            "W_dec": take(state, "W_dec", (d_sae, d_in), "[d_sae, d_in]", src),
-            "b_dec": take(state, "b_dec", (d_in,), "[d_in]", src),
-            "threshold": take(state, "threshold", (d_sae,), "[d_sae]", src)}
+    ours = {
+        "W_enc": take(state, "W_enc", (d_in, d_sae), "[d_in, d_sae]", src),
+        "b_enc": take(state, "b_enc", (d_sae,), "[d_sae]", src),
+        "W_dec": take(state, "W_dec", (d_sae, d_in), "[d_sae, d_in]", src),
+        "b_dec": take(state, "b_dec", (d_in,), "[d_in]", src),
+        "threshold": take(state, "threshold", (d_sae,), "[d_sae]", src),
+    }
     return ours, {"arch": "jumprelu", "apply_b_dec_to_input": False}
 
 
 def gated(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     known = {"encoder.weight", "gate_bias", "r_mag", "mag_bias", "decoder.weight", "decoder_bias"}
     check_unexpected(state, known, src, "a GatedAutoEncoder")
-    ours = {"W_enc": take(state, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", src).T,
-            "b_enc": take(state, "gate_bias", (d_sae,), "[d_sae]", src),
-            "W_dec": take(state, "decoder.weight", (d_in, d_sae), "[d_in, d_sae]", src).T,
-            "b_dec": take(state, "decoder_bias", (d_in,), "[d_in]", src),
-            "r_mag": take(state, "r_mag", (d_sae,), "[d_sae]", src),
-            "b_mag": take(state, "mag_bias", (d_sae,), "[d_sae]", src)}
+    ours = {
+        "W_enc": take(state, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", src).T,
+        "b_enc": take(state, "gate_bias", (d_sae,), "[d_sae]", src),
+        "W_dec": take(state, "decoder.weight", (d_in, d_sae), "[d_in, d_sae]", src).T,
+        "b_dec": take(state, "decoder_bias", (d_in,), "[d_in]", src),
+        "r_mag": take(state, "r_mag", (d_sae,), "[d_sae]", src),
+        "b_mag": take(state, "mag_bias", (d_sae,), "[d_sae]", src),
+    }
     return ours, {"arch": "gated"}
 
 
-TRANSLATE = {"AutoEncoder": autoencoder, "AutoEncoderTopK": topk, "BatchTopKSAE": topk,
-             "JumpReluAutoEncoder": jumprelu, "GatedAutoEncoder": gated}
+TRANSLATE = {
+    "AutoEncoder": autoencoder,
+    "AutoEncoderTopK": topk,
+    "BatchTopKSAE": topk,
+    "JumpReluAutoEncoder": jumprelu,
+    "GatedAutoEncoder": gated,
+}

@@ -33,11 +33,18 @@ def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
     check_unexpected(arrays, KEYS, npz, "a Gemma Scope JumpReLU SAE")
     d_in, d_sae = length(arrays, "b_dec", "d_in", npz), length(arrays, "b_enc", "d_sae", npz)
     check_orientation(d_in, d_sae, npz, allow_square)
-    ours = {"W_enc": take(arrays, "W_enc", (d_in, d_sae), "[d_in, d_sae]", npz),
-            "b_enc": take(arrays, "b_enc", (d_sae,), "[d_sae]", npz),
-            "W_dec": take(arrays, "W_dec", (d_sae, d_in), "[d_sae, d_in]", npz),
-            "b_dec": take(arrays, "b_dec", (d_in,), "[d_in]", npz),
-            "threshold": take(arrays, "threshold", (d_sae,), "[d_sae]", npz)}
-    cfg = {"arch": "jumprelu", "d_in": d_in, "d_sae": d_sae, "apply_b_dec_to_input": False,
-           "dtype": dtype_name(ours["W_enc"].dtype, npz)}
+    ours = {
+        "W_enc": take(arrays, "W_enc", (d_in, d_sae), "[d_in, d_sae]", npz),
+        "b_enc": take(arrays, "b_enc", (d_sae,), "[d_sae]", npz),
+        "W_dec": take(arrays, "W_dec", (d_sae, d_in), "[d_sae, d_in]", npz),
+        "b_dec": take(arrays, "b_dec", (d_in,), "[d_in]", npz),
+        "threshold": take(arrays, "threshold", (d_sae,), "[d_sae]", npz),
+    }
+    cfg = {
+        "arch": "jumprelu",
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "apply_b_dec_to_input": False,
+        "dtype": dtype_name(ours["W_enc"].dtype, npz),
+    }
     return build_sae(cfg, ours, npz, device)

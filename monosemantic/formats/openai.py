@@ -17,7 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from monosemantic.formats.reading import (
-    build_sae, check_orientation, check_unexpected, dtype_name, get, length, read_pickle, take,
+    build_sae,
+    check_orientation,
+    check_unexpected,
+    dtype_name,
+    get,
+    length,
+    read_pickle,
+    take,
 )
 from monosemantic.sae import SAE, SAEFormatError
 
@@ -41,13 +48,28 @@ def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
     else:
         raise SAEFormatError(f"{path}: activation {activation!r} not supported; expected 'ReLU' or 'TopK'")
     tied = "decoder.weight" not in state and "decoder.linear.weight" in state
-    check_unexpected(state, STATS | {"pre_bias", "latent_bias", "encoder.weight", "activation", "activation_state_dict",
-                                     "decoder.linear.weight" if tied else "decoder.weight"}, path,
-                     "an OpenAI sparse_autoencoder state dict")
+    check_unexpected(
+        state,
+        STATS
+        | {
+            "pre_bias",
+            "latent_bias",
+            "encoder.weight",
+            "activation",
+            "activation_state_dict",
+            "decoder.linear.weight" if tied else "decoder.weight",
+        },
+        path,
+        "an OpenAI sparse_autoencoder state dict",
+    )
     W_enc_t = take(state, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", path)
-    ours = {"W_enc": W_enc_t.T, "b_enc": take(state, "latent_bias", (d_sae,), "[d_sae]", path),
-            "W_dec": take(state, "decoder.linear.weight", (d_sae, d_in), "[d_sae, d_in]", path) if tied
-            else take(state, "decoder.weight", (d_in, d_sae), "[d_in, d_sae]", path).T,
-            "b_dec": take(state, "pre_bias", (d_in,), "[d_in]", path)}
+    ours = {
+        "W_enc": W_enc_t.T,
+        "b_enc": take(state, "latent_bias", (d_sae,), "[d_sae]", path),
+        "W_dec": take(state, "decoder.linear.weight", (d_sae, d_in), "[d_sae, d_in]", path)
+        if tied
+        else take(state, "decoder.weight", (d_in, d_sae), "[d_in, d_sae]", path).T,
+        "b_dec": take(state, "pre_bias", (d_in,), "[d_in]", path),
+    }
     cfg["dtype"] = dtype_name(W_enc_t.dtype, path)
     return build_sae(cfg, ours, path, device)

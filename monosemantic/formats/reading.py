@@ -42,8 +42,9 @@ def read_pickle(path: Path) -> dict[str, Any]:
 _REQUIRED = object()
 
 
-def get(cfg: dict[str, Any], key: str, types: type | tuple[type, ...], source: Path | str,
-        default: Any = _REQUIRED) -> Any:
+def get(
+    cfg: dict[str, Any], key: str, types: type | tuple[type, ...], source: Path | str, default: Any = _REQUIRED
+) -> Any:
     """cfg[key], which must be of `types`, and present unless a default is given."""
     if key not in cfg:
         if default is not _REQUIRED:
@@ -106,8 +107,9 @@ def dtype_name(dtype: torch.dtype, source: Path | str) -> str:
     raise SAEFormatError(f"{source}: weights of dtype {dtype}; expected one of {sorted(DTYPES)}")
 
 
-def build_sae(cfg: dict[str, Any], tensors: dict[str, Tensor], source: Path | str,
-              device: torch.device | str | None = None) -> SAE:
+def build_sae(
+    cfg: dict[str, Any], tensors: dict[str, Tensor], source: Path | str, device: torch.device | str | None = None
+) -> SAE:
     """Our SAE from SAEConfig fields `cfg` and our tensor names, cast to cfg's dtype and checked."""
     try:
         sae_cfg = SAEConfig(**cfg)

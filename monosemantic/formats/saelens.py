@@ -30,7 +30,13 @@ from torch import Tensor
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
 from monosemantic.formats.reading import (
-    build_sae, check_orientation, check_unexpected, dtype_name, fold_decoder_norms, get, take,
+    build_sae,
+    check_orientation,
+    check_unexpected,
+    dtype_name,
+    fold_decoder_norms,
+    get,
+    take,
 )
 from monosemantic.sae import SAE, SAEFormatError
 from monosemantic.sae.config import read_json
@@ -40,8 +46,12 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 SCALER_FILE = "activation_scaler.json"
 ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
 NORMS = {"none": "none", "layer_norm": "layer_norm", "constant_norm_rescale": "constant_norm"}
-EXTRA_TENSORS = {"standard": ("b_enc",), "topk": ("b_enc",), "jumprelu": ("b_enc", "threshold"),
-                 "gated": ("b_gate", "r_mag", "b_mag")}
+EXTRA_TENSORS = {
+    "standard": ("b_enc",),
+    "topk": ("b_enc",),
+    "jumprelu": ("b_enc", "threshold"),
+    "gated": ("b_gate", "r_mag", "b_mag"),
+}
 WRITTEN_VERSION = "6.0.0"  # the config layout we write; SAELens reads any 6.x this way
 
 
@@ -77,9 +87,11 @@ def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
     check_orientation(d_in, d_sae, source, allow_square)
     tensors = load_weights(path)
     wsource = path / WEIGHTS_FILE
-    ours = {"W_enc": take(tensors, "W_enc", (d_in, d_sae), "[d_in, d_sae]", wsource),
-            "W_dec": take(tensors, "W_dec", (d_sae, d_in), "[d_sae, d_in]", wsource),
-            "b_dec": take(tensors, "b_dec", (d_in,), "[d_in]", wsource)}
+    ours = {
+        "W_enc": take(tensors, "W_enc", (d_in, d_sae), "[d_in, d_sae]", wsource),
+        "W_dec": take(tensors, "W_dec", (d_sae, d_in), "[d_sae, d_in]", wsource),
+        "b_dec": take(tensors, "b_dec", (d_in,), "[d_in]", wsource),
+    }
     for key in EXTRA_TENSORS[arch]:
         ours[key] = take(tensors, key, (d_sae,), "[d_sae]", wsource)
     check_unexpected(tensors, set(ours), wsource, f"a SAELens {arch!r} SAE")
@@ -93,11 +105,17 @@ def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
     if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm", False):
         ours["W_enc"], ours["b_enc"], ours["W_dec"] = fold_decoder_norms(ours["W_enc"], ours["b_enc"], ours["W_dec"])
     metadata = cfg.get("metadata") or {}
-    ours_cfg = {"arch": ARCHS[arch], "d_in": d_in, "d_sae": d_sae, "dtype": dtype_name(ours["W_enc"].dtype, source),
-                "apply_b_dec_to_input": get(cfg, "apply_b_dec_to_input", bool, source, default=True),
-                "input_norm": NORMS.get(cfg.get("normalize_activations", "none"), "none"),
-                "activation_scale": scale if scale is not None else 1.0,
-                "hookpoint": metadata.get("hook_name"), "model": metadata.get("model_name")}
+    ours_cfg = {
+        "arch": ARCHS[arch],
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "dtype": dtype_name(ours["W_enc"].dtype, source),
+        "apply_b_dec_to_input": get(cfg, "apply_b_dec_to_input", bool, source, default=True),
+        "input_norm": NORMS.get(cfg.get("normalize_activations", "none"), "none"),
+        "activation_scale": scale if scale is not None else 1.0,
+        "hookpoint": metadata.get("hook_name"),
+        "model": metadata.get("model_name"),
+    }
     if arch == "topk":
         ours_cfg["k"] = get(cfg, "k", int, source)
     return build_sae(ours_cfg, ours, path, device)
@@ -114,8 +132,10 @@ def load_weights(path: Path) -> dict[str, Tensor]:
     if "scaling_factor" in tensors:
         factor = tensors.pop("scaling_factor")
         if not torch.allclose(factor, torch.ones_like(factor)):
-            raise SAEFormatError(f"{weights}: a finetuning 'scaling_factor' other than ones is not supported "
-                                 "(SAELens 6 cannot load it either)")
+            raise SAEFormatError(
+                f"{weights}: a finetuning 'scaling_factor' other than ones is not supported "
+                "(SAELens 6 cannot load it either)"
+            )
     return tensors
 
 
@@ -134,7 +154,7 @@ def input_scale(cfg: dict[str, Any], path: Path) -> float | None:
         raise SAEFormatError(
             f"{path / CFG_FILE}: normalize_activations is 'expected_average_only_in', so the weights expect "
             f"inputs multiplied by a dataset-wide factor, but {scaler} (where SAELens keeps it) is missing. "
-            "Write it as {\"scaling_factor\": S}, or set normalize_activations to \"none\" if the factor "
+            'Write it as {"scaling_factor": S}, or set normalize_activations to "none" if the factor '
             "is already folded into the weights"
         )
     factor = read_json(scaler).get("scaling_factor")
@@ -158,10 +178,17 @@ def write(sae: SAE, out: Path) -> Path:
     elif cfg.arch == "jumprelu":
         tensors["threshold"] = state["threshold"]
     norm = {v: k for k, v in NORMS.items()}[cfg.input_norm]
-    config = {"architecture": arch, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": cfg.dtype, "device": "cpu",
-              "apply_b_dec_to_input": cfg.apply_b_dec_to_input, "normalize_activations": norm,
-              "reshape_activations": "none",
-              "metadata": {"sae_lens_version": WRITTEN_VERSION, "hook_name": cfg.hookpoint, "model_name": cfg.model}}
+    config = {
+        "architecture": arch,
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "dtype": cfg.dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": norm,
+        "reshape_activations": "none",
+        "metadata": {"sae_lens_version": WRITTEN_VERSION, "hook_name": cfg.hookpoint, "model_name": cfg.model},
+    }
     if arch == "topk":
         config.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,4 +209,3 @@ def _dtype(name: Any, source: Path) -> torch.dtype:
     if not isinstance(dtype, torch.dtype):
         raise SAEFormatError(f"{source}: dtype {name!r} is not a torch dtype; expected e.g. float32")
     return dtype
-

@@ -24,7 +24,12 @@ import safetensors.torch
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
 from monosemantic.formats.reading import (
-    build_sae, check_orientation, check_unexpected, dtype_name, get, take,
+    build_sae,
+    check_orientation,
+    check_unexpected,
+    dtype_name,
+    get,
+    take,
 )
 from monosemantic.sae import SAE, SAEFormatError
 from monosemantic.sae.config import read_json
@@ -39,8 +44,10 @@ def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
     activation = get(cfg, "activation", str, source, default="topk")
     if activation != "topk":
         raise SAEFormatError(f"{source}: activation {activation!r} not supported; expected 'topk'")
-    for flag, why in (("transcode", "a transcoder predicts another module's output"),
-                      ("skip_connection", "a skip connection (W_skip) has no counterpart here")):
+    for flag, why in (
+        ("transcode", "a transcoder predicts another module's output"),
+        ("skip_connection", "a skip connection (W_skip) has no counterpart here"),
+    ):
         if get(cfg, flag, bool, source, default=False):
             raise SAEFormatError(f"{source}: {flag} is true: {why}; only sparse autoencoders load")
     d_in, k = get(cfg, "d_in", int, source), get(cfg, "k", int, source)
@@ -52,13 +59,21 @@ def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
     except (safetensors.SafetensorError, OSError, ValueError) as e:
         raise SAEFormatError(f"{weights}: not a readable safetensors file ({e})") from e
     check_unexpected(tensors, {"encoder.weight", "encoder.bias", "W_dec", "b_dec"}, weights, "a sparsify SAE")
-    ours = {"W_enc": take(tensors, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", weights).T,
-            "b_enc": take(tensors, "encoder.bias", (d_sae,), "[d_sae]", weights),
-            "W_dec": take(tensors, "W_dec", (d_sae, d_in), "[d_sae, d_in]", weights),
-            "b_dec": take(tensors, "b_dec", (d_in,), "[d_in]", weights)}
+    ours = {
+        "W_enc": take(tensors, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", weights).T,
+        "b_enc": take(tensors, "encoder.bias", (d_sae,), "[d_sae]", weights),
+        "W_dec": take(tensors, "W_dec", (d_sae, d_in), "[d_sae, d_in]", weights),
+        "b_dec": take(tensors, "b_dec", (d_in,), "[d_in]", weights),
+    }
     # one hookpoint per directory in a sparsify run, named after it
-    ours_cfg = {"arch": "topk", "d_in": d_in, "d_sae": d_sae, "k": k, "hookpoint": path.resolve().name,
-                "dtype": dtype_name(ours["W_enc"].dtype, weights)}
+    ours_cfg = {
+        "arch": "topk",
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "k": k,
+        "hookpoint": path.resolve().name,
+        "dtype": dtype_name(ours["W_enc"].dtype, weights),
+    }
     return build_sae(ours_cfg, ours, path, device)
 
 
@@ -73,11 +88,23 @@ def write(sae: SAE, out: Path) -> Path:
     W_enc, b_enc, W_dec, b_dec = (p.detach().cpu() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
     if not cfg.apply_b_dec_to_input:  # x @ W_enc + b_enc == (x - b_dec) @ W_enc + (b_enc + b_dec @ W_enc)
         b_enc = b_enc + b_dec @ W_enc
-    tensors = {"encoder.weight": W_enc.T.contiguous(), "encoder.bias": b_enc.contiguous(),
-               "W_dec": W_dec.contiguous(), "b_dec": b_dec.contiguous()}
-    config = {"activation": "topk", "expansion_factor": max(1, cfg.d_sae // cfg.d_in), "normalize_decoder": True,
-              "num_latents": cfg.d_sae, "k": cfg.k, "multi_topk": False, "skip_connection": False,
-              "transcode": False, "d_in": cfg.d_in}
+    tensors = {
+        "encoder.weight": W_enc.T.contiguous(),
+        "encoder.bias": b_enc.contiguous(),
+        "W_dec": W_dec.contiguous(),
+        "b_dec": b_dec.contiguous(),
+    }
+    config = {
+        "activation": "topk",
+        "expansion_factor": max(1, cfg.d_sae // cfg.d_in),
+        "normalize_decoder": True,
+        "num_latents": cfg.d_sae,
+        "k": cfg.k,
+        "multi_topk": False,
+        "skip_connection": False,
+        "transcode": False,
+        "d_in": cfg.d_in,
+    }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / WEIGHTS_FILE, safetensors.torch.save(tensors))
     atomic_write_json(out / CFG_FILE, config)

@@ -49,8 +49,12 @@ class Sample:
     @property
     def meta(self) -> dict[str, str]:
         """Document properties in words, for labels ("language: Spanish", "operation: division")."""
-        return {"language": LANGUAGE_NAMES[self.language], "operation": OPERATION_NAMES.get(self.operation, self.operation),
-                "category": self.category, "result": "exact" if self.exact else "approximate"}
+        return {
+            "language": LANGUAGE_NAMES[self.language],
+            "operation": OPERATION_NAMES.get(self.operation, self.operation),
+            "category": self.category,
+            "result": "exact" if self.exact else "approximate",
+        }
 
     @property
     def completion(self) -> str:
@@ -63,22 +67,32 @@ OPERATION_NAMES = {"add": "addition", "sub": "subtraction", "mul": "multiplicati
 
 WORDS = {
     "en": "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-          "sixteen seventeen eighteen nineteen twenty".split(),
+    "sixteen seventeen eighteen nineteen twenty".split(),
     "es": "cero uno dos tres cuatro cinco seis siete ocho nueve diez once doce trece catorce quince "
-          "dieciséis diecisiete dieciocho diecinueve veinte".split(),
+    "dieciséis diecisiete dieciocho diecinueve veinte".split(),
     "fr": "zéro un deux trois quatre cinq six sept huit neuf dix onze douze treize quatorze quinze seize "
-          "dix-sept dix-huit dix-neuf vingt".split(),
+    "dix-sept dix-huit dix-neuf vingt".split(),
 }
 OPERATOR_WORDS = {  # operation -> language -> (operator word, "equals" phrase)
     "add": {"en": ("plus", "equals"), "es": ("más", "es igual a"), "fr": ("plus", "égale")},
     "sub": {"en": ("minus", "equals"), "es": ("menos", "es igual a"), "fr": ("moins", "égale")},
     "mul": {"en": ("times", "equals"), "es": ("por", "es igual a"), "fr": ("fois", "égale")},
 }
-NAMES = [("Ana", "f"), ("Tom", "m"), ("Luis", "m"), ("Marie", "f"), ("Sam", "m"), ("Eva", "f"), ("Léo", "m"),
-         ("Sofía", "f")]
-OBJECTS = {"en": ["apples", "books", "coins", "cards", "pens"],
-           "es": ["manzanas", "libros", "monedas", "cartas", "lápices"],
-           "fr": ["pommes", "livres", "pièces", "cartes", "stylos"]}
+NAMES = [
+    ("Ana", "f"),
+    ("Tom", "m"),
+    ("Luis", "m"),
+    ("Marie", "f"),
+    ("Sam", "m"),
+    ("Eva", "f"),
+    ("Léo", "m"),
+    ("Sofía", "f"),
+]
+OBJECTS = {
+    "en": ["apples", "books", "coins", "cards", "pens"],
+    "es": ["manzanas", "libros", "monedas", "cartas", "lápices"],
+    "fr": ["pommes", "livres", "pièces", "cartes", "stylos"],
+}
 PROBLEMS = {  # (language, operation) -> template; {p} is the pronoun
     ("en", "add"): "{name} has {a} {obj} and gets {b} more. {p} has {ANS}.",
     ("en", "sub"): "{name} has {a} {obj} and gives away {b}. {p} has {ANS}.",
@@ -89,14 +103,27 @@ PROBLEMS = {  # (language, operation) -> template; {p} is the pronoun
 }
 PRONOUNS = {"en": {"f": "She", "m": "He"}, "fr": {"f": "Elle", "m": "Il"}, "es": {"f": "", "m": ""}}
 TRIG_IDENTITIES = [  # (left, right): exact identities in a variable v
-    ("sin²({v}) + cos²({v})", "1"), ("1 − cos²({v})", "sin²({v})"), ("1 − sin²({v})", "cos²({v})"),
-    ("2sin({v})cos({v})", "sin(2{v})"), ("sin({v})/cos({v})", "tan({v})"), ("cos(−{v})", "cos({v})"),
-    ("sin(−{v})", "−sin({v})"), ("cos²({v}) − sin²({v})", "cos(2{v})"),
+    ("sin²({v}) + cos²({v})", "1"),
+    ("1 − cos²({v})", "sin²({v})"),
+    ("1 − sin²({v})", "cos²({v})"),
+    ("2sin({v})cos({v})", "sin(2{v})"),
+    ("sin({v})/cos({v})", "tan({v})"),
+    ("cos(−{v})", "cos({v})"),
+    ("sin(−{v})", "−sin({v})"),
+    ("cos²({v}) − sin²({v})", "cos(2{v})"),
 ]
 TRIG_VALUES = [  # (left, right, exact)
-    ("sin(0)", "0", True), ("cos(0)", "1", True), ("sin(π/2)", "1", True), ("cos(π)", "−1", True),
-    ("sin(π/6)", "1/2", True), ("cos(π/3)", "1/2", True), ("tan(π/4)", "1", True), ("cos(π/2)", "0", True),
-    ("sin(π/4)", "0.71", False), ("cos(π/6)", "0.87", False), ("tan(π/3)", "1.73", False),
+    ("sin(0)", "0", True),
+    ("cos(0)", "1", True),
+    ("sin(π/2)", "1", True),
+    ("cos(π)", "−1", True),
+    ("sin(π/6)", "1/2", True),
+    ("cos(π/3)", "1/2", True),
+    ("tan(π/4)", "1", True),
+    ("cos(π/2)", "0", True),
+    ("sin(π/4)", "0.71", False),
+    ("cos(π/6)", "0.87", False),
+    ("tan(π/3)", "1.73", False),
 ]
 VARIABLES = ["x", "y", "θ", "a", "t"]
 
@@ -254,13 +281,29 @@ def _symbols(fn: Callable) -> Callable:
 
 
 CATEGORIES = (
-    "add_1d", "add_2d", "add_3d", "sub_1d", "sub_2d", "sub_3d", "mul", "div", "approx", "compare", "linear",
-    "fraction", "trig", *(f"{kind}_{lang}" for kind in ("words", "digits", "problem") for lang in ("en", "es", "fr")),
+    "add_1d",
+    "add_2d",
+    "add_3d",
+    "sub_1d",
+    "sub_2d",
+    "sub_3d",
+    "mul",
+    "div",
+    "approx",
+    "compare",
+    "linear",
+    "fraction",
+    "trig",
+    *(f"{kind}_{lang}" for kind in ("words", "digits", "problem") for lang in ("en", "es", "fr")),
 )
 GENERATORS: list[tuple[Callable, float]] = [
     # arithmetic in digits dominates: a small model needs many examples to learn carries
-    (_symbols(arithmetic), 100), (_symbols(approximation), 6), (_symbols(comparison), 6), (_symbols(linear), 8),
-    (_symbols(fraction), 6), (_symbols(trigonometry), 4),
+    (_symbols(arithmetic), 100),
+    (_symbols(approximation), 6),
+    (_symbols(comparison), 6),
+    (_symbols(linear), 8),
+    (_symbols(fraction), 6),
+    (_symbols(trigonometry), 4),
     *[(_per_language(number_words, lang), 5) for lang in ("en", "es", "fr")],
     *[(_per_language(digit_words, lang), 3) for lang in ("en", "es", "fr")],
     *[(_per_language(word_problem, lang), 2) for lang in ("en", "es", "fr")],

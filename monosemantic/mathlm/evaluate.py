@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from monosemantic.corpora import prompt_ids
+from monosemantic.data.corpora import prompt_ids
 from monosemantic.mathlm.corpus import CATEGORIES, MathCorpus, Sample
 
 

@@ -27,22 +27,33 @@ from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from monosemantic.atomic import atomic_directory, atomic_write_json
-from monosemantic.checkpoint import checkpoint_dirs, load_optimizer_tensors, optimizer_tensors
-from monosemantic.corpora import Packed, pack
+from monosemantic.data.corpora import Packed, pack
 from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.mathlm.corpus import MathCorpus
 from monosemantic.mathlm.evaluate import greedy_complete, heldout_samples
 from monosemantic.mathlm.tokenizer import build_tokenizer
 from monosemantic.plots import plot_curves
+from monosemantic.train.checkpoint import checkpoint_dirs, load_optimizer_tensors, optimizer_tensors
 
 log = logging.getLogger(__name__)
 
 
 def build_model(cfg: MathLMConfig, vocab_size: int, tokenizer) -> GPT2LMHeadModel:
     config = GPT2Config(
-        vocab_size=vocab_size, n_positions=cfg.seq_len, n_embd=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head,
-        n_inner=4 * cfg.d_model, activation_function="gelu", attn_implementation="eager", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=vocab_size,
+        n_positions=cfg.seq_len,
+        n_embd=cfg.d_model,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_inner=4 * cfg.d_model,
+        activation_function="gelu",
+        attn_implementation="eager",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
     torch.manual_seed(cfg.seed)
@@ -76,8 +87,9 @@ def heldout_loss(model, held: list[Packed], bf16: bool) -> float:
         labels = lm_labels(b)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(input_ids=b.input_ids).logits.float()
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                 labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+        )
         total, count = total + loss.item(), count + int((labels[:, 1:] != -100).sum())
     model.train()
     return total / count
@@ -98,22 +110,27 @@ def quick_accuracy(model, tokenizer, samples) -> dict[str, float]:
 def make_optimizer(model, cfg: MathLMConfig) -> torch.optim.Optimizer:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95), fused=True)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+        fused=True,
+    )
 
 
 def save_checkpoint(out: Path, model, optimizer, step: int, cfg: MathLMConfig, keep: int = 2) -> None:
     with atomic_directory(out / "checkpoints" / f"step_{step:09d}") as tmp:
         safetensors.torch.save_model(model, str(tmp / "model.safetensors"))  # handles the tied embeddings
-        safetensors.torch.save_file(optimizer_tensors(optimizer, model.named_parameters()),
-                                    str(tmp / "optimizer.safetensors"))
+        safetensors.torch.save_file(
+            optimizer_tensors(optimizer, model.named_parameters()), str(tmp / "optimizer.safetensors")
+        )
         (tmp / "state.json").write_text(json.dumps({"step": step, "config": asdict(cfg)}))
     for old in checkpoint_dirs(out)[:-keep]:
         shutil.rmtree(old)
 
 
 def restore(out: Path, model, optimizer, cfg: MathLMConfig) -> int:
-    from monosemantic.checkpoint import latest_checkpoint
+    from monosemantic.train.checkpoint import latest_checkpoint
 
     path = latest_checkpoint(out)
     if path is None:
@@ -122,8 +139,9 @@ def restore(out: Path, model, optimizer, cfg: MathLMConfig) -> int:
     if state["config"] != asdict(cfg):
         raise ValueError(f"{path}: saved with another configuration; train into a new directory")
     safetensors.torch.load_model(model, str(path / "model.safetensors"))
-    load_optimizer_tensors(optimizer, model.named_parameters(),
-                           safetensors.torch.load_file(str(path / "optimizer.safetensors")), str(path))
+    load_optimizer_tensors(
+        optimizer, model.named_parameters(), safetensors.torch.load_file(str(path / "optimizer.safetensors")), str(path)
+    )
     log.info("resumed from %s", path)
     return state["step"]
 
@@ -146,8 +164,10 @@ def train_mathlm(cfg: MathLMConfig, out: str | Path, *, progress: bool = True) -
         (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
     model.train()
     t0, logged, running = time.perf_counter(), step, 0.0
-    with open(out / "log.jsonl", "a") as logf, tqdm(total=cfg.steps, initial=step, unit="step",
-                                                      desc="mathlm", disable=not progress) as bar:
+    with (
+        open(out / "log.jsonl", "a") as logf,
+        tqdm(total=cfg.steps, initial=step, unit="step", desc="mathlm", disable=not progress) as bar,
+    ):
         while step < cfg.steps:
             batch = next(stream)
             for g in optimizer.param_groups:
@@ -162,9 +182,13 @@ def train_mathlm(cfg: MathLMConfig, out: str | Path, *, progress: bool = True) -
             running += loss.item()
             bar.update(1)
             if step % 25 == 0 or step == cfg.steps:
-                row = {"step": step, "tokens": step * cfg.batch_tokens, "train_loss": running / (step - logged),
-                       "lr": optimizer.param_groups[0]["lr"],
-                       "tokens_per_s": (step - logged) * cfg.batch_tokens / (time.perf_counter() - t0)}
+                row = {
+                    "step": step,
+                    "tokens": step * cfg.batch_tokens,
+                    "train_loss": running / (step - logged),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "tokens_per_s": (step - logged) * cfg.batch_tokens / (time.perf_counter() - t0),
+                }
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     row["heldout_loss"] = heldout_loss(model, held, cfg.bf16)
                     row["heldout_accuracy"] = quick_accuracy(model, tokenizer, probe)
@@ -186,6 +210,12 @@ def export(out: Path, model, tokenizer, cfg: MathLMConfig) -> Path:
         atomic_write_json(tmp / "train_config.json", asdict(cfg))
         shutil.copy(out / "log.jsonl", tmp / "log.jsonl")
         rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines() if r.strip()]
-        plot_curves(rows, "tokens", ["train_loss", "heldout_loss"], tmp / "loss.png",
-                    title="built-in math LM: next-character loss", ylabel="cross-entropy (nats / char)")
+        plot_curves(
+            rows,
+            "tokens",
+            ["train_loss", "heldout_loss"],
+            tmp / "loss.png",
+            title="built-in math LM: next-character loss",
+            ylabel="cross-entropy (nats / char)",
+        )
     return out / "model"

@@ -5,12 +5,12 @@
 - `TrainOutput`: what `sae.training_forward(x)` returns to the trainer (fast path where there is one).
 - `SAE`: base module with W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in];
   the input semantics every architecture honours (b_dec subtraction, per-token input
-  normalisation); `save(dir)` / `SAE.load(dir)` (safetensors only, verified; other tools' formats
-  are handed to `monosemantic.formats`); the unit-norm decoder constraint; folding of the
+  normalisation); `save(dir)` / `SAE.load(dir)` (our files only: safetensors, verified; other
+  tools' formats load with `monosemantic.formats.load_sae`); the unit-norm decoder constraint; folding of the
   input-normalisation scalar into the weights.
 
 An architecture subclasses `SAE` and implements `activation` (and, if it has one, a sparse
-`training_forward`); it lists itself in `monosemantic.sae.ARCHITECTURES`.
+`training_forward`); `registry.py` lists it in `ARCHITECTURES`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,15 @@ from torch import Tensor, nn
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
 from monosemantic.config import ConfigError, to_dict
 from monosemantic.sae.config import (  # noqa: F401  (re-exported: the names callers know from here)
-    CFG_FILE, DTYPES, LAYER_NORM_EPS, WEIGHTS_FILE, SAEConfig, SAEFormatError, check_state, file_sha256, read_config,
+    CFG_FILE,
+    DTYPES,
+    LAYER_NORM_EPS,
+    WEIGHTS_FILE,
+    SAEConfig,
+    SAEFormatError,
+    check_state,
+    file_sha256,
+    read_config,
 )
 
 
@@ -67,6 +75,11 @@ class TrainOutput(NamedTuple):
     l0: Tensor
 
 
+#: architecture name -> class, for `SAE.load`. Filled by registry.py, which imports every
+#: architecture (each imports this module, so the table cannot be built here).
+ARCHITECTURES: dict[str, type[SAE]] = {}
+
+
 def mse_loss(x_hat: Tensor, x: Tensor) -> Tensor:
     """Squared error summed over d_in, averaged over tokens (the SAELens convention)."""
     return (x_hat - x).pow(2).sum(-1).mean()
@@ -91,10 +104,6 @@ class SAE(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))
         self._workspace: dict[str, Tensor] = {}
         self.reset_parameters()
-
-    @staticmethod
-    def check_config(cfg: SAEConfig) -> None:
-        """Raise ConfigError if `cfg` does not suit this architecture."""
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -182,8 +191,9 @@ class SAE(nn.Module):
             out = self.restore_output(out, self.normalize_input(self._flatten(x))[1])
         return out.reshape(*lead, self.cfg.d_in)
 
-    def aux_losses(self, x: Tensor, x_hat: Tensor, latents: Tensor, pre: Tensor,
-                   dead: Tensor | None, penalty_scale: float) -> dict[str, Tensor]:
+    def aux_losses(
+        self, x: Tensor, x_hat: Tensor, latents: Tensor, pre: Tensor, dead: Tensor | None, penalty_scale: float
+    ) -> dict[str, Tensor]:
         """Loss terms besides the MSE (dense reference); x, x_hat [N, d_in]; latents, pre [N, d_sae]."""
         return {}
 
@@ -214,15 +224,24 @@ class SAE(nn.Module):
         sees the batch and inference cannot (BatchTopK)."""
         return self.activation(pre)
 
-    def training_forward(self, x: Tensor, *, dead: Tensor | None = None, penalty_scale: float = 1.0,
-                         matmul_dtype: torch.dtype | None = None) -> TrainOutput:
+    def training_forward(
+        self,
+        x: Tensor,
+        *,
+        dead: Tensor | None = None,
+        penalty_scale: float = 1.0,
+        matmul_dtype: torch.dtype | None = None,
+    ) -> TrainOutput:
         """One training forward pass on x [B, d_in]; architectures with sparse latents override it."""
         out = self.forward(x, dead=dead, penalty_scale=penalty_scale)
         active = out.latents != 0
         self.observe_training_acts_(out.latents.detach()[active])
         return TrainOutput(
-            out.x_hat.detach(), out.loss, {k: v.detach() for k, v in out.losses.items()},
-            active.any(0), active.sum(-1).float().mean(),
+            out.x_hat.detach(),
+            out.loss,
+            {k: v.detach() for k, v in out.losses.items()},
+            active.any(0),
+            active.sum(-1).float().mean(),
         )
 
     def observe_training_acts_(self, acts: Tensor) -> None:
@@ -303,21 +322,9 @@ class SAE(nn.Module):
     @classmethod
     def load(cls, path: str | Path, *, device: torch.device | str | None = None, verify: bool = True) -> SAE:
         """Load an SAE saved by `save`, checking architecture, shapes, dtypes and integrity; in eval
-        mode. Files of other tools (SAELens, sparsify, ...) go to `monosemantic.formats.load_sae`."""
-        # imported here: the readers of other formats build on this module, not the reverse
-        from monosemantic.formats.detect import NATIVE, detect_format
-
-        fmt = detect_format(path)
-        if fmt is not None and fmt != NATIVE:
-            from monosemantic.formats import load_sae
-
-            sae = load_sae(path, device=device)
-            if cls is not SAE and type(sae) is not cls:
-                raise SAEFormatError(f"{path}: holds a {sae.cfg.arch!r} SAE, not {cls.arch!r}")
-            return sae
+        mode. Only our own files: those of other tools (SAELens, sparsify, ...) load with
+        `monosemantic.formats.load_sae`, which reads every format."""
         cfg, expected_sha = read_config(path)
-        from monosemantic.sae import ARCHITECTURES
-
         arch_cls = ARCHITECTURES[cfg.arch]
         if cls is not SAE and arch_cls is not cls:
             raise SAEFormatError(f"{path}: holds a {cfg.arch!r} SAE, not {cls.arch!r}")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from monosemantic.sae.base import SAE, SAEConfig, TrainOutput
-from monosemantic.sae.topk import auxk_dense, check_k, encoder_preacts, sparse_training_step
+from monosemantic.sae.topk import auxk_dense, encoder_preacts, sparse_training_step
 
 THRESHOLD_EMA = 0.99  # dictionary_learning's threshold_beta is 0.999; see the module docstring
 
@@ -27,8 +27,8 @@ def batch_topk_select(pre: Tensor, n: int, width: int | None = None) -> tuple[Te
     """The n largest entries of pre [B, F] as row-sorted (rows, cols, values), each [n], and the
     largest number taken from one row.
 
-    Entries come sorted by (row, column). A full sort of B * F entries is slow; instead take each row's top m as candidates and select
-    among those. That is exact unless some row had all m candidates selected (then it may hold
+    Entries come sorted by (row, column). A full sort of B * F entries is slow; instead take each row's top m as
+    candidates and select among those. That is exact unless some row had all m candidates selected (then it may hold
     more), in which case m grows and we retry. `width` is a first guess for m (e.g. the previous
     batch's largest row count); it changes the speed, never the result.
     """
@@ -63,10 +63,6 @@ class BatchTopKSAE(SAE):
         self.register_buffer("threshold", torch.tensor(-1.0, dtype=cfg.torch_dtype, device=device))
         self._width: int | None = None  # candidates per row for batch_topk_select (speed only)
 
-    @staticmethod
-    def check_config(cfg: SAEConfig) -> None:
-        check_k(cfg)
-
     def threshold_activation(self, pre: Tensor) -> Tensor:
         """Inference: pre-activations above max(threshold, 0) pass, the rest are zero."""
         return torch.where(pre > self.threshold.clamp_min(0), pre, torch.zeros_like(pre))
@@ -84,8 +80,14 @@ class BatchTopKSAE(SAE):
     def aux_losses(self, x, x_hat, latents, pre, dead, penalty_scale):
         return auxk_dense(self, x, x_hat, pre, dead)
 
-    def training_forward(self, x: Tensor, *, dead: Tensor | None = None, penalty_scale: float = 1.0,
-                         matmul_dtype: torch.dtype | None = None) -> TrainOutput:
+    def training_forward(
+        self,
+        x: Tensor,
+        *,
+        dead: Tensor | None = None,
+        penalty_scale: float = 1.0,
+        matmul_dtype: torch.dtype | None = None,
+    ) -> TrainOutput:
         x = self._flatten(x)
         pre = encoder_preacts(self, x, matmul_dtype)
         rows, cols, values, most = batch_topk_select(pre, self.cfg.k * x.shape[0], self._width)

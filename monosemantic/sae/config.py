@@ -8,12 +8,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
 
 from monosemantic.config import ConfigError, from_dict
+from monosemantic.errors import MonosemanticError
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -21,7 +22,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 LAYER_NORM_EPS = 1e-5  # OpenAI's sparse_autoencoder LN and SAELens' layer_norm both add it to the std
 
 
-class SAEFormatError(ValueError):
+class SAEFormatError(MonosemanticError, ValueError):
     """A saved SAE (cfg.json / sae.safetensors) is missing, corrupt or does not match its config."""
 
 
@@ -63,10 +64,8 @@ class SAEConfig:
     """model the activations came from (informational)"""
 
     def __post_init__(self) -> None:
-        from monosemantic.sae import ARCHITECTURES  # the registry imports this module
-
-        if self.arch not in ARCHITECTURES:
-            raise ConfigError(f"unknown architecture {self.arch!r}; expected one of {sorted(ARCHITECTURES)}")
+        if self.arch not in ARCH_CHECKS:
+            raise ConfigError(f"unknown architecture {self.arch!r}; expected one of {sorted(ARCH_CHECKS)}")
         for name in ("d_in", "d_sae"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -77,11 +76,53 @@ class SAEConfig:
             raise ConfigError(
                 f"input_norm {self.input_norm!r} not supported; expected none, layer_norm or constant_norm"
             )
-        ARCHITECTURES[self.arch].check_config(self)
+        ARCH_CHECKS[self.arch](self)
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
+
+
+def check_k(cfg: SAEConfig) -> None:
+    """topk, batchtopk: k active latents per token (on average, for batchtopk), and the AuxK knobs."""
+    if not isinstance(cfg.k, int) or isinstance(cfg.k, bool) or cfg.k < 1:
+        raise ConfigError(f"arch={cfg.arch!r} needs k, the number of active latents per token (>= 1); got k={cfg.k!r}")
+    if cfg.k > cfg.d_sae:
+        raise ConfigError(f"k={cfg.k} is larger than d_sae={cfg.d_sae}; k must be at most the number of latents")
+    if cfg.k_aux is not None and (not isinstance(cfg.k_aux, int) or cfg.k_aux < 1):
+        raise ConfigError(f"k_aux must be a positive integer or unset, got {cfg.k_aux!r}")
+    if cfg.auxk_coef < 0:
+        raise ConfigError(f"auxk_coef must be >= 0, got {cfg.auxk_coef}")
+
+
+def check_l1(cfg: SAEConfig) -> None:
+    """relu, gated: a non-negative L1 coefficient."""
+    if not cfg.l1_coefficient >= 0:
+        raise ConfigError(f"l1_coefficient must be >= 0, got {cfg.l1_coefficient}")
+
+
+def check_jumprelu(cfg: SAEConfig) -> None:
+    if not cfg.l0_coefficient >= 0:
+        raise ConfigError(f"l0_coefficient must be >= 0, got {cfg.l0_coefficient}")
+    if not cfg.jumprelu_bandwidth > 0:
+        raise ConfigError(f"jumprelu_bandwidth must be > 0, got {cfg.jumprelu_bandwidth}")
+
+
+# What each architecture requires of its config, by name. The classes live in registry.py, which
+# imports the architectures, which import this module: so the checks are here, and a test keeps
+# the two tables' names the same.
+ARCH_CHECKS: dict[str, Callable[[SAEConfig], None]] = {
+    "relu": check_l1,
+    "topk": check_k,
+    "batchtopk": check_k,
+    "jumprelu": check_jumprelu,
+    "gated": check_l1,
+}
+
+FOREIGN_HINT = (
+    "SAEs of other tools (SAELens, sparsify, OpenAI, dictionary_learning, Gemma Scope) load with "
+    "monosemantic.load_sae or convert with `monosemantic convert`"
+)
 
 
 def read_json(path: Path, missing: str = "") -> dict:
@@ -100,8 +141,10 @@ def read_json(path: Path, missing: str = "") -> dict:
 def read_config(path: str | Path) -> tuple[SAEConfig, str | None]:
     """Parse `path/cfg.json` into an SAEConfig (and the weights' recorded sha256, if any)."""
     cfg_path = Path(path) / CFG_FILE
-    raw = read_json(cfg_path, f"; an SAE directory holds {CFG_FILE} and {WEIGHTS_FILE}")
+    raw = read_json(cfg_path, f"; an SAE directory holds {CFG_FILE} and {WEIGHTS_FILE} ({FOREIGN_HINT})")
     sha = raw.pop("sha256", None)
+    if "arch" not in raw:
+        raise SAEFormatError(f"{cfg_path}: no 'arch' key, so not an SAE saved by monosemantic; {FOREIGN_HINT}")
     try:
         return from_dict(SAEConfig, raw, source=str(cfg_path)), sha
     except ConfigError as e:

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from monosemantic.config import ConfigError
 from monosemantic.sae.base import SAE, SAEConfig, mse_loss
 
 
@@ -34,11 +33,6 @@ class GatedSAE(SAE):
         kw = {"dtype": cfg.torch_dtype, "device": device}
         self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae, **kw))
         self.b_mag = nn.Parameter(torch.zeros(cfg.d_sae, **kw))
-
-    @staticmethod
-    def check_config(cfg: SAEConfig) -> None:
-        if not cfg.l1_coefficient >= 0:
-            raise ConfigError(f"l1_coefficient must be >= 0, got {cfg.l1_coefficient}")
 
     def activation(self, pre: Tensor) -> Tensor:
         # pre - b_enc recovers (x - b_dec) @ W_enc without a second [N, d_sae] matmul

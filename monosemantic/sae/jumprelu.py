@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from monosemantic.config import ConfigError
 from monosemantic.sae.base import SAE, SAEConfig
 
 INIT_THRESHOLD = 0.01  # SAELens' default for inputs normalised to E||x|| = sqrt(d_in), as ours are
@@ -79,13 +78,6 @@ class JumpReLUSAE(SAE):
     def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None):
         super().__init__(cfg, device)
         self.threshold = nn.Parameter(torch.full((cfg.d_sae,), INIT_THRESHOLD, dtype=cfg.torch_dtype, device=device))
-
-    @staticmethod
-    def check_config(cfg: SAEConfig) -> None:
-        if not cfg.l0_coefficient >= 0:
-            raise ConfigError(f"l0_coefficient must be >= 0, got {cfg.l0_coefficient}")
-        if not cfg.jumprelu_bandwidth > 0:
-            raise ConfigError(f"jumprelu_bandwidth must be > 0, got {cfg.jumprelu_bandwidth}")
 
     def activation(self, pre: Tensor) -> Tensor:
         return JumpReLUFunction.apply(pre, self.threshold.clamp_min(0), self.cfg.jumprelu_bandwidth)

@@ -19,19 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from monosemantic.config import ConfigError
-from monosemantic.sae.base import SAE, SAEConfig
+from monosemantic.sae.base import SAE
 
 
 class ReluSAE(SAE):
     """ReLU + L1 SAE; see the module docstring."""
 
     arch = "relu"
-
-    @staticmethod
-    def check_config(cfg: SAEConfig) -> None:
-        if cfg.l1_coefficient < 0:
-            raise ConfigError(f"l1_coefficient must be >= 0, got {cfg.l1_coefficient}")
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

@@ -89,7 +89,10 @@ class _SelectedPreacts(torch.autograd.Function):
             dW_enc = scatter_rows(x_c.to(W_enc.dtype), grad, rows, cols, d_sae).t().contiguous()
         if ctx.needs_input_grad[0]:
             dx = F.embedding_bag(
-                cols, W_enc.t().contiguous(), row_offsets(rows, x.shape[0]), mode="sum",
+                cols,
+                W_enc.t().contiguous(),
+                row_offsets(rows, x.shape[0]),
+                mode="sum",
                 per_sample_weights=grad,
             ).to(x.dtype)
         if ctx.has_b_dec and ctx.needs_input_grad[3]:

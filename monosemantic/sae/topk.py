@@ -21,17 +21,6 @@ from monosemantic.sae.base import SAE, SAEConfig, TrainOutput, mse_loss
 from monosemantic.sae.sparse import selected_preacts, sparse_decode
 
 
-def check_k(cfg: SAEConfig) -> None:
-    if not isinstance(cfg.k, int) or isinstance(cfg.k, bool) or cfg.k < 1:
-        raise ConfigError(f"arch={cfg.arch!r} needs k, the number of active latents per token (>= 1); got k={cfg.k!r}")
-    if cfg.k > cfg.d_sae:
-        raise ConfigError(f"k={cfg.k} is larger than d_sae={cfg.d_sae}; k must be at most the number of latents")
-    if cfg.k_aux is not None and (not isinstance(cfg.k_aux, int) or cfg.k_aux < 1):
-        raise ConfigError(f"k_aux must be a positive integer or unset, got {cfg.k_aux!r}")
-    if cfg.auxk_coef < 0:
-        raise ConfigError(f"auxk_coef must be >= 0, got {cfg.auxk_coef}")
-
-
 def k_aux(cfg: SAEConfig) -> int:
     # sparsify's default; OpenAI used 512 at d_in = 768 and larger.
     return cfg.k_aux if cfg.k_aux is not None else max(1, cfg.d_in // 2)
@@ -65,8 +54,9 @@ def auxk_dense(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | N
     return {"auxk": sae.cfg.auxk_coef * mse_loss(z @ sae.W_dec, (x - x_hat).detach())}
 
 
-def auxk_sparse(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None,
-                W_enc_rows: Tensor | None) -> dict[str, Tensor]:
+def auxk_sparse(
+    sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None, W_enc_rows: Tensor | None
+) -> dict[str, Tensor]:
     """AuxK term touching only the dead latents: cost O(B * n_dead) to select, O(B * k_aux * d_in) after.
 
     `W_enc_rows` (W_enc^T, contiguous) is needed when `pre` came from a low-precision matmul."""
@@ -87,8 +77,9 @@ def auxk_sparse(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | 
     return {"auxk": sae.cfg.auxk_coef * mse_loss(e_hat, (x - x_hat).detach())}
 
 
-def sparse_training_step(sae: SAE, x: Tensor, pre: Tensor, rows: Tensor, cols: Tensor,
-                         values: Tensor | None, dead: Tensor | None) -> TrainOutput:
+def sparse_training_step(
+    sae: SAE, x: Tensor, pre: Tensor, rows: Tensor, cols: Tensor, values: Tensor | None, dead: Tensor | None
+) -> TrainOutput:
     """Loss and statistics for selected latents (rows, cols) of x [B, d_in]; see `sparse`.
 
     `values` are the selected pre-activations from `pre` when it was computed in the weights'
@@ -106,18 +97,15 @@ def sparse_training_step(sae: SAE, x: Tensor, pre: Tensor, rows: Tensor, cols: T
     active = acts > 0
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=x.device)
     fired[cols[active]] = True
-    return TrainOutput(x_hat.detach(), loss, {k: v.detach() for k, v in losses.items()},
-                       fired, active.sum().float() / B)
+    return TrainOutput(
+        x_hat.detach(), loss, {k: v.detach() for k, v in losses.items()}, fired, active.sum().float() / B
+    )
 
 
 class TopKSAE(SAE):
     """ReLU(TopK) SAE with AuxK; see the module docstring."""
 
     arch = "topk"
-
-    @staticmethod
-    def check_config(cfg: SAEConfig) -> None:
-        check_k(cfg)
 
     def activation(self, pre: Tensor) -> Tensor:
         vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
@@ -126,8 +114,14 @@ class TopKSAE(SAE):
     def aux_losses(self, x, x_hat, latents, pre, dead, penalty_scale):
         return auxk_dense(self, x, x_hat, pre, dead)
 
-    def training_forward(self, x: Tensor, *, dead: Tensor | None = None, penalty_scale: float = 1.0,
-                         matmul_dtype: torch.dtype | None = None) -> TrainOutput:
+    def training_forward(
+        self,
+        x: Tensor,
+        *,
+        dead: Tensor | None = None,
+        penalty_scale: float = 1.0,
+        matmul_dtype: torch.dtype | None = None,
+    ) -> TrainOutput:
         x = self._flatten(x)
         B, k = x.shape[0], self.cfg.k
         pre = encoder_preacts(self, x, matmul_dtype)

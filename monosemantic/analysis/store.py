@@ -1,0 +1,436 @@
+"""The feature store of a run: RUN_DIR/features/.
+
+    features.sqlite      per-feature statistics, labels and full-text search (SQLite, WAL mode:
+                         readers query while the analysis writes)
+    latents_<lo>_<hi>.safetensors
+                         fixed-shape arrays per shard of latents: histograms, top and quantile
+                         examples with their context windows
+    manifest.json        the analysis settings and every finished shard with its sha256; a shard
+                         counts only once it is listed here (written after the shard and its rows)
+
+`store_writer.StoreWriter` fills it shard by shard (`analyze.py`); `FeatureStore` reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import Tensor
+
+from monosemantic.analysis.latent_stats import N_HIST, N_RANGES, RANGE_EDGES, range_of_bin
+from monosemantic.atomic import read_manifest_json
+from monosemantic.data.corpora import Document, open_corpus
+from monosemantic.errors import MonosemanticError
+
+FEATURES_DIR = "features"
+DB_FILE = "features.sqlite"
+MANIFEST = "manifest.json"
+FORMAT = "monosemantic-features/1"
+# characters that are words of their own in search (the math corpus' symbols), besides letters and digits
+SEARCH_CHARS = "=≈+−×÷<>≤≥≠/^²³π√%°·()"
+FEATURE_COLUMNS = (
+    "latent",
+    "fires",
+    "density",
+    "mean_act",
+    "max_act",
+    "label",
+    "label_kind",
+    "precision",
+    "recall",
+    "f1",
+    "support",
+    "multilingual",
+    "languages",
+    "concept",
+    "top_logits",
+    "bottom_logits",
+    "next_tokens",
+    "neighbours",
+    "top_tokens",
+)
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS features (
+    latent INTEGER PRIMARY KEY, fires INTEGER, density REAL, mean_act REAL, max_act REAL,
+    label TEXT, label_kind TEXT, precision REAL, recall REAL, f1 REAL, support INTEGER,
+    multilingual INTEGER, languages TEXT, concept TEXT, top_logits TEXT, bottom_logits TEXT,
+    next_tokens TEXT, neighbours TEXT, top_tokens TEXT);
+CREATE TABLE IF NOT EXISTS labels (
+    latent INTEGER, kind TEXT, text TEXT, precision REAL, recall REAL, f1 REAL, support INTEGER, hits INTEGER);
+CREATE INDEX IF NOT EXISTS labels_by_latent ON labels (latent);
+CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5 (
+    label, rules, tokens, contexts, tokenize = "unicode61 remove_diacritics 0 tokenchars '{SEARCH_CHARS}'");
+"""
+
+
+class StoreError(MonosemanticError, ValueError):
+    """A feature store that is missing, damaged, or made with other settings."""
+
+
+def features_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / FEATURES_DIR
+
+
+def shard_file(lo: int, hi: int) -> str:
+    return f"latents_{lo:08d}_{hi:08d}.safetensors"
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    if readonly:
+        db.execute("PRAGMA query_only = 1")
+    return db
+
+
+def read_manifest(directory: Path) -> dict:
+    return read_manifest_json(
+        directory / MANIFEST,
+        FORMAT,
+        StoreError,
+        f"{directory.parent}: no feature store yet; run `monosemantic analyze {directory.parent}`",
+    )
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Example:
+    """A context in which a feature fires: `tokens[active]` is the token, `acts` the feature's
+    activation on every token of the window."""
+
+    doc: int
+    position: int
+    value: float
+    tokens: list[str]
+    acts: list[float]
+    active: int
+
+
+@dataclass
+class RangeSamples:
+    """Examples drawn uniformly from the activations in [low, high), of which there were `count`."""
+
+    low: float
+    high: float
+    count: int
+    examples: list[Example]
+
+
+@dataclass
+class Rule:
+    kind: str
+    text: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class Summary:
+    index: int
+    label: str | None
+    precision: float | None
+    recall: float | None
+    density: float
+    max_act: float
+
+
+@dataclass
+class Feature:
+    index: int
+    fires: int
+    density: float
+    mean_act: float
+    max_act: float
+    label: Rule | None
+    rules: list[Rule]
+    multilingual: bool | None
+    languages: dict[str, int]
+    concept: str | None
+    top_logits: list[tuple[str, float]]
+    bottom_logits: list[tuple[str, float]]
+    next_tokens: list[tuple[str, float]]
+    neighbours: list[tuple[int, float, str | None]]
+    histogram: list[int]
+    top_examples: list[Example]
+    samples: list[RangeSamples]
+
+
+@dataclass
+class TokenFeatures:
+    token: str
+    features: list[tuple[int, float, str | None]]  # (latent, activation, label)
+
+
+@dataclass
+class TracedDocument:
+    doc: int
+    text: str
+    value: float
+    position: int
+    meta: dict = field(default_factory=dict)
+
+
+class FeatureStore:
+    """Read access to RUN_DIR/features; usable while an analysis is still writing it."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.directory = features_dir(run_dir)
+        self.manifest = read_manifest(self.directory)
+        self.db = connect(self.directory / DB_FILE, readonly=True)
+        self.vocab = [r["text"] for r in self.db.execute("SELECT text FROM vocab ORDER BY id")]
+        self._verified: set[str] = set()
+        self._source = None
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> FeatureStore:
+        return cls(run_dir)
+
+    @property
+    def n_latents(self) -> int:
+        return self.manifest["n_latents"]
+
+    @property
+    def tokens(self) -> int:
+        """Tokens each shard was analysed on."""
+        return min((s["tokens"] for s in self.manifest["shards"].values()), default=0)
+
+    @property
+    def settings(self) -> dict:
+        return self.manifest["settings"]
+
+    def _shard_of(self, i: int) -> tuple[str, dict]:
+        if not 0 <= i < self.n_latents:
+            raise StoreError(f"feature {i} does not exist; this SAE has features 0-{self.n_latents - 1}")
+        for _ in range(2):
+            for name, entry in self.manifest["shards"].items():
+                if entry["lo"] <= i < entry["hi"]:
+                    return name, entry
+            self.manifest = read_manifest(self.directory)  # the analysis may have finished it since
+        raise StoreError(
+            f"feature {i} is not analysed yet (its shard is pending); run or finish "
+            f"`monosemantic analyze {self.run_dir}`"
+        )
+
+    def _arrays(self, i: int) -> dict[str, Tensor]:
+        """The shard arrays of feature i (the shard's sha256 checked on first use)."""
+        name, entry = self._shard_of(i)
+        path = self.directory / name
+        if name not in self._verified:
+            if not path.is_file():
+                raise StoreError(f"{path}: missing, but listed in {MANIFEST}")
+            if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+                raise StoreError(
+                    f"{path}: contents do not match the sha256 in {MANIFEST} (the file was changed "
+                    f"or damaged); delete it and its entry, then rerun `monosemantic analyze`"
+                )
+            self._verified.add(name)
+        row = i - entry["lo"]
+        with safe_open(path, "pt") as f:
+            return {k: f.get_slice(k)[row : row + 1][0] for k in f.keys()}
+
+    def _row(self, i: int) -> sqlite3.Row:
+        self._shard_of(i)
+        row = self.db.execute("SELECT * FROM features WHERE latent = ?", (i,)).fetchone()
+        if row is None:
+            raise StoreError(f"feature {i} is listed as analysed but has no row in {DB_FILE}")
+        return row
+
+    def _examples(self, a: dict[str, Tensor], prefix: str) -> list[Example]:
+        before = self.settings["analysis"]["window"] * 3 // 4
+        out = []
+        for slot in range(a[f"{prefix}_doc"].shape[0]):
+            doc = int(a[f"{prefix}_doc"][slot])
+            if doc < 0:
+                continue
+            ids = a[f"{prefix}_ctx_tokens"][slot].tolist()
+            acts = a[f"{prefix}_ctx_acts"][slot].float().tolist()
+            present = [j for j, t in enumerate(ids) if t >= 0]
+            out.append(
+                Example(
+                    doc,
+                    int(a[f"{prefix}_pos"][slot]),
+                    float(a[f"{prefix}_value"][slot]),
+                    [self.vocab[ids[j]] for j in present],
+                    [acts[j] for j in present],
+                    present.index(before),
+                )
+            )
+        return out
+
+    def feature(self, i: int) -> Feature:
+        row, a = self._row(i), self._arrays(i)
+        rules = [
+            Rule(r["kind"], r["text"], r["precision"], r["recall"], r["f1"], r["support"])
+            for r in self.db.execute("SELECT * FROM labels WHERE latent = ? ORDER BY f1 DESC", (i,))
+        ]
+        label = (
+            None
+            if row["label"] is None
+            else Rule(row["label_kind"], row["label"], row["precision"], row["recall"], row["f1"], row["support"])
+        )
+        neighbours = json.loads(row["neighbours"])
+        names = self.labels([j for j, _ in neighbours])
+        return Feature(
+            i,
+            row["fires"],
+            row["density"],
+            row["mean_act"],
+            row["max_act"],
+            label,
+            rules,
+            None if row["multilingual"] is None else bool(row["multilingual"]),
+            json.loads(row["languages"]),
+            row["concept"],
+            [tuple(x) for x in json.loads(row["top_logits"] or "[]")],
+            [tuple(x) for x in json.loads(row["bottom_logits"] or "[]")],
+            [tuple(x) for x in json.loads(row["next_tokens"])],
+            [(j, s, names.get(j)) for j, s in neighbours],
+            a["hist"].tolist(),
+            self._examples(a, "top"),
+            self._samples(a),
+        )
+
+    def _samples(self, a: dict[str, Tensor]) -> list[RangeSamples]:
+        per_range = a["sample_doc"].shape[0] // N_RANGES
+        counts = torch.zeros(N_RANGES, dtype=torch.long).index_add_(0, range_of_bin(torch.arange(N_HIST)), a["hist"])
+        edges = [0.0, *RANGE_EDGES.tolist(), math.inf]
+        out = []
+        for r in reversed(range(N_RANGES)):
+            part = {k: v[r * per_range : (r + 1) * per_range] for k, v in a.items() if k.startswith("sample_")}
+            examples = self._examples(part, "sample")
+            if examples:
+                out.append(RangeSamples(edges[r], edges[r + 1], int(counts[r]), examples))
+        return out
+
+    def labels(self, latents: list[int]) -> dict[int, str | None]:
+        if not latents:
+            return {}
+        marks = ", ".join("?" * len(latents))
+        return {
+            r["latent"]: r["label"]
+            for r in self.db.execute(f"SELECT latent, label FROM features WHERE latent IN ({marks})", latents)
+        }
+
+    def _summaries(self, sql: str, args: tuple) -> list[Summary]:
+        return [
+            Summary(r["latent"], r["label"], r["precision"], r["recall"], r["density"], r["max_act"])
+            for r in self.db.execute(sql, args)
+        ]
+
+    def search(self, query: str, limit: int = 20) -> list[Summary]:
+        """Features whose label, label rules, top tokens or contexts contain `query` (word prefixes),
+        best matches first (label hits count most)."""
+        if not query.strip():
+            raise StoreError("empty search; give a word or symbol, e.g. '=' or 'Spanish'")
+        phrase = '"' + query.replace('"', '""') + '"*'
+        sql = (
+            "SELECT f.* FROM search JOIN features f ON f.latent = search.rowid WHERE search MATCH ? ORDER BY {} LIMIT ?"
+        )
+        in_label = self._summaries(sql.format("f.f1 DESC"), ("label : " + phrase, limit))
+        seen = {s.index for s in in_label}
+        rest = self._summaries(
+            sql.format("f.fires > 0 DESC, bm25(search, 10.0, 4.0, 2.0, 0.5), f.f1 DESC"), (phrase, limit + len(seen))
+        )
+        return (in_label + [s for s in rest if s.index not in seen])[:limit]
+
+    def list(self, order: str = "f1", limit: int = 20, labelled: bool = False) -> list[Summary]:
+        """Features sorted by f1 / precision / density / max_act (descending)."""
+        if order not in ("f1", "precision", "density", "max_act", "latent"):
+            raise StoreError(f"cannot sort by {order!r}; expected f1, precision, density, max_act or latent")
+        where = "WHERE label IS NOT NULL" if labelled else ""
+        direction = "ASC" if order == "latent" else "DESC"
+        return self._summaries(
+            f"SELECT * FROM features {where} ORDER BY {order} {direction} NULLS LAST LIMIT ?", (limit,)
+        )
+
+    def column(self, name: str) -> list[float]:
+        """One statistic of every feature, in latent order (0 for features not analysed yet)."""
+        if name not in ("fires", "density", "mean_act", "max_act", "precision", "recall", "f1"):
+            raise StoreError(f"no per-feature column {name!r}")
+        values = [0.0] * self.n_latents
+        for r in self.db.execute(f"SELECT latent, {name} FROM features"):
+            values[r[0]] = r[1] or 0.0
+        return values
+
+    def with_label(self, text: str, min_precision: float = 0.5, limit: int = 20) -> list[Summary]:
+        """Features whose label mentions `text` (e.g. '=' finds "=", "␣=", "=" or "+"), by F1."""
+        plain = text.replace("␣", " ")
+        rows = self._summaries(
+            "SELECT * FROM features WHERE label IS NOT NULL AND label_kind != 'meta' AND "
+            "precision >= ? ORDER BY f1 DESC",
+            (min_precision,),
+        )
+        return [r for r in rows if plain in r.label.replace("␣", " ")][:limit]
+
+    def count(self, min_precision: float | None = None) -> int:
+        if min_precision is None:
+            return self.db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM features WHERE precision >= ?", (min_precision,)).fetchone()[0]
+
+    def source(self, device: str = "cpu"):
+        """The run's SAE, model and tokenizer (`analyze.Source`), loaded on first use."""
+        from monosemantic.analysis.analyze import Source
+
+        if self._source is None:
+            self._source = Source.of_run(self.run_dir, self.settings["corpus"], device)
+        return self._source
+
+    def mean_activation(self, latents: list[int]) -> list[float]:
+        """Each latent's mean activation over all analysed tokens (density x mean when firing): the
+        value mean ablation sets it to."""
+        for i in latents:
+            self._shard_of(i)
+        rows = {
+            r["latent"]: r["density"] * r["mean_act"]
+            for r in self.db.execute(
+                f"SELECT latent, density, mean_act FROM features WHERE latent IN ({', '.join('?' * len(latents))})",
+                latents,
+            )
+        }
+        return [rows[i] for i in latents]
+
+    def top_features_for(self, text: str, k: int = 5, *, device: str = "cpu") -> list[TokenFeatures]:
+        """Runs model + SAE on `text` (cut to the run's `seq_len`); per token, its `k` most active
+        features with labels."""
+        from monosemantic.data.corpora import prompt_ids
+        from monosemantic.runmodel import text_latents, top_latents
+
+        src = self.source(device)
+        text = text_latents(src, prompt_ids(src.tokenizer, text)[: src.seq_len])
+        top = top_latents(text.z, k)
+        names = self.labels(sorted({j for row in top for j, _ in row}))
+        return [TokenFeatures(tok, [(j, v, names.get(j)) for j, v in row]) for tok, row in zip(text.tokens, top)]
+
+    def document(self, doc: int) -> Document:
+        """Document `doc` of the analysed corpus, in full."""
+        docs = open_corpus(self.settings["corpus"]).documents(start=doc, limit=1) if doc >= 0 else iter(())
+        found = next(iter(docs), None)
+        if found is None or found.id != doc:
+            raise StoreError(f"document {doc} is not in the corpus {self.settings['corpus']!r}")
+        return found
+
+    def trace(self, i: int, n: int | None = None) -> list[TracedDocument]:
+        """The documents of feature i's top examples, in full, with their metadata."""
+        from monosemantic.analysis.analyze import document_meta
+
+        out = []
+        for ex in self.feature(i).top_examples[:n]:
+            doc = self.document(ex.doc)
+            out.append(TracedDocument(ex.doc, doc.text, ex.value, ex.position, document_meta(doc)))
+        return out
+
+    def close(self) -> None:
+        self.db.close()

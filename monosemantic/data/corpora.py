@@ -1,0 +1,240 @@
+"""Text corpora and their packing into model inputs, with provenance for every token.
+
+- `Document`: id, text and metadata of one text.
+- `open_corpus(spec)`: the built-in math corpus (`mathlm`, `mathlm:heldout`), a `.txt` file (one
+  document per non-empty line), a `.jsonl` file (field "text"), or a Hugging Face dataset saved with
+  `save_to_disk` (column "text").
+- `pack(...)`: documents -> [batch, seq_len] token batches, whole documents placed greedily in rows
+  (long ones split), each token labelled with its (document id, position in the document).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+
+from monosemantic.config import derive_seed
+from monosemantic.errors import MonosemanticError
+
+
+@dataclass(frozen=True)
+class Document:
+    id: int
+    text: str
+    meta: dict = field(default_factory=dict, compare=False)
+
+
+class Corpus(Protocol):
+    def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]: ...
+    def describe(self) -> dict: ...
+
+
+class CorpusError(MonosemanticError, ValueError):
+    """A corpus that cannot be read: missing file, bad format, no text."""
+
+
+class TextFileCorpus:
+    """A .txt file (one document per non-empty line) or .jsonl file (one JSON object with "text" per line)."""
+
+    def __init__(self, path: str | Path, text_field: str = "text"):
+        self.path, self.text_field = Path(path), text_field
+        if not self.path.is_file():
+            raise CorpusError(f"{self.path}: no such file")
+        if self.path.suffix not in (".txt", ".jsonl"):
+            raise CorpusError(f"{self.path}: expected a .txt or .jsonl file, got {self.path.suffix!r}")
+
+    def _texts(self) -> Iterator[str]:
+        with open(self.path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                if self.path.suffix == ".txt":
+                    yield line.rstrip("\n")
+                    continue
+                try:
+                    text = json.loads(line)[self.text_field]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise CorpusError(
+                        f"{self.path}:{n}: expected a JSON object with a {self.text_field!r} string ({e})"
+                    ) from e
+                yield str(text)
+
+    def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]:
+        for i, text in enumerate(self._texts()):
+            if limit is not None and i >= start + limit:
+                return
+            if i >= start:
+                yield Document(i, text)
+
+    def describe(self) -> dict:
+        return {"kind": "file", "path": str(self.path.resolve()), "field": self.text_field}
+
+
+class SavedDatasetCorpus:
+    """A Hugging Face dataset saved with `Dataset.save_to_disk` (needs the `datasets` package)."""
+
+    def __init__(self, path: str | Path, text_field: str = "text"):
+        try:
+            import datasets
+        except ImportError as e:
+            raise CorpusError(f"{path} is a saved Hugging Face dataset; `pip install datasets` to read it") from e
+        self.path, self.text_field = Path(path), text_field
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if "train" not in ds:
+                raise CorpusError(f"{path}: a DatasetDict without a 'train' split (has {sorted(ds)})")
+            ds = ds["train"]
+        if text_field not in ds.column_names:
+            raise CorpusError(f"{path}: no column {text_field!r}; it has {ds.column_names}")
+        self.dataset = ds
+
+    def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]:
+        stop = len(self.dataset) if limit is None else min(len(self.dataset), start + limit)
+        for i in range(start, stop):
+            yield Document(i, str(self.dataset[i][self.text_field]))
+
+    def describe(self) -> dict:
+        return {"kind": "hf_dataset", "path": str(self.path.resolve()), "field": self.text_field}
+
+
+class CorpusShard:
+    """Documents i, i + n, i + 2n, ... of a corpus (counted in its order): the share of
+    data-parallel rank i of n, which harvests only these."""
+
+    def __init__(self, corpus: Corpus, index: int, count: int):
+        self.corpus, self.index, self.count = corpus, index, count
+
+    def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]:
+        mine = (d for j, d in enumerate(self.corpus.documents()) if j % self.count == self.index)
+        return islice(mine, start, None if limit is None else start + limit)
+
+    def describe(self) -> dict:
+        return {**self.corpus.describe(), "shard": [self.index, self.count]}
+
+
+def open_corpus(spec: str, *, seed: int = 0, text_field: str = "text") -> Corpus:
+    """`mathlm` / `mathlm:train` / `mathlm:heldout`, a .txt / .jsonl file, or a saved HF dataset directory."""
+    if spec.split(":")[0] == "mathlm":
+        from monosemantic.mathlm.corpus import MathCorpus
+
+        return MathCorpus(spec.split(":")[1] if ":" in spec else "train", seed=seed)
+    path = Path(spec)
+    if path.is_dir():
+        if not any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            raise CorpusError(f"{path}: a directory, but not a dataset saved with save_to_disk")
+        return SavedDatasetCorpus(path, text_field)
+    return TextFileCorpus(path, text_field)
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of one document: BOS first (when the tokenizer has one) and EOS last (when it has one)."""
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
+    if eos is not None and (not ids or ids[-1] != eos):
+        ids = [*ids, eos]
+    return ids
+
+
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of `text` as the analysis reads a document (BOS first when the tokenizer has one),
+    without the EOS that would end it: the text may go on."""
+    ids = encode(tokenizer, text)
+    if ids and ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]
+    return ids
+
+
+class Packed(NamedTuple):
+    """A batch of packed rows. Provenance: token [b, t] is position `positions[b, t]` of document
+    `doc_ids[b, t]` (-1 on padding)."""
+
+    input_ids: Tensor  # [B, T] int64, pad id on padding
+    doc_ids: Tensor  # [B, T] int64, -1 on padding
+    positions: Tensor  # [B, T] int64, -1 on padding
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return (self.doc_ids >= 0).long()
+
+
+def kept_tokens(batch: Packed, tokenizer) -> Tensor:
+    """[B, T] bool: the tokens whose activations count (not padding, not BOS)."""
+    keep = batch.doc_ids >= 0
+    if tokenizer.bos_token_id is not None:
+        keep &= batch.input_ids != tokenizer.bos_token_id
+    return keep
+
+
+WIDTH_STEP = 8  # row widths are rounded up to a multiple of this
+
+
+def _batch(rows: list[tuple[list[int], int, int]], width: int, pad: int) -> Packed:
+    """Rows of (tokens, document id, first position), right-padded to `width`."""
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    docs = torch.full((len(rows), width), -1, dtype=torch.long)
+    pos = torch.full((len(rows), width), -1, dtype=torch.long)
+    for r, (tokens, doc, start) in enumerate(rows):
+        n = len(tokens)
+        ids[r, :n] = torch.tensor(tokens)
+        docs[r, :n] = doc
+        pos[r, :n] = torch.arange(start, start + n)
+    return Packed(ids, docs, pos)
+
+
+def _width(row: tuple[list[int], int, int], seq_len: int) -> int:
+    return min(seq_len, -(-len(row[0]) // WIDTH_STEP) * WIDTH_STEP)
+
+
+def pack(
+    documents: Iterable[Document], tokenizer, seq_len: int, batch_tokens: int, *, pool_rows: int = 2048, seed: int = 0
+) -> Iterator[Packed]:
+    """Documents -> batches of rows, one document per row starting at position 0 (a document longer
+    than `seq_len` tokens is split into pieces of `seq_len`, one per row, its positions continuing).
+
+    Every row is then exactly what a model sees when it reads that text alone: no attention across
+    documents, no shifted positions. To keep padding small, rows are grouped by width (their length
+    rounded up to a multiple of 8): a batch is [batch_tokens // width, width]. Rows are gathered in
+    pools of `pool_rows`; a pool's full batches come in an order shuffled by (seed, pool number), and
+    rows that do not fill a batch wait for the next pool. So only a handful of batch shapes ever occur
+    (kernels compiled per shape, e.g. oneDNN's, are not rebuilt) and the stream is a pure function of
+    the documents and the arguments. The last batches of a finite corpus may be partial.
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    waiting: dict[int, list[tuple[list[int], int, int]]] = {}
+    pooled, n_pool = 0, 0
+
+    def full_batches() -> list[Packed]:
+        out = []
+        for width in sorted(waiting):
+            rows_per_batch = max(1, batch_tokens // width)
+            group = waiting[width]
+            while len(group) >= rows_per_batch:
+                out.append(_batch(group[:rows_per_batch], width, pad))
+                del group[:rows_per_batch]
+        return out
+
+    for doc in documents:
+        tokens = encode(tokenizer, doc.text)
+        for start in range(0, len(tokens), seq_len):
+            row = (tokens[start : start + seq_len], doc.id, start)
+            waiting.setdefault(_width(row, seq_len), []).append(row)
+            pooled += 1
+        if pooled >= pool_rows:
+            batches = full_batches()
+            order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(derive_seed(seed, n_pool)))
+            yield from (batches[i] for i in order.tolist())
+            pooled = sum(len(g) for g in waiting.values())
+            n_pool += 1
+    yield from full_batches()
+    for width in sorted(waiting):
+        if waiting[width]:
+            yield _batch(waiting[width], width, pad)

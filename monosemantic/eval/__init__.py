@@ -1,0 +1,11 @@
+"""Evaluation: how good is an SAE?
+
+metrics.py       pure tensor metrics (FVU, normalised MSE, L0, dead / dense, MMCS) and `evaluate`
+splice.py        the SAE spliced into its model: CE loss recovered, KL; `evaluate_run`
+toy.py           synthetic superposition data with known features: recovery (MMCS)
+probing.py       sparse and linear probes
+splitting.py     feature splitting between SAEs of different widths
+benchmark.py     the benchmark suite over one run or a sweep
+report.py        the benchmark report (report.md, report.html)
+tables.py        result tables for the terminal
+"""

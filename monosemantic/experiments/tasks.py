@@ -1,0 +1,120 @@
+"""Task sets for causal experiments: prompts with the target the model should produce next.
+
+Built-in tasks come from the held-out math corpus and its metadata:
+    equality          the answer after "="            approximation   the answer after "≈"
+    addition, subtraction, multiplication, division   (any language)
+    english, spanish, french, symbols                 (any operation)
+User tasks are JSONL files, one {"prompt": ..., "target": ..., "contrast": ...} per line ("contrast"
+optional: a wrong answer whose first token the logit difference compares against).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from monosemantic.errors import MonosemanticError
+from monosemantic.mathlm.corpus import MathCorpus, Sample
+
+OPERATIONS = {"addition": "add", "subtraction": "sub", "multiplication": "mul", "division": "div"}
+LANGUAGES = {"english": "en", "spanish": "es", "french": "fr", "symbols": "symbols"}
+BUILTIN_TASKS = ("equality", "approximation", *OPERATIONS, *LANGUAGES)
+
+
+class TaskError(MonosemanticError, ValueError):
+    """An unknown task, or a task file that cannot be read."""
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    prompt: str
+    target: str
+    contrast: str | None = None
+
+
+@dataclass
+class Task:
+    name: str
+    items: list[TaskItem]
+
+
+def _selects(name: str):
+    if name == "equality":
+        return lambda s: s.prompt.endswith("= ")
+    if name == "approximation":
+        return lambda s: s.prompt.endswith("≈ ")
+    if name in OPERATIONS:
+        return lambda s: s.operation == OPERATIONS[name]
+    return lambda s: s.language == LANGUAGES[name]
+
+
+def contrast_of(answer: str) -> str | None:
+    """A wrong answer differing in its first character: the next digit (9 -> 0) or letter; None otherwise."""
+    for i, ch in enumerate(answer):
+        if ch.isdigit():
+            return answer[:i] + str((int(ch) + 1) % 10) + answer[i + 1 :]
+        if ch.isalpha() and ch.isascii():
+            base = ord("a") if ch.islower() else ord("A")
+            return answer[:i] + chr(base + (ord(ch) - base + 1) % 26) + answer[i + 1 :]
+        if ch not in "−-":
+            return None
+    return None
+
+
+def builtin_task(name: str, n: int = 200, seed: int = 0, max_documents: int = 1_000_000) -> Task:
+    if name not in BUILTIN_TASKS:
+        raise TaskError(
+            f"unknown task {name!r}; built-in tasks are {', '.join(BUILTIN_TASKS)}, "
+            'or give a .jsonl file of {"prompt", "target", "contrast"} lines'
+        )
+    keep = _selects(name)
+    items: list[TaskItem] = []
+    sample: Sample
+    for i, sample in enumerate(MathCorpus("heldout", seed=seed).documents()):
+        if keep(sample):
+            items.append(TaskItem(sample.prompt, sample.answer, contrast_of(sample.answer)))
+            if len(items) >= n:
+                break
+        if i >= max_documents:
+            break
+    return Task(name, items)
+
+
+def task_from_file(path: str | Path, n: int | None = None) -> Task:
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"task file {path} does not exist")
+    items = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TaskError(f"{path}:{line_no}: not JSON ({e.msg})") from e
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("prompt"), str)
+            or not isinstance(row.get("target"), str)
+        ):
+            raise TaskError(
+                f'{path}:{line_no}: expected an object with string "prompt" and "target" '
+                f'(and optional "contrast"), got {line.strip()[:80]!r}'
+            )
+        if not row["target"]:
+            raise TaskError(f'{path}:{line_no}: empty "target"')
+        contrast = row.get("contrast")
+        if contrast is not None and not isinstance(contrast, str):
+            raise TaskError(f'{path}:{line_no}: "contrast" must be a string, got {contrast!r}')
+        items.append(TaskItem(row["prompt"], row["target"], contrast or None))
+    if not items:
+        raise TaskError(f"{path}: no task items")
+    return Task(path.stem, items[:n])
+
+
+def load_task(spec: str, n: int = 200, seed: int = 0) -> Task:
+    """A built-in task by name, or a .jsonl task file."""
+    if spec.endswith(".jsonl") or Path(spec).is_file():
+        return task_from_file(spec, n)
+    return builtin_task(spec, n, seed)

@@ -1,0 +1,29 @@
+"""The explicit registry of SAE architectures: name -> class, and `create_sae`."""
+
+from __future__ import annotations
+
+import torch
+
+from monosemantic.sae.base import ARCHITECTURES, SAE, SAEConfig
+from monosemantic.sae.batchtopk import BatchTopKSAE
+from monosemantic.sae.config import ARCH_CHECKS
+from monosemantic.sae.gated import GatedSAE
+from monosemantic.sae.jumprelu import JumpReLUSAE
+from monosemantic.sae.relu import ReluSAE
+from monosemantic.sae.topk import TopKSAE
+
+ARCHITECTURES.update(
+    {
+        "relu": ReluSAE,
+        "topk": TopKSAE,
+        "batchtopk": BatchTopKSAE,
+        "jumprelu": JumpReLUSAE,
+        "gated": GatedSAE,
+    }
+)
+assert ARCHITECTURES.keys() == ARCH_CHECKS.keys(), "an architecture's config checks go in sae/config.py"
+
+
+def create_sae(cfg: SAEConfig, device: torch.device | str | None = None) -> SAE:
+    """A freshly initialised SAE of the architecture `cfg.arch`."""
+    return ARCHITECTURES[cfg.arch](cfg, device=device)

@@ -1,0 +1,9 @@
+"""Training: batches of activations + an SAE -> a trained SAE in a run directory.
+
+trainer.py       Iterator[Tensor] + SAE -> trained SAE, checkpoints, metrics.jsonl (knows no model)
+checkpoint.py    atomic, verified training checkpoints and exact resume
+data_init.py     initialisation from data: b_dec's geometric median, resampling of dead latents
+rundir.py        the run directory: its files, its creation, its training log
+pipeline.py      train on a model end to end: RunConfig -> harvest -> trainer -> run directory
+sweep.py         a grid of SAEs of one hookpoint trained from one pass of activations
+"""

@@ -1,0 +1,245 @@
+"""`monosemantic analyze` and the feature store on a tiny model: numbers against a brute-force pass,
+resume after a kill, tamper detection, readers during writing, search, inspect, trace, the CLI."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from monosemantic.analysis.analyze import AnalyzeConfig, Source, analyze, multilingual
+from monosemantic.analysis.store import DB_FILE, MANIFEST, FeatureStore, StoreError, features_dir
+from monosemantic.cli.main import main
+from monosemantic.data.corpora import kept_tokens, pack
+from monosemantic.models import direct_logit_path, load_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TOKENS, SHARD = "6000", "64"  # 256 latents -> 4 shards
+
+
+def analyze_argv(run, *extra):
+    return [
+        "-q",
+        "--threads",
+        "1",
+        "analyze",
+        str(run),
+        "--tokens",
+        TOKENS,
+        "--shard-latents",
+        SHARD,
+        "--batch-tokens",
+        "1024",
+        "--top-k",
+        "6",
+        "--window",
+        "8",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+    return tiny_run
+
+
+@pytest.fixture(scope="module")
+def analysed(run, tmp_path_factory):
+    copy = tmp_path_factory.mktemp("analysed") / "run"
+    shutil.copytree(run, copy)
+    assert main(analyze_argv(copy)) == 0
+    return copy
+
+
+def all_latents(run):
+    """Brute force: every kept token's latents, in corpus order, for the tokens the analysis reads."""
+    src = Source.of_run(run)
+    zs, toks = [], []
+    n = 0
+    with torch.inference_mode():
+        for batch in pack(src.corpus.documents(), src.tokenizer, src.seq_len, 1024):
+            keep = kept_tokens(batch, src.tokenizer)
+            zs.append(src.latents(batch.input_ids, batch.attention_mask, keep))
+            toks.append(torch.stack([batch.doc_ids[keep], batch.positions[keep]], 1))
+            n += int(keep.sum())
+            if n >= int(TOKENS):
+                break
+    return torch.cat(zs), torch.cat(toks)
+
+
+def test_statistics_and_top_contexts_match_a_brute_force_pass(analysed):
+    z, where = all_latents(analysed)
+    store = FeatureStore.open(analysed)
+    assert store.tokens == z.shape[0] and store.n_latents == 256
+    for i in (0, 63, 64, 200, 255):  # across shard boundaries
+        f = store.feature(i)
+        col = z[:, i]
+        assert f.fires == int((col > 0).sum())
+        assert f.density == pytest.approx(f.fires / z.shape[0])
+        if f.fires:
+            assert f.max_act == pytest.approx(col.max().item(), rel=1e-5)
+            assert f.mean_act == pytest.approx(col[col > 0].mean().item(), rel=1e-4)
+        top = col.topk(min(6, f.fires))
+        assert [e.value for e in f.top_examples] == pytest.approx(top.values.tolist(), rel=1e-5)
+        for e, j in zip(f.top_examples, top.indices.tolist()):
+            assert (e.doc, e.position) == tuple(where[j].tolist())
+        assert sum(f.histogram) == f.fires
+        assert sum(r.count for r in f.samples) == f.fires
+
+
+def test_a_killed_analysis_resumes_to_the_same_store_and_readers_work_meanwhile(run, analysed, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monosemantic", *analyze_argv(copy)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    manifest = features_dir(copy) / MANIFEST
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if manifest.exists() and json.loads(manifest.read_text())["shards"]:
+            break
+        time.sleep(0.02)
+    reader = FeatureStore.open(copy)  # while the analysis writes
+    assert reader.feature(0).fires >= 0
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    done = json.loads(manifest.read_text())["shards"]
+    assert 1 <= len(done) < 4, "the kill should land between the first and the last shard"
+    with pytest.raises(StoreError, match="not analysed yet"):
+        reader.feature(255)
+    analyze(
+        copy,
+        AnalyzeConfig(tokens=int(TOKENS), shard_latents=int(SHARD), batch_tokens=1024, top_k=6, window=8),
+        progress=False,
+    )
+    ours, reference = features_dir(copy), features_dir(analysed)
+    for name in json.loads((reference / MANIFEST).read_text())["shards"]:
+        assert (ours / name).read_bytes() == (reference / name).read_bytes(), name
+    resumed = FeatureStore.open(copy)
+    assert [resumed.feature(i) for i in (0, 100, 255)] == [
+        FeatureStore.open(analysed).feature(i) for i in (0, 100, 255)
+    ]
+    rows = resumed.db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+    assert rows == 256 and reader.feature(255).index == 255  # the old reader sees the finished shards too
+
+
+def test_a_tampered_shard_is_detected(analysed, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(analysed, copy)
+    shard = sorted(features_dir(copy).glob("latents_*.safetensors"))[1]
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    store = FeatureStore.open(copy)
+    store.feature(0)  # other shards still read
+    with pytest.raises(StoreError, match="sha256"):
+        store.feature(64)
+
+
+def test_resuming_with_other_settings_is_refused(analysed, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(analysed, copy)
+    before = hashlib.sha256((features_dir(copy) / DB_FILE).read_bytes()).hexdigest()
+    assert main(analyze_argv(copy, "--top-k", "7")) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "top_k" in err
+    assert hashlib.sha256((features_dir(copy) / DB_FILE).read_bytes()).hexdigest() == before
+
+
+def test_search_list_inspect_and_trace(analysed):
+    store = FeatureStore.open(analysed)
+    labelled = store.list(order="f1", limit=5, labelled=True)
+    assert labelled and all(s.label for s in labelled)
+    assert [s.precision for s in store.list(order="precision", limit=10, labelled=True)] == sorted(
+        [s.precision for s in store.list(order="precision", limit=10, labelled=True)], reverse=True
+    )
+    words = {
+        s.index: s.label.strip('"').replace("␣", " ").replace('"', " ").split()
+        for s in store.list(order="f1", limit=256, labelled=True)
+    }
+    index, word = next((i, w[0]) for i, w in words.items() if w and w[0] != "<bos>")
+    assert index in [s.index for s in store.search(word, limit=256)]
+    best = store.feature(labelled[0].index)
+    text = "12 + 7 = 19"
+    per_token = store.top_features_for(text, k=3)
+    assert "".join(t.token for t in per_token) == text
+    src = Source.of_run(analysed)
+    ids = torch.tensor([[src.tokenizer.bos_token_id, *src.tokenizer(text, add_special_tokens=False)["input_ids"]]])
+    z = src.latents(ids, None, ids != src.tokenizer.bos_token_id)
+    for t, row in zip(per_token, z):
+        assert [j for j, _, _ in t.features] == [j for j in row.topk(3).indices.tolist() if row[j] > 0]
+    traced = store.trace(best.index, 3)
+    for doc, ex in zip(traced, best.top_examples):
+        assert doc.doc == ex.doc and ex.tokens[ex.active] == doc.text[ex.position - 1]  # position 0 is BOS
+        assert doc.meta["language"] in ("symbols", "English", "Spanish", "French")
+
+
+def test_the_cli_commands(analysed, capsys):
+    assert main(["feature", str(analysed), "3", "--color", "never", "--trace"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("feature 3:") and "top contexts:" in out and "⟦" in out and "documents behind it" in out
+    assert main(["features", str(analysed), "--search", "=", "--limit", "5"]) == 0
+    assert "feature" in capsys.readouterr().out
+    assert main(["inspect", str(analysed), "3 + 4 = 7"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == len("3 + 4 = 7")
+    assert main(["feature", str(analysed), "256"]) == 2
+    assert "feature 256 does not exist; this SAE has features 0-255" in capsys.readouterr().err
+    assert main(["inspect", str(analysed), "x" * 5000]) == 2
+    assert "at most 4096" in capsys.readouterr().err
+    assert (analysed / "plots" / "feature_density.png").stat().st_size > 5000
+    assert (analysed / "plots" / "label_precision.png").stat().st_size > 5000
+
+
+def test_bad_settings_and_missing_stores_are_clear_errors(run, capsys):
+    assert main(["analyze", str(run), "--label-fit", "1.5"]) == 2
+    assert "label_fit must be between 0 and 1" in capsys.readouterr().err
+    assert main(["features", str(run)]) == 2
+    assert "no feature store yet; run `monosemantic analyze" in capsys.readouterr().err
+    assert not features_dir(run).exists()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_direct_logit_path_by_hand(tiny_model_dirs, family):
+    model, _ = load_model(tiny_model_dirs[family])
+    d = torch.randn(3, model.config.intermediate_size if family == "llama" else 4 * model.config.n_embd)
+    got = direct_logit_path(model, "layers.1.mlp.neurons")(d)
+    if family == "gpt2":
+        block = model.transformer.h[1]
+        resid = d @ block.mlp.c_proj.weight  # Conv1D: x @ W + b
+        resid = resid - resid.mean(-1, keepdim=True)
+        expected = (resid * model.transformer.ln_f.weight) @ model.lm_head.weight.T
+    else:
+        resid = d @ model.model.layers[1].mlp.down_proj.weight.T
+        expected = (resid * model.model.norm.weight) @ model.lm_head.weight.T
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert direct_logit_path(model, "transformer.h.0.mlp.c_fc" if family == "gpt2" else "model.embed_tokens") is None
+
+
+def test_multilingual_needs_languages_a_shared_concept_and_different_tokens():
+    words = {
+        1: {"language": "English", "operation": "addition"},
+        2: {"language": "Spanish", "operation": "addition"},
+        3: {"language": "symbols", "operation": "addition"},
+        4: {"language": "Spanish", "operation": "division"},
+    }
+    rates = {"English": 0.01, "Spanish": 0.012, "symbols": 0.02}
+    plus, mas, sym = 10, 11, 12
+    yes = multilingual([1, 1, 2, 2, 3, 3], [plus, plus, mas, mas, sym, sym], words, rates)
+    assert yes == {"languages": {"English": 2, "Spanish": 2, "symbols": 2}, "concept": "addition", "multilingual": True}
+    assert not multilingual([1, 1, 2, 2], [plus, plus, plus, plus], words, rates)["multilingual"]  # same token
+    assert not multilingual([1, 1, 4, 4], [plus, plus, mas, mas], words, rates)["multilingual"]  # no shared concept
+    assert not multilingual([1, 1, 2, 2], [plus, plus, mas, mas], words, {"English": 0.001, "Spanish": 0.1})[
+        "multilingual"
+    ]  # English firings are rare
+    assert multilingual([1, 2], [plus, mas], {}, {}) == {"languages": {}, "concept": None, "multilingual": None}
