@@ -8,13 +8,13 @@ STAMP := $(VENV)/.installed
 # (dictionary-learning -> nnsight, torchvision); the modules the tests use need only torch and einops
 NO_DEPS_PEERS := dictionary-learning==0.1.0
 
-.PHONY: demo toy test test-slow bench install clean
+.PHONY: demo toy test test-slow lint bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,peers]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,peers,lint]'
 	$(BIN)/pip install --quiet -c constraints.txt --no-deps $(NO_DEPS_PEERS)
 	$(BIN)/python -c "import torch; v = torch.__version__; assert v.startswith('2.13.0'), f'torch {v} replaced 2.13.0'"
 	touch $(STAMP)
@@ -48,6 +48,13 @@ test: $(STAMP) $(CHROMIUM)
 
 test-slow: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m slow -q
+
+# ruff's and mypy's settings (which packages mypy checks, how strictly) are in pyproject.toml
+LINT_PATHS := monosemantic tests benchmarks
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from monosemantic.data.activations import ActivationDataError
+from monosemantic.sae import SAE
 
 DENSE_DENSITY = 0.1  # a latent firing on more than this fraction of tokens is "dense"
 
@@ -145,7 +146,7 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(sae, batches: Iterable[Tensor], max_tokens: int | None = None) -> EvalResult:
+def evaluate(sae: SAE, batches: Iterable[Tensor], max_tokens: int | None = None) -> EvalResult:
     """Run `sae` (in eval mode) over batches [B, d_in] of activations and compute its metrics."""
     was_training = sae.training
     sae.eval()

@@ -58,7 +58,7 @@ def logistic_fit(x: Tensor, y: Tensor, l2: float = 1e-3, steps: int = 100) -> tu
     b = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
 
-    def closure():
+    def closure() -> Tensor:
         opt.zero_grad()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(xs @ w + b, y.float()) + l2 * (w * w).sum()
         loss.backward()

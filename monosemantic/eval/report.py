@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -114,7 +115,9 @@ def _probing_plot(results: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _table(rows: list[dict], fmt=lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)) -> list[list[str]]:
+def _table(
+    rows: list[dict], fmt: Callable[[object], str] = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+) -> list[list[str]]:
     if not rows:
         return []
     return [list(rows[0])] + [[fmt(v) if v is not None else "" for v in row.values()] for row in rows]

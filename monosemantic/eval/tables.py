@@ -6,13 +6,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: formatting results needs none of the code that computes them
+    from monosemantic.eval.metrics import EvalResult
+    from monosemantic.eval.splice import SplicedEval
+
 
 def _table(rows: list[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def format_eval(result) -> str:
+def format_eval(result: EvalResult) -> str:
     return _table(
         [
             ("tokens", f"{result.n_tokens}"),
@@ -29,7 +35,7 @@ def format_eval(result) -> str:
 ILL_CONDITIONED_NATS = 0.05  # below this ablation cost, CE loss recovered divides noise by noise
 
 
-def format_spliced(r) -> str:
+def format_spliced(r: SplicedEval) -> str:
     table = _table(
         [
             ("tokens scored", f"{r.n_tokens}"),

@@ -136,6 +136,7 @@ def run_toy_benchmark(
         start = time.perf_counter()
         trained = Trainer(sae, train, progress=progress).fit(ToyBatches(data, train.batch_size))
         seconds = time.perf_counter() - start
+        assert trained is not None  # only a latent-sharded trainer's other ranks return None
         held_out = ToyBatches(data, 4096, start=EVAL_OFFSET)
         ev = evaluate(trained, (next(held_out) for _ in range(8)))
         k_used = k if arch in ("topk", "batchtopk") else None

@@ -38,7 +38,7 @@ from monosemantic.sae.config import read_json
 CLASSES = ("AutoEncoder", "AutoEncoderTopK", "BatchTopKSAE", "JumpReluAutoEncoder", "GatedAutoEncoder")
 
 
-def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
+def read(path: Path, *, allow_square: bool = False, device: torch.device | str | None = None) -> SAE:
     ae_path = path if path.is_file() else path / "ae.pt"
     cfg_path = ae_path.parent / "config.json"
     trainer = get(read_json(cfg_path), "trainer", dict, cfg_path)
@@ -75,7 +75,9 @@ def linear_encoder(state: dict, d_in: int, d_sae: int, src: Path) -> dict[str, T
     }
 
 
-def autoencoder(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def autoencoder(
+    state: dict[str, Any], d_in: int, d_sae: int, src: Path, trainer: dict[str, Any]
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
     check_unexpected(state, {"bias", "encoder.weight", "encoder.bias", "decoder.weight"}, src, "an AutoEncoder")
     ours = linear_encoder(state, d_in, d_sae, src)
     ours["b_dec"] = take(state, "bias", (d_in,), "[d_in]", src)
@@ -86,7 +88,9 @@ def autoencoder(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], di
     return ours, {"arch": "relu"}
 
 
-def topk(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def topk(
+    state: dict[str, Any], d_in: int, d_sae: int, src: Path, trainer: dict[str, Any]
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
     batch = trainer["dict_class"] == "BatchTopKSAE"
     check_unexpected(
         state,
@@ -104,7 +108,9 @@ def topk(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str,
     return ours, {"arch": "batchtopk" if batch else "topk", "k": k}
 
 
-def jumprelu(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def jumprelu(
+    state: dict[str, Any], d_in: int, d_sae: int, src: Path, trainer: dict[str, Any]
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
     check_unexpected(state, {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}, src, "a JumpReluAutoEncoder")
     ours = {
         "W_enc": take(state, "W_enc", (d_in, d_sae), "[d_in, d_sae]", src),
@@ -116,7 +122,9 @@ def jumprelu(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[
     return ours, {"arch": "jumprelu", "apply_b_dec_to_input": False}
 
 
-def gated(state, d_in, d_sae, src, trainer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def gated(
+    state: dict[str, Any], d_in: int, d_sae: int, src: Path, trainer: dict[str, Any]
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
     known = {"encoder.weight", "gate_bias", "r_mag", "mag_bias", "decoder.weight", "decoder_bias"}
     check_unexpected(state, known, src, "a GatedAutoEncoder")
     ours = {

@@ -23,7 +23,7 @@ FILE = "params.npz"
 KEYS = {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}
 
 
-def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
+def read(path: Path, *, allow_square: bool = False, device: torch.device | str | None = None) -> SAE:
     npz = path / FILE if path.is_dir() else path
     try:
         with np.load(npz, allow_pickle=False) as data:

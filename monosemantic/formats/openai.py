@@ -15,6 +15,9 @@ undone on the output) exactly when the activation is TopK; we do the same (`inpu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from monosemantic.formats.reading import (
     build_sae,
@@ -31,13 +34,13 @@ from monosemantic.sae import SAE, SAEFormatError
 STATS = {"stats_last_nonzero", "latents_activation_frequency", "latents_mean_square"}
 
 
-def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
+def read(path: Path, *, allow_square: bool = False, device: torch.device | str | None = None) -> SAE:
     state = read_pickle(path)
     d_in, d_sae = length(state, "pre_bias", "d_in", path), length(state, "latent_bias", "d_sae", path)
     check_orientation(d_in, d_sae, path, allow_square)
     activation = get(state, "activation", str, path, default="ReLU")
     act_state = get(state, "activation_state_dict", dict, path, default={})
-    cfg = {"d_in": d_in, "d_sae": d_sae}
+    cfg: dict[str, Any] = {"d_in": d_in, "d_sae": d_sae}  # SAEConfig fields, for build_sae
     if activation == "TopK":
         postact = get(act_state, "postact_fn", str, f"{path}: activation_state_dict")
         if postact != "ReLU":

@@ -77,7 +77,7 @@ def read_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
+def read(path: Path, *, allow_square: bool = False, device: torch.device | str | None = None) -> SAE:
     cfg = read_config(path)
     source = path / CFG_FILE
     arch = get(cfg, "architecture", str, source)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import safetensors
 import safetensors.torch
+import torch
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
 from monosemantic.formats.reading import (
@@ -38,7 +39,7 @@ CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
 
 
-def read(path: Path, *, allow_square: bool = False, device=None) -> SAE:
+def read(path: Path, *, allow_square: bool = False, device: torch.device | str | None = None) -> SAE:
     source = path / CFG_FILE
     cfg = read_json(source)
     activation = get(cfg, "activation", str, source, default="topk")

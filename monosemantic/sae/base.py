@@ -97,11 +97,11 @@ class SAE(nn.Module):
         if cfg.arch != self.arch:
             raise ConfigError(f"{type(self).__name__} needs arch={self.arch!r}, got {cfg.arch!r}")
         self.cfg = cfg
-        kw = {"device": device, "dtype": cfg.torch_dtype}
-        self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.d_sae, **kw))
-        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, **kw))
-        self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in, **kw))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, **kw))
+        dtype = cfg.torch_dtype
+        self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.d_sae, device=device, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, device=device, dtype=dtype))
+        self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in, device=device, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device, dtype=dtype))
         self._workspace: dict[str, Tensor] = {}
         self.reset_parameters()
 
@@ -272,7 +272,7 @@ class SAE(nn.Module):
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Project decoder rows back onto the unit sphere (Towards Monosemanticity; OpenAI)."""
-        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     @torch.no_grad()
     def remove_parallel_grad_(self) -> None:
@@ -299,8 +299,8 @@ class SAE(nn.Module):
                 f"input_norm={self.cfg.input_norm!r} normalises each token, so a dataset-wide input scale "
                 "cancels out: there is nothing to fold"
             )
-        self.b_enc /= scale
-        self.b_dec /= scale
+        self.b_enc.div_(scale)
+        self.b_dec.div_(scale)
         for name in self.scaled_buffers:
             getattr(self, name).div_(scale)
         self.cfg = dataclasses.replace(self.cfg, activation_scale=self.cfg.activation_scale * scale)

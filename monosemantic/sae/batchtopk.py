@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from monosemantic.sae.base import SAE, SAEConfig, TrainOutput
-from monosemantic.sae.topk import auxk_dense, encoder_preacts, sparse_training_step
+from monosemantic.sae.topk import active_k, auxk_dense, encoder_preacts, sparse_training_step
 
 THRESHOLD_EMA = 0.99  # dictionary_learning's threshold_beta is 0.999; see the module docstring
 
@@ -56,6 +56,7 @@ class BatchTopKSAE(SAE):
 
     arch = "batchtopk"
     scaled_buffers = ("threshold",)
+    threshold: Tensor  # a registered buffer [], declared for the type checker (nn.Module's getattr is untyped)
 
     def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None):
         super().__init__(cfg, device)
@@ -71,13 +72,15 @@ class BatchTopKSAE(SAE):
         if not self.training:
             return self.threshold_activation(pre)
         flat = F.relu(pre).reshape(-1)
-        vals, idx = flat.topk(min(self.cfg.k * pre.shape[0], flat.numel()), sorted=False)
+        vals, idx = flat.topk(min(active_k(self.cfg) * pre.shape[0], flat.numel()), sorted=False)
         return torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
 
     def inference_activation(self, pre: Tensor) -> Tensor:
         return self.threshold_activation(pre)
 
-    def aux_losses(self, x, x_hat, latents, pre, dead, penalty_scale):
+    def aux_losses(
+        self, x: Tensor, x_hat: Tensor, latents: Tensor, pre: Tensor, dead: Tensor | None, penalty_scale: float
+    ) -> dict[str, Tensor]:
         return auxk_dense(self, x, x_hat, pre, dead)
 
     def training_forward(
@@ -90,7 +93,7 @@ class BatchTopKSAE(SAE):
     ) -> TrainOutput:
         x = self._flatten(x)
         pre = encoder_preacts(self, x, matmul_dtype)
-        rows, cols, values, most = batch_topk_select(pre, self.cfg.k * x.shape[0], self._width)
+        rows, cols, values, most = batch_topk_select(pre, active_k(self.cfg) * x.shape[0], self._width)
         self._width = most + most // 4 + 1  # next batch's first guess: a little above this one's
         exact = values if pre.dtype == self.W_enc.dtype else None
         out = sparse_training_step(self, x, pre, rows, cols, exact, dead)
@@ -102,7 +105,7 @@ class BatchTopKSAE(SAE):
         """Threshold <- the smallest of the k * B largest pre-activations of x [B, d_in] under the
         current weights: where training's own selection would stop on this batch."""
         x = self._flatten(x)
-        _, _, kept, _ = batch_topk_select(self.pre_acts(x), self.cfg.k * x.shape[0])
+        _, _, kept, _ = batch_topk_select(self.pre_acts(x), active_k(self.cfg) * x.shape[0])
         low = kept.min()
         if low > 0:  # else fewer than k * B pre-activations are positive: keep the estimate
             self.threshold.copy_(low.to(self.threshold.dtype))

@@ -30,16 +30,17 @@ class GatedSAE(SAE):
 
     def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None):
         super().__init__(cfg, device)
-        kw = {"dtype": cfg.torch_dtype, "device": device}
-        self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae, **kw))
-        self.b_mag = nn.Parameter(torch.zeros(cfg.d_sae, **kw))
+        self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae, dtype=cfg.torch_dtype, device=device))
+        self.b_mag = nn.Parameter(torch.zeros(cfg.d_sae, dtype=cfg.torch_dtype, device=device))
 
     def activation(self, pre: Tensor) -> Tensor:
         # pre - b_enc recovers (x - b_dec) @ W_enc without a second [N, d_sae] matmul
         magnitude = F.relu(torch.exp(self.r_mag) * (pre - self.b_enc) + self.b_mag)
         return (pre > 0).to(pre.dtype) * magnitude
 
-    def aux_losses(self, x, x_hat, latents, pre, dead, penalty_scale):
+    def aux_losses(
+        self, x: Tensor, x_hat: Tensor, latents: Tensor, pre: Tensor, dead: Tensor | None, penalty_scale: float
+    ) -> dict[str, Tensor]:
         gate = F.relu(pre)
         l1 = (gate * self.W_dec.norm(dim=1)).sum(-1).mean()
         x_hat_frozen = gate @ self.W_dec.detach() + self.b_dec.detach()

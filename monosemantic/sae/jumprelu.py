@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from monosemantic.sae.base import SAE, SAEConfig
+from monosemantic.sae.base import SAE, SAEConfig, TrainOutput
 
 INIT_THRESHOLD = 0.01  # SAELens' default for inputs normalised to E||x|| = sqrt(d_in), as ours are
 
@@ -82,11 +82,13 @@ class JumpReLUSAE(SAE):
     def activation(self, pre: Tensor) -> Tensor:
         return JumpReLUFunction.apply(pre, self.threshold.clamp_min(0), self.cfg.jumprelu_bandwidth)
 
-    def aux_losses(self, x, x_hat, latents, pre, dead, penalty_scale):
+    def aux_losses(
+        self, x: Tensor, x_hat: Tensor, latents: Tensor, pre: Tensor, dead: Tensor | None, penalty_scale: float
+    ) -> dict[str, Tensor]:
         l0 = StepFunction.apply(pre, self.threshold.clamp_min(0), self.cfg.jumprelu_bandwidth).sum(-1).mean()
         return {"l0": penalty_scale * self.cfg.l0_coefficient * l0}
 
-    def training_forward(self, x: Tensor, **kwargs):
+    def training_forward(self, x: Tensor, **kwargs: Any) -> TrainOutput:
         with torch.no_grad():
             self.threshold.clamp_(min=0)  # the projection that keeps the threshold's gradient alive
         return super().training_forward(x, **kwargs)

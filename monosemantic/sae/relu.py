@@ -35,6 +35,8 @@ class ReluSAE(SAE):
     def activation(self, pre: Tensor) -> Tensor:
         return F.relu(pre)
 
-    def aux_losses(self, x, x_hat, latents, pre, dead, penalty_scale):
+    def aux_losses(
+        self, x: Tensor, x_hat: Tensor, latents: Tensor, pre: Tensor, dead: Tensor | None, penalty_scale: float
+    ) -> dict[str, Tensor]:
         l1 = (latents * self.W_dec.norm(dim=1)).sum(-1).mean()
         return {"l1": penalty_scale * self.cfg.l1_coefficient * l1}

@@ -19,6 +19,8 @@ each one without the others.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -69,13 +71,22 @@ class _SelectedPreacts(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, b_dec, values, rows, cols):  # noqa: D401
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        W_enc: Tensor,
+        b_enc: Tensor,
+        b_dec: Tensor | None,
+        values: Tensor,
+        rows: Tensor,
+        cols: Tensor,
+    ) -> Tensor:
         ctx.save_for_backward(x, W_enc, b_dec, rows, cols)
         ctx.has_b_dec = b_dec is not None
         return values.clone()  # an input returned as-is would alias it in the graph
 
     @staticmethod
-    def backward(ctx, grad):  # grad [nnz]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # grad [nnz]
         x, W_enc, b_dec, rows, cols = ctx.saved_tensors
         d_sae = W_enc.shape[1]
         grad = grad.to(W_enc.dtype)

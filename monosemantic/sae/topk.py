@@ -21,6 +21,13 @@ from monosemantic.sae.base import SAE, SAEConfig, TrainOutput, mse_loss
 from monosemantic.sae.sparse import selected_preacts, sparse_decode
 
 
+def active_k(cfg: SAEConfig) -> int:
+    """k, active latents per token: set for topk and batchtopk (`check_k` refuses a config without it)."""
+    if cfg.k is None:
+        raise ConfigError(f"arch={cfg.arch!r} needs k, the number of active latents per token; got k=None")
+    return cfg.k
+
+
 def k_aux(cfg: SAEConfig) -> int:
     # sparsify's default; OpenAI used 512 at d_in = 768 and larger.
     return cfg.k_aux if cfg.k_aux is not None else max(1, cfg.d_in // 2)
@@ -38,7 +45,7 @@ def encoder_preacts(sae: SAE, x: Tensor, matmul_dtype: torch.dtype | None) -> Te
     dtype = matmul_dtype or sae.W_enc.dtype
     x_c = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
     out = sae.workspace("pre_acts", (x.shape[0], sae.d_sae), dtype)
-    W_enc = sae.W_enc
+    W_enc: Tensor = sae.W_enc
     if dtype != W_enc.dtype:
         W_enc = sae.workspace("W_enc_cast", tuple(W_enc.shape), dtype).copy_(W_enc)
     return torch.addmm(sae.b_enc.to(dtype), x_c.to(dtype), W_enc, out=out)
@@ -108,10 +115,12 @@ class TopKSAE(SAE):
     arch = "topk"
 
     def activation(self, pre: Tensor) -> Tensor:
-        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        vals, idx = pre.topk(active_k(self.cfg), dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter(-1, idx, F.relu(vals))
 
-    def aux_losses(self, x, x_hat, latents, pre, dead, penalty_scale):
+    def aux_losses(
+        self, x: Tensor, x_hat: Tensor, latents: Tensor, pre: Tensor, dead: Tensor | None, penalty_scale: float
+    ) -> dict[str, Tensor]:
         return auxk_dense(self, x, x_hat, pre, dead)
 
     def training_forward(
@@ -123,7 +132,7 @@ class TopKSAE(SAE):
         matmul_dtype: torch.dtype | None = None,
     ) -> TrainOutput:
         x = self._flatten(x)
-        B, k = x.shape[0], self.cfg.k
+        B, k = x.shape[0], active_k(self.cfg)
         pre = encoder_preacts(self, x, matmul_dtype)
         vals, idx = pre.topk(k, dim=-1, sorted=False)
         rows = torch.arange(B, device=x.device).repeat_interleave(k)
