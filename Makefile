@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # (dictionary-learning -> nnsight, torchvision); the modules the tests use need only torch and einops
 NO_DEPS_PEERS := dictionary-learning==0.1.0
 
-.PHONY: demo toy test test-slow bench install clean
+.PHONY: demo toy test test-unit test-slow bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ $(CHROMIUM):
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# no subprocess, server, browser or torchrun (tests/conftest.py sets the marker): under a minute on 2 cores
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m unit -q
 
 test-slow: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m slow -q

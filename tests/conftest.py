@@ -1,4 +1,8 @@
-"""Shared test setup: CPU only, two threads (the CI machine), no network."""
+"""Shared test setup: CPU only, two threads (the CI machine), no network; and the test tiers.
+
+Tiers: `slow` (end-to-end, minutes: `make test-slow`), `process` (starts a subprocess, a server, a
+browser or torchrun: marked by hand on the test, or found here by the fixtures it uses), and `unit`:
+every other test, marked here, run by `make test-unit`. `make test` runs everything but `slow`."""
 
 import os
 
@@ -7,6 +11,17 @@ import torch
 
 torch.set_num_threads(2)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Fixtures of this file that start a server (a test that uses one, even through another fixture, is `process`)
+PROCESS_FIXTURES = {"dashboard_url"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if PROCESS_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.process)
+        if not any(item.iter_markers("slow")) and not any(item.iter_markers("process")):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(autouse=True)
