@@ -5,6 +5,8 @@ browser or torchrun: marked by hand on the test, or found here by the fixtures i
 every other test, marked here, run by `make test-unit`. `make test` runs everything but `slow`."""
 
 import os
+import socket
+import subprocess
 
 import pytest
 import torch
@@ -22,6 +24,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.process)
         if not any(item.iter_markers("slow")) and not any(item.iter_markers("process")):
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A unit test (its fixtures included) that starts a process or listens on a socket fails at once,
+    saying which marker it lacks: the tier stays what `make test-unit` promises."""
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+
+    def refuse(what):
+        def refused(self, target=None, *args, **kwargs):
+            raise AssertionError(f"{item.nodeid} is a unit test but {what} {target!r}: mark it @pytest.mark.process")
+
+        return refused
+
+    saved = subprocess.Popen.__init__, socket.socket.bind
+    subprocess.Popen.__init__, socket.socket.bind = refuse("starts"), refuse("binds")
+    try:
+        return (yield)
+    finally:
+        subprocess.Popen.__init__, socket.socket.bind = saved
 
 
 @pytest.fixture(autouse=True)
