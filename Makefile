@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # (dictionary-learning -> nnsight, torchvision); the modules the tests use need only torch and einops
 NO_DEPS_PEERS := dictionary-learning==0.1.0
 
-.PHONY: demo toy test test-slow lint bench install clean
+.PHONY: demo toy test test-unit test-slow lint bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The main job on the built-in model: train an SAE on layer 4's MLP neurons, evaluate it spliced into
+# The main job on the built-in model: train an SAE on layer 3's residual stream, evaluate it spliced into
 # the model, then analyse every feature (labels, top contexts, ...) into runs/demo/features.
 # runs/demo is the demo's own directory and is replaced on every run.
 DEMO_RUN := runs/demo
@@ -45,6 +45,10 @@ $(CHROMIUM):
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# no subprocess, server, browser or torchrun (tests/conftest.py sets the marker): under a minute on 2 cores
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -m unit -q
 
 test-slow: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m slow -q

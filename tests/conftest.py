@@ -1,12 +1,50 @@
-"""Shared test setup: CPU only, two threads (the CI machine), no network."""
+"""Shared test setup: CPU only, two threads (the CI machine), no network; and the test tiers.
+
+Tiers: `slow` (end-to-end, minutes: `make test-slow`), `process` (starts a subprocess, a server, a
+browser or torchrun: marked by hand on the test, or found here by the fixtures it uses), and `unit`:
+every other test, marked here, run by `make test-unit`. `make test` runs everything but `slow`."""
 
 import os
+import socket
+import subprocess
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Fixtures of this file that start a server (a test that uses one, even through another fixture, is `process`)
+PROCESS_FIXTURES = {"dashboard_url"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if PROCESS_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.process)
+        if not any(item.iter_markers("slow")) and not any(item.iter_markers("process")):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A unit test (its fixtures included) that starts a process or listens on a socket fails at once,
+    saying which marker it lacks: the tier stays what `make test-unit` promises."""
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+
+    def refuse(what):
+        def refused(self, target=None, *args, **kwargs):
+            raise AssertionError(f"{item.nodeid} is a unit test but {what} {target!r}: mark it @pytest.mark.process")
+
+        return refused
+
+    saved = subprocess.Popen.__init__, socket.socket.bind
+    subprocess.Popen.__init__, socket.socket.bind = refuse("starts"), refuse("binds")
+    try:
+        return (yield)
+    finally:
+        subprocess.Popen.__init__, socket.socket.bind = saved
 
 
 @pytest.fixture(autouse=True)

@@ -110,6 +110,7 @@ def test_files_and_directories_follow_the_umask_not_0600(tmp_path):
     assert mode(tmp_path / "d") == 0o777 & ~umask
 
 
+@pytest.mark.process
 def test_permissions_follow_a_non_default_umask(tmp_path):
     # a fresh interpreter started under umask 027: files 0640, directories 0750 (mkstemp alone gives 0600/0700)
     code = (

@@ -86,6 +86,7 @@ def test_missing_directory_and_missing_config(tiny_model_dirs, tmp_path):
         load_model(path)
 
 
+@pytest.mark.process
 def test_loading_needs_no_network(tiny_model_dirs):
     """Sockets are patched to fail in a fresh interpreter: loading and running must still work."""
     script = textwrap.dedent(f"""

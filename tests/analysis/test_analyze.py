@@ -93,6 +93,7 @@ def test_statistics_and_top_contexts_match_a_brute_force_pass(analysed):
         assert sum(r.count for r in f.samples) == f.fires
 
 
+@pytest.mark.process
 def test_a_killed_analysis_resumes_to_the_same_store_and_readers_work_meanwhile(run, analysed, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)

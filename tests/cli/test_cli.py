@@ -132,6 +132,7 @@ def test_every_option_subcommand_and_positional_has_help(path):
         assert action.help.strip() != "(default: %(default)s)", f"{path}: {name} has only a default"
 
 
+@pytest.mark.process
 def test_help_and_version_as_real_processes():
     exe = Path(sys.executable)
     run = subprocess.run([exe, "-m", "monosemantic", "--version"], capture_output=True, text=True, timeout=60)
@@ -183,6 +184,7 @@ def test_saved_sae_takes_raw_activations(trained, acts):
     assert sae.cfg.activation_scale == pytest.approx(expected_scale, rel=0.01)
 
 
+@pytest.mark.process
 def test_a_real_training_process(tmp_path, acts):
     out = tmp_path / "run"
     argv = [
@@ -365,6 +367,7 @@ def test_resume_of_something_that_is_not_a_run(tmp_path, capsys, kind):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.process
 def test_errors_from_a_real_process_have_no_traceback(tmp_path):
     x = toy_acts(300)
     x[7, 0] = np.inf

@@ -348,12 +348,14 @@ def test_responses_do_not_wait_for_delayed_acks(dashboard_url):
     assert sorted(times)[10] < 0.03, times
 
 
+@pytest.mark.process
 def test_view_command_serves_and_prints_its_url(analysed_run):
     with view_process(analysed_run) as url:
         assert httpx.get(url + "api/health", timeout=30).json() == {"ok": True, "run": "run", "features": 256}
         assert "Text" in httpx.get(url, timeout=30).text
 
 
+@pytest.mark.process
 def test_view_warns_off_loopback_and_refuses_bad_arguments(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "monosemantic", "view", str(tmp_path / "nothing"), "--host", "0.0.0.0"],

@@ -13,7 +13,7 @@ from playwright.sync_api import expect, sync_playwright
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.process]  # chromium and a server, every test
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,7 @@ def reference(tmp_path_factory, acts) -> Path:
 # ---- the sharded top k and a sharded SAE's files ------------------------------------------------
 
 
+@pytest.mark.process
 def test_sharded_topk_reconstruction_and_gathered_sae_equal_the_dense_ones(tmp_path):
     done = torchrun(str(HERE / "dist_worker.py"), "shards", str(tmp_path))
     assert done.returncode == 0, done.stderr[-5000:]
@@ -156,6 +157,7 @@ def test_sharded_topk_reconstruction_and_gathered_sae_equal_the_dense_ones(tmp_p
 # ---- training equals one process on the concatenated batch ---------------------------------------
 
 
+@pytest.mark.process
 def test_data_parallel_training_equals_one_process_on_the_concatenated_batch(tmp_path, acts, reference):
     out = tmp_path / "ddp"
     cli_under_torchrun("train-tensors", str(acts), "--out", str(out), *TRAIN)
@@ -169,6 +171,7 @@ def test_data_parallel_training_equals_one_process_on_the_concatenated_batch(tmp
     assert torch.equal(resumed_counters, ref_counters["tokens_since_fired"])
 
 
+@pytest.mark.process
 def test_data_parallel_batchtopk_calibrates_its_threshold_on_the_last_global_batch(tmp_path, acts):
     # each rank selects the top k*b of its own half batch, so there is no one-process twin; the
     # threshold must still come from the whole last global batch (both halves), under the final weights
@@ -203,6 +206,7 @@ def test_data_parallel_batchtopk_calibrates_its_threshold_on_the_last_global_bat
     assert half.item() != pytest.approx(kth_largest.item(), rel=1e-5)  # rank 0's half alone would differ
 
 
+@pytest.mark.process
 def test_data_parallel_resampling_of_dead_latents_equals_one_process(tmp_path, acts, caplog):
     # relu + L1, dead latents resampled every 20 steps: every rank draws from the whole global batch.
     # lr 0.003: at 0.01 the many near-dead latents of relu's scaled initialisation have ~0 gradients,
@@ -242,6 +246,7 @@ def test_data_parallel_resampling_of_dead_latents_equals_one_process(tmp_path, a
     assert_same_metrics(out, reference)
 
 
+@pytest.mark.process
 def test_latent_sharded_training_equals_one_process(tmp_path, acts, reference):
     out = tmp_path / "sharded"
     cli_under_torchrun("train-tensors", str(acts), "--out", str(out), *TRAIN, "--shard-latents")
@@ -257,6 +262,7 @@ def test_latent_sharded_training_equals_one_process(tmp_path, acts, reference):
     )
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_a_two_dimensional_mesh_equals_one_process(tmp_path, acts, reference):
     out = tmp_path / "mesh"
@@ -283,6 +289,7 @@ KILL_STEPS = 400
 KILL_TRAIN = [*SAE_FLAGS, "--total-tokens", str(KILL_STEPS * BATCH), "--checkpoint-every", "25", "--log-every", "25"]
 
 
+@pytest.mark.process
 def test_resume_after_a_kill_at_other_world_sizes(tmp_path, acts):
     reference = tmp_path / "reference"
     assert main(["-q", "train-tensors", str(acts), "--out", str(reference), *KILL_TRAIN]) == 0
@@ -318,6 +325,7 @@ def test_resume_after_a_kill_at_other_world_sizes(tmp_path, acts):
 # ---- errors ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_ranks_that_disagree_on_the_config_get_a_clear_error(tmp_path, acts):
     out = tmp_path / "run"
     done = torchrun(str(HERE / "dist_worker.py"), "disagree", str(out), "-q", "train-tensors", str(acts), *TRAIN)
@@ -332,6 +340,7 @@ def test_shard_latents_outside_torchrun_is_refused(tmp_path, acts, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_ten_consecutive_runs_end_cleanly(tmp_path, acts):
     """Every rank passes a barrier before the process group is destroyed: no rank tears down while

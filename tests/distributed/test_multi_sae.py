@@ -153,6 +153,7 @@ def assert_weights(run: Path, expected: dict[str, torch.Tensor]) -> None:
         torch.testing.assert_close(got[name], tensor, **WEIGHTS, msg=name)
 
 
+@pytest.mark.process
 def test_two_ranks_harvest_their_own_shards_and_train_each_hookpoint_on_the_global_batch(tmp_path, gpt2):
     expected = {h: reference(gpt2, h) for h in range(2)}
     spread = tmp_path / "spread"
@@ -164,6 +165,7 @@ def test_two_ranks_harvest_their_own_shards_and_train_each_hookpoint_on_the_glob
     assert_weights(ddp, expected[1])
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_a_data_parallel_harvest_resumes_with_its_number_of_ranks(tmp_path, gpt2, capsys):
     """Each rank goes back to its own place in its own corpus shard; one process cannot."""
@@ -179,6 +181,7 @@ def test_a_data_parallel_harvest_resumes_with_its_number_of_ranks(tmp_path, gpt2
         assert torch.equal(weights(resumed)[name], tensor), name
 
 
+@pytest.mark.process
 def test_latent_sharded_training_on_a_model_equals_one_process(tmp_path, gpt2):
     alone, sharded = tmp_path / "alone", tmp_path / "sharded"
     assert main(["-q", *train_argv(gpt2, HOOKS[1], alone)]) == 0
@@ -187,6 +190,7 @@ def test_latent_sharded_training_on_a_model_equals_one_process(tmp_path, gpt2):
     assert len(list((sharded / "checkpoints" / f"step_{STEPS:09d}").glob("shard-*.safetensors"))) == 2
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_four_ranks_train_each_of_two_hookpoints_data_parallel_on_two(tmp_path, gpt2):
     expected = {h: reference(gpt2, h, ranks=4) for h in range(2)}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from monosemantic.data.corpora import kept_tokens, pack
 from monosemantic.eval.splice import spliced_eval
-from monosemantic.hooks import patch
+from monosemantic.hooks import capture, patch
 from monosemantic.mathlm.corpus import MathCorpus
 from monosemantic.models import ModelError, load_model
 from monosemantic.sae import SAEConfig, create_sae
@@ -57,6 +57,20 @@ def manual_ce(model, tok, corpus, tokens, edit=None) -> float:
     return total / n
 
 
+def kept_activations(model, tok, corpus, tokens) -> torch.Tensor:
+    """[N, d] float64 hookpoint activations of the kept tokens of whole batches, until `tokens` are kept."""
+    rows, n = [], 0
+    for batch in pack(corpus.documents(), tok, 64, 2048):
+        keep = kept_tokens(batch, tok)
+        with capture(model, HOOK) as acts:
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        rows.append(acts[HOOK][keep].double())
+        n += int(keep.sum())
+        if n >= tokens:
+            return torch.cat(rows)
+    raise AssertionError(f"the corpus holds fewer than {tokens} tokens")
+
+
 def test_a_perfect_sae_recovers_all_of_the_loss(gpt2):
     model, tok = gpt2
     r = spliced_eval(model, tok, identity_sae(128), HOOK, MathCorpus("heldout"), 2000, progress=False)
@@ -77,7 +91,13 @@ def test_an_sae_that_outputs_nothing_equals_zero_ablation(gpt2):
     assert r.ce_spliced == pytest.approx(r.ce_zero_ablated, rel=1e-6)
     assert r.ce_loss_recovered == pytest.approx(0.0, abs=1e-6)
     assert r.kl_spliced == pytest.approx(r.kl_zero_ablated, rel=1e-5)
-    assert r.fvu > 1.0 or r.normalized_mse == pytest.approx(1.0)
+    # x_hat = 0: the squared error is sum ||x||^2 itself, so the normalised MSE is 1 to the last bit, and the
+    # FVU is sum ||x||^2 / sum ||x - mean||^2 = 1 + N ||mean||^2 / sum ||x - mean||^2, above 1 by the mean
+    x = kept_activations(model, tok, MathCorpus("heldout"), 1000)
+    sum_sq, spread = x.pow(2).sum().item(), (x - x.mean(0)).pow(2).sum().item()
+    assert r.normalized_mse == 1.0
+    assert r.fvu == pytest.approx(sum_sq / spread, rel=1e-9) and r.fvu > 1.0
+    assert r.explained_variance == pytest.approx(1 - sum_sq / spread, rel=1e-9)
 
 
 def test_a_width_mismatch_between_sae_and_hookpoint_is_one_clear_error(gpt2):

@@ -135,6 +135,7 @@ def wait_for_kill_point(victim: subprocess.Popen, run: Path, log: Path, arch: st
     return False
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("arch", ["topk", "relu"])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, acts, spawn, arch):
     a, b, victim_log = tmp_path / "A", tmp_path / "B", tmp_path / "victim.err"
