@@ -26,7 +26,7 @@ from monosemantic.errors import MonosemanticError
 from monosemantic.experiments.interventions import Intervention, intervene, mean_ablate, zero
 from monosemantic.experiments.interventions import steer as steer_latents
 from monosemantic.experiments.tasks import Task
-from monosemantic.mathlm.evaluate import greedy_complete
+from monosemantic.models import greedy_complete
 
 METRICS = {
     "greedy": "answer accuracy (greedy)",
