@@ -98,9 +98,9 @@ def cmd_steer(args: argparse.Namespace) -> int:
     save_json(base.with_suffix(".json"), result.to_dict())
     print(f"wrote {base.with_suffix('.json')} and {result.plot(base.with_suffix('.png'))}")
     if args.generate is not None:
-        from monosemantic.analysis.analyze import Source
+        from monosemantic.runmodel import RunModel
 
-        src = Source.of_run(args.run_dir, device=args.device)
+        src = RunModel.of_run(args.run_dir, device=args.device)
         for alpha in sorted({lo, hi}):
             before, after = side_by_side(
                 src.model,

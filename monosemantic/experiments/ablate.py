@@ -359,9 +359,9 @@ def ablate(
     device: str = "cpu",
 ) -> AblationResult:
     """Ablate features (ids, or those labelled `label`) on a task, against random features of similar density."""
-    from monosemantic.analysis.analyze import Source
     from monosemantic.analysis.store import FeatureStore
     from monosemantic.experiments.tasks import load_task
+    from monosemantic.runmodel import RunModel
 
     if mode not in ("mean", "zero"):
         raise ExperimentError(f"ablation mode {mode!r}; expected 'mean' or 'zero'")
@@ -373,7 +373,7 @@ def ablate(
     control_sets = matched_controls(np.array(store.column("density")), chosen, controls, seed)
     ids = sorted(set(chosen).union(*control_sets))
     means = dict(zip(ids, store.mean_activation(ids)))  # over all tokens, zeros included
-    src = Source.of_run(run_dir, store.settings["corpus"], device)
+    src = RunModel.of_run(run_dir, store.settings["corpus"], device)
     return run_ablation(src.model, src.tokenizer, src.sae, task, chosen, control_sets, mode, means)
 
 
@@ -392,16 +392,16 @@ def steer(
     alpha; the target defaults to the token whose mean probability the strongest alpha (largest |alpha|)
     raises most on these prompts (a feature's top direct logit effect is often a token the model never
     emits there)."""
-    from monosemantic.analysis.analyze import Source
     from monosemantic.analysis.store import FeatureStore
     from monosemantic.experiments.tasks import load_task
+    from monosemantic.runmodel import RunModel
 
     store = FeatureStore.open(run_dir)
     select_features(store, [feature], None)
     if target is not None and target not in store.vocab:
         raise ExperimentError(f"target token {target!r} is not a token of this model's vocabulary")
     task = load_task(task, n, seed) if isinstance(task, str) else task
-    src = Source.of_run(run_dir, store.settings["corpus"], device)
+    src = RunModel.of_run(run_dir, store.settings["corpus"], device)
     prompts = [i.prompt for i in task.items]
     reason = "given"
     if target is None:
