@@ -11,7 +11,9 @@ import torch
 
 from monosemantic.analysis.store import FeatureStore
 from monosemantic.cli.main import main
-from monosemantic.experiments.ablate import ablate, bootstrap_ci, matched_controls, steer
+from monosemantic.experiments.ablate import ablate, matched_controls
+from monosemantic.experiments.scoring import bootstrap_ci
+from monosemantic.experiments.steer import steer
 from monosemantic.experiments.tasks import (
     BUILTIN_TASKS,
     Task,
