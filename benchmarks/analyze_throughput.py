@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from monosemantic.analysis.analyze import AnalyzeConfig, Source, analyze
+from monosemantic.analysis.analyze import AnalyzeConfig, analyze
 from monosemantic.data.corpora import kept_tokens, pack
+from monosemantic.runmodel import RunModel
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = AnalyzeConfig(tokens=args.tokens)
-    src = Source.of_run(args.run)
+    src = RunModel.of_run(args.run)
     batches, n = [], 0
     for b in pack(src.corpus.documents(), src.tokenizer, src.seq_len, cfg.batch_tokens):
         batches.append(b)

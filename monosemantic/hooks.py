@@ -7,6 +7,8 @@
     with patch(model, {"layers.4.mlp.neurons": lambda x: 0 * x}):
         logits = model(input_ids=ids).logits
 
+    hookpoint_width(model, "layers.4.mlp.neurons")   # d_mlp, read on a one-token forward
+
 Hooks are removed when the block ends, also when the forward raises. With `stop=True` the forward
 is cut short (by an exception the block swallows) once every requested hookpoint has been read,
 so put only the forward call inside the block.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
+import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
@@ -108,3 +111,17 @@ def run_and_capture(
     with capture(model, hookpoints, stop=True) as acts:
         model(input_ids=input_ids, attention_mask=attention_mask)
     return acts
+
+
+def hookpoint_widths(model: nn.Module, hookpoints: list[str]) -> list[int]:
+    """The width (last dimension) of the activation at each hookpoint, read on a one-token forward
+    that stops after the last of them (any token will do: only the shape is read)."""
+    ids = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
+    acts = run_and_capture(model, ids, hookpoints)
+    return [acts[name].shape[-1] for name in hookpoints]
+
+
+def hookpoint_width(model: nn.Module, hookpoint: str) -> int:
+    """The width of the activation at one hookpoint (a name or module path)."""
+    [width] = hookpoint_widths(model, [hookpoint])
+    return width

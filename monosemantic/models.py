@@ -11,21 +11,29 @@ A hookpoint is `layers.<i>.<site>`, with sites
 or the path of any module (its output), e.g. `transformer.h.3.mlp.c_fc`. Glob patterns select several
 (`layers.*.mlp.neurons`).
 
+Also what every user of a model shares: its context length, greedy decoding and next-token
+log-probabilities.
+
     model, tokenizer = load_model("builtin")
     [hook] = resolve_hookpoints(model, "layers.4.mlp.neurons")
+    context_length(model)                                         # 64
+    greedy_complete(model, tokenizer, ["12 + 7 = "], max_new=4)   # ["19."]
 """
 
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from monosemantic.data.corpora import prompt_ids
 from monosemantic.errors import MonosemanticError
 
 log = logging.getLogger(__name__)
@@ -249,3 +257,131 @@ def direct_logit_path(model: nn.Module, hookpoint: str):
         return (x * gain) @ unembed.weight.T
 
     return to_logits
+
+
+def context_length(model: nn.Module) -> int | None:
+    """Positions the model can attend over (None when its config does not say)."""
+    cfg = model.config
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# ---- decoding ------------------------------------------------------------------------------------
+
+
+def _cache_argument(model: nn.Module) -> str:
+    """The name the model's forward takes its KV cache under: transformers 5.24 renamed
+    `past_key_values` (deprecated, removed in 5.40) to `cache`; `pyproject.toml` allows both."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@dataclass
+class Greedy:
+    tokens: Tensor  # [B, n] the new tokens; a row that produced EOS repeats it to the end
+    first_logits: Tensor  # [B, vocab] float32, the next-token logits right after the prompt
+
+
+def _next_logits(model: nn.Module, ids: Tensor, past, cache_arg: str | None) -> tuple[Tensor, object]:
+    """[B, vocab] float32 logits of the token after ids [B, T], and the new KV cache (with `cache_arg`,
+    the forward reads only the last token and the cache `past` holds the others)."""
+    if cache_arg is None:
+        return model(input_ids=ids).logits[:, -1].float(), None
+    out = model(input_ids=ids if past is None else ids[:, -1:], use_cache=True, **{cache_arg: past})
+    return out.logits[:, -1].float(), out[cache_arg]
+
+
+@torch.no_grad()
+def greedy_decode(model: nn.Module, input_ids: Tensor, max_new: int, eos: int | None, *, cache: bool = False) -> Greedy:
+    """Greedy continuation of the rows of input_ids [B, T] (prompts of one length: no padding) until
+    every row has produced EOS, or `max_new` tokens; one forward per new token (and one for 0).
+
+    Without `cache` each step reruns the whole sequence, so interventions that select positions
+    (`positions=slice(1, None)`) see all of them; with it each step feeds only the new token and
+    the KV cache holds the rest, which is faster but shows such interventions one position a step."""
+    cache_arg = _cache_argument(model) if cache else None
+    logits, past = _next_logits(model, input_ids, None, cache_arg)
+    first, ids = logits, input_ids
+    done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    new: list[Tensor] = []
+    while len(new) < max_new:
+        nxt = logits.argmax(-1)  # [B]
+        if eos is not None:
+            nxt = torch.where(done, torch.full_like(nxt, eos), nxt)  # finished rows pad with EOS
+            done |= nxt == eos
+        new.append(nxt)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        if len(new) == max_new or bool(done.all()):
+            break
+        logits, past = _next_logits(model, ids, past, cache_arg)
+    tokens = torch.stack(new, 1) if new else input_ids.new_zeros(input_ids.shape[0], 0)
+    return Greedy(tokens, first)
+
+
+def by_length(sequences: list[list[int]]) -> dict[int, list[int]]:
+    """Indices of the sequences grouped by their length (groups run as batches without padding)."""
+    groups: dict[int, list[int]] = {}
+    for i, seq in enumerate(sequences):
+        groups.setdefault(len(seq), []).append(i)
+    return groups
+
+
+def greedy_complete(model: nn.Module, tokenizer, prompts: list[str], max_new: int, batch_size: int = 256) -> list[str]:
+    """Greedy continuations (until EOS, `max_new` tokens or the end of the context) of each prompt,
+    as text; prompts of one length are decoded together."""
+    device, eos = device_of(model), tokenizer.eos_token_id
+    encoded = [prompt_ids(tokenizer, p) for p in prompts]
+    limit = context_length(model) or 10**9
+    out: list[str] = [""] * len(prompts)
+    for length, members in by_length(encoded).items():
+        n = min(max_new, limit - length)
+        if n <= 0:
+            continue  # no room left in the context: an empty continuation
+        for start in range(0, len(members), batch_size):
+            idx = members[start : start + batch_size]
+            ids = torch.tensor([encoded[i] for i in idx], device=device)
+            for i, tokens in zip(idx, greedy_decode(model, ids, n, eos).tokens.tolist()):
+                if eos in tokens:
+                    tokens = tokens[: tokens.index(eos)]
+                out[i] = tokenizer.decode(tokens, skip_special_tokens=True)
+    return out
+
+
+# ---- log-probabilities ---------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def last_logprobs(model: nn.Module, sequences: list[list[int]]) -> Tensor:
+    """[n, vocab] next-token log-probabilities after each token sequence (on the CPU); sequences
+    of one length run together, without padding."""
+    rows: dict[int, Tensor] = {}
+    for members in by_length(sequences).values():
+        ids = torch.tensor([sequences[i] for i in members], device=device_of(model))
+        logits = model(input_ids=ids).logits[:, -1].float()  # [len(members), vocab]
+        rows.update(zip(members, F.log_softmax(logits, -1).cpu()))
+    return torch.stack([rows[i] for i in range(len(sequences))])
+
+
+@torch.inference_mode()
+def target_logprobs(
+    model: nn.Module, pairs: list[tuple[list[int], list[int]]], pad: int, batch_size: int = 64
+) -> list[Tensor]:
+    """Per (prompt, target) pair of token lists, the [len(target), vocab] log-probabilities of the
+    next token at each target position, teacher forced (on the CPU); batches are right-padded with
+    `pad` and masked."""
+    out = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        width = max(len(p) + len(t) for p, t in chunk)
+        ids = torch.full((len(chunk), width), pad)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for r, (p, t) in enumerate(chunk):
+            ids[r, : len(p) + len(t)] = torch.tensor(p + t)
+            mask[r, : len(p) + len(t)] = 1
+        device = device_of(model)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
+        for r, (p, t) in enumerate(chunk):
+            out.append(F.log_softmax(logits[r, len(p) - 1 : len(p) - 1 + len(t)], -1))
+    return out

@@ -113,7 +113,7 @@ def tiny_run(tiny_model_dirs, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def analysed_run(tiny_run, tmp_path_factory):
-    """A copy of `tiny_run`, evaluated and analysed in-process: what the dashboard and probe tests read."""
+    """A copy of `tiny_run`, evaluated and analysed in-process: what the dashboard and runmodel tests read."""
     import shutil
 
     from monosemantic.cli.main import main

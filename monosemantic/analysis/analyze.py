@@ -30,11 +30,9 @@ from monosemantic.analysis.latent_stats import Batch, LatentStats
 from monosemantic.analysis.store import features_dir
 from monosemantic.analysis.writer import StoreWriter
 from monosemantic.config import ConfigError, derive_seed, to_dict
-from monosemantic.data.corpora import Corpus, kept_tokens, open_corpus, pack
-from monosemantic.hooks import run_and_capture
-from monosemantic.models import ModelError, direct_logit_path, load_model, model_name, resolve_hookpoints
-from monosemantic.sae import SAE
-from monosemantic.train.rundir import TRAIN_CONFIG_FILE, read_train_config
+from monosemantic.data.corpora import Corpus, document_meta, kept_tokens, pack
+from monosemantic.models import direct_logit_path
+from monosemantic.runmodel import RunModel
 
 LANGUAGE, CONCEPT = "language", "operation"  # metadata fields of the multilingual flag
 
@@ -68,84 +66,16 @@ class AnalyzeConfig:
             raise ConfigError(f"label_fit must be between 0 and 1 (exclusive), got {self.label_fit}")
 
 
-def document_meta(doc) -> dict[str, str]:
-    """Metadata of a document (the math corpus' samples carry language, operation, ...)."""
-    meta = getattr(doc, "meta", None)
-    return {str(k): str(v) for k, v in meta.items()} if meta else {}
-
-
-@dataclass
-class Source:
-    """What an analysis reads: the SAE, the model it is spliced into, where, and on which text."""
-
-    sae: SAE
-    model_spec: str
-    model: object
-    tokenizer: object
-    hookpoint: str
-    corpus: Corpus
-    corpus_spec: str
-    seq_len: int
-    vocab: list[str]
-
-    @classmethod
-    def of_run(cls, run_dir: str | Path, corpus: str | None = None, device: str = "cpu") -> Source:
-        run_dir = Path(run_dir)
-        sae = SAE.load(run_dir, device=device)
-        saved = read_train_config(run_dir) if (run_dir / TRAIN_CONFIG_FILE).exists() else {}
-        data = saved.get("data", {})
-        model_spec, hookpoint = data.get("model") or sae.cfg.model, sae.cfg.hookpoint
-        if model_spec is None or hookpoint is None:
-            raise ConfigError(
-                f"{run_dir}: the SAE does not record its model and hookpoint, so it cannot be "
-                "analysed on text (train it with `monosemantic train`)"
-            )
-        corpus_spec = corpus or data.get("corpus") or "mathlm"
-        model, tokenizer = load_model(model_spec, dtype=data.get("model_dtype", "float32"), device=device)
-        [hook] = resolve_hookpoints(model, hookpoint)
-        vocab_size = max(len(tokenizer), model.get_output_embeddings().weight.shape[0])
-        vocab = [tokenizer.decode([i]) for i in range(vocab_size)]
-        src = cls(
-            sae,
-            model_name(model_spec),
-            model,
-            tokenizer,
-            hook.name,
-            open_corpus(corpus_spec),
-            corpus_spec,
-            saved.get("harvest", {}).get("seq_len", 64),
-            vocab,
-        )
-        width = run_and_capture(model, torch.tensor([[tokenizer.bos_token_id or 0]], device=device), hook.name)[
-            hook.name
-        ].shape[-1]
-        if width != sae.d_in:
-            raise ModelError(
-                f"the SAE reads d_in={sae.d_in}, but hookpoint {hook.name!r} of {model_spec} has width {width}"
-            )
-        return src
-
-    def latents(self, input_ids: Tensor, attention_mask: Tensor | None, keep: Tensor) -> Tensor:
-        """[n_kept, d_sae] SAE latents of the kept tokens."""
-        device = next(self.model.parameters()).device
-        acts = run_and_capture(
-            self.model,
-            input_ids.to(device),
-            self.hookpoint,
-            None if attention_mask is None else attention_mask.to(device),
-        )[self.hookpoint]
-        return self.sae.encode(acts[keep.to(device)].float()).cpu()
-
-    def settings(self, cfg: AnalyzeConfig) -> dict:
-        """Everything the results depend on: a resumed analysis must match it."""
-        return {
-            "analysis": to_dict(cfg),
-            "model": self.model_spec,
-            "hookpoint": self.hookpoint,
-            "corpus": self.corpus_spec,
-            "seq_len": self.seq_len,
-            "sae": {"arch": self.sae.cfg.arch, "d_in": self.sae.d_in, "d_sae": self.sae.d_sae},
-        }
+def analysis_settings(run: RunModel, cfg: AnalyzeConfig) -> dict:
+    """Everything the results depend on: a resumed analysis must match it."""
+    return {
+        "analysis": to_dict(cfg),
+        "model": run.model_spec,
+        "hookpoint": run.hookpoint,
+        "corpus": run.corpus_spec,
+        "seq_len": run.seq_len,
+        "sae": {"arch": run.sae.cfg.arch, "d_in": run.sae.d_in, "d_sae": run.sae.d_sae},
+    }
 
 
 def analyze(
@@ -154,11 +84,12 @@ def analyze(
     """Analyse every latent of the run's SAE into RUN_DIR/features; returns that directory."""
     cfg = cfg or AnalyzeConfig()
     cfg.check()
-    src = Source.of_run(run_dir, cfg.corpus, device)
-    writer = StoreWriter(features_dir(run_dir), src.settings(cfg), src.sae.d_sae, cfg.shard_latents, src.vocab)
-    to_logits = direct_logit_path(src.model, src.hookpoint)
+    run = RunModel.of_run(run_dir, cfg.corpus, device)
+    settings = analysis_settings(run, cfg)
+    writer = StoreWriter(features_dir(run_dir), settings, run.sae.d_sae, cfg.shard_latents, run.vocab)
+    to_logits = direct_logit_path(run.model, run.hookpoint)
     for lo, hi in writer.pending_shards():
-        writer.write_shard(lo, hi, *analyze_shard(src, cfg, lo, hi, to_logits, progress=progress))
+        writer.write_shard(lo, hi, *analyze_shard(run, cfg, lo, hi, to_logits, progress=progress))
     writer.finish()
     return writer.directory
 
@@ -170,7 +101,7 @@ def _documents(corpus: Corpus, meta: MetaVocab, doc_meta: dict, doc_words: dict)
         yield doc
 
 
-def _latent_batches(src: Source, batches: Iterator, lo: int, hi: int) -> Iterator[tuple]:
+def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int) -> Iterator[tuple]:
     """(batch, kept tokens, latents [n_kept, hi - lo]) of each packed batch. The model and the SAE
     run one batch ahead on a worker thread while the caller does its bookkeeping on the previous
     batch (the torch kernels of both release the GIL); everything else, the packing and all state
@@ -178,13 +109,13 @@ def _latent_batches(src: Source, batches: Iterator, lo: int, hi: int) -> Iterato
 
     def latents(batch, keep):
         with torch.inference_mode():
-            return src.latents(batch.input_ids, batch.attention_mask, keep)[:, lo:hi]
+            return run.latents(batch.input_ids, batch.attention_mask, keep)[:, lo:hi]
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-encode") as worker:
         pending = []  # (batch, keep, future of its latents), at most two
         try:
             for batch in batches:
-                keep = kept_tokens(batch, src.tokenizer)
+                keep = kept_tokens(batch, run.tokenizer)
                 pending.append((batch, keep, worker.submit(latents, batch, keep)))
                 if len(pending) == 2:
                     batch, keep, z = pending.pop(0)
@@ -196,17 +127,17 @@ def _latent_batches(src: Source, batches: Iterator, lo: int, hi: int) -> Iterato
                 z.cancel()  # the caller stopped early: no need to encode what is queued
 
 
-def analyze_shard(src: Source, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, *, progress: bool = True):
+def analyze_shard(run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, *, progress: bool = True):
     """One pass over the tokens for latents [lo, hi): (tensors for the shard file, feature rows, label rows)."""
     n = hi - lo
     stats = LatentStats(
-        n, len(src.vocab), top_k=cfg.top_k, samples=cfg.samples, window=cfg.window, seed=derive_seed(cfg.seed, lo)
+        n, len(run.vocab), top_k=cfg.top_k, samples=cfg.samples, window=cfg.window, seed=derive_seed(cfg.seed, lo)
     )
-    space, meta = KeySpace(len(src.vocab), n), MetaVocab()
+    space, meta = KeySpace(len(run.vocab), n), MetaVocab()
     labels = LabelStats(n, space, meta, fit_tokens=int(cfg.tokens * cfg.label_fit))
     doc_meta: dict[int, list[int]] = {}
     doc_words: dict[int, dict[str, str]] = {}
-    docs = _documents(src.corpus, meta, doc_meta, doc_words)
+    docs = _documents(run.corpus, meta, doc_meta, doc_words)
     languages = LanguageCounts(n)
     with (
         tqdm(
@@ -214,7 +145,7 @@ def analyze_shard(src: Source, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, 
         ) as bar,
         torch.inference_mode(),
     ):
-        for batch, keep, z in _latent_batches(src, pack(docs, src.tokenizer, src.seq_len, cfg.batch_tokens), lo, hi):
+        for batch, keep, z in _latent_batches(run, pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens), lo, hi):
             tok, lat = stats.update(Batch(z, keep, batch.input_ids, batch.doc_ids, batch.positions))
             labels.update(rule_keys(space, meta, batch.input_ids, batch.doc_ids, keep, doc_meta), tok, lat)
             languages.update(batch.doc_ids[keep], doc_words, tok, lat)
@@ -223,11 +154,11 @@ def analyze_shard(src: Source, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, 
                 break
     if stats.tokens < cfg.tokens:
         raise ConfigError(
-            f"the corpus {src.corpus_spec!r} ran out after {stats.tokens} tokens, fewer than --tokens {cfg.tokens}"
+            f"the corpus {run.corpus_spec!r} ran out after {stats.tokens} tokens, fewer than --tokens {cfg.tokens}"
         )
     scored = labels.scored()
-    rows = feature_rows(src, stats, scored, space, meta, doc_words, languages, lo, to_logits)
-    return stats.tokens, stats.tensors(), rows, label_rows(src.vocab, scored, space, meta, lo)
+    rows = feature_rows(run, stats, scored, space, meta, doc_words, languages, lo, to_logits)
+    return stats.tokens, stats.tensors(), rows, label_rows(run.vocab, scored, space, meta, lo)
 
 
 def rule_text(vocab: list[str], space: KeySpace, meta: MetaVocab, keys: list[int]) -> tuple[str, str, str]:
@@ -340,7 +271,7 @@ def multilingual(
 
 
 def feature_rows(
-    src: Source,
+    run: RunModel,
     stats: LatentStats,
     scored: Scored,
     space: KeySpace,
@@ -354,14 +285,14 @@ def feature_rows(
     best = scored.best()
     lang_fires, lang_tokens, languages = languages.fires, languages.tokens, languages.names
     next_tok, next_share = stats.top_next_tokens(10)
-    logits = to_logits(src.sae.W_dec[lo : lo + n].detach()).float().cpu() if to_logits is not None else None
+    logits = to_logits(run.sae.W_dec[lo : lo + n].detach()).float().cpu() if to_logits is not None else None
     if logits is not None:
         n_top = min(10, logits.shape[1])
         top, bottom = logits.topk(n_top, dim=1), logits.topk(n_top, dim=1, largest=False)
         top_ids, top_vals, bottom_ids, bottom_vals = (
             t.tolist() for t in (top.indices, top.values, bottom.indices, bottom.values)
         )
-    neighbours = nearest_latents(src.sae.W_dec.detach().float().cpu(), lo, lo + n)
+    neighbours = nearest_latents(run.sae.W_dec.detach().float().cpu(), lo, lo + n)
     # whole tensors to Python lists once: per-element .item()/.tolist() dominated this loop
     fires_l, sum_l, max_l, best_l = (t.tolist() for t in (stats.fires, stats.act_sum, stats.act_max, best))
     keys_l, prec_l, rec_l, sup_l = (t.tolist() for t in (scored.keys, scored.precision, scored.recall, scored.support))
@@ -386,7 +317,7 @@ def feature_rows(
         }
         c = best_l[i]
         if c >= 0:
-            kind, text, _ = rule_text(src.vocab, space, meta, [k for k in keys_l[i][c] if k >= 0])
+            kind, text, _ = rule_text(run.vocab, space, meta, [k for k in keys_l[i][c] if k >= 0])
             p, r = prec_l[i][c], rec_l[i][c]
             row.update(
                 label=text,
@@ -401,13 +332,13 @@ def feature_rows(
         ml = multilingual(top_docs[i], centre, doc_words, rates)
         row.update(multilingual=ml["multilingual"], languages=json.dumps(ml["languages"]), concept=ml["concept"])
         if logits is not None:
-            row["top_logits"] = json.dumps([[src.vocab[t], v] for t, v in zip(top_ids[i], top_vals[i])])
-            row["bottom_logits"] = json.dumps([[src.vocab[t], v] for t, v in zip(bottom_ids[i], bottom_vals[i])])
-        row["next_tokens"] = json.dumps([[src.vocab[t], s] for t, s in zip(next_tok_l[i], next_share_l[i]) if t >= 0])
+            row["top_logits"] = json.dumps([[run.vocab[t], v] for t, v in zip(top_ids[i], top_vals[i])])
+            row["bottom_logits"] = json.dumps([[run.vocab[t], v] for t, v in zip(bottom_ids[i], bottom_vals[i])])
+        row["next_tokens"] = json.dumps([[run.vocab[t], s] for t, s in zip(next_tok_l[i], next_share_l[i]) if t >= 0])
         row["neighbours"] = json.dumps([[j, s] for j, s in zip(*neighbours[i])])
-        active = [src.vocab[t] for t in centre if t >= 0]
+        active = [run.vocab[t] for t in centre if t >= 0]
         row["top_tokens"] = " ".join(dict.fromkeys(active))
-        row["contexts"] = " ".join("".join(src.vocab[t] for t in window if t >= 0) for window in windows[i][:4])
+        row["contexts"] = " ".join("".join(run.vocab[t] for t in window if t >= 0) for window in windows[i][:4])
         rows.append(row)
     return rows
 

@@ -8,7 +8,8 @@
     manifest.json        the analysis settings and every finished shard with its sha256; a shard
                          counts only once it is listed here (written after the shard and its rows)
 
-`store_writer.StoreWriter` fills it shard by shard (`analyze.py`); `FeatureStore` reads it.
+`writer.StoreWriter` fills it shard by shard (`analyze.py`); `FeatureStore` reads it, and only
+reads files: what needs the run's model builds a `runmodel.RunModel`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from monosemantic.analysis.latent_stats import N_HIST, N_RANGES, RANGE_EDGES, range_of_bin
 from monosemantic.atomic import read_manifest_json
-from monosemantic.data.corpora import Document, open_corpus
+from monosemantic.data.corpora import Document, document_meta, open_corpus
 from monosemantic.errors import MonosemanticError
 
 FEATURES_DIR = "features"
@@ -168,12 +169,6 @@ class Feature:
 
 
 @dataclass
-class TokenFeatures:
-    token: str
-    features: list[tuple[int, float, str | None]]  # (latent, activation, label)
-
-
-@dataclass
 class TracedDocument:
     doc: int
     text: str
@@ -192,7 +187,6 @@ class FeatureStore:
         self.db = connect(self.directory / DB_FILE, readonly=True)
         self.vocab = [r["text"] for r in self.db.execute("SELECT text FROM vocab ORDER BY id")]
         self._verified: set[str] = set()
-        self._source = None
 
     @classmethod
     def open(cls, run_dir: str | Path) -> FeatureStore:
@@ -380,14 +374,6 @@ class FeatureStore:
             return self.db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
         return self.db.execute("SELECT COUNT(*) FROM features WHERE precision >= ?", (min_precision,)).fetchone()[0]
 
-    def source(self, device: str = "cpu"):
-        """The run's SAE, model and tokenizer (`analyze.Source`), loaded on first use."""
-        from monosemantic.analysis.analyze import Source
-
-        if self._source is None:
-            self._source = Source.of_run(self.run_dir, self.settings["corpus"], device)
-        return self._source
-
     def mean_activation(self, latents: list[int]) -> list[float]:
         """Each latent's mean activation over all analysed tokens (density x mean when firing): the
         value mean ablation sets it to."""
@@ -402,18 +388,6 @@ class FeatureStore:
         }
         return [rows[i] for i in latents]
 
-    def top_features_for(self, text: str, k: int = 5, *, device: str = "cpu") -> list[TokenFeatures]:
-        """Runs model + SAE on `text` (cut to the run's `seq_len`); per token, its `k` most active
-        features with labels."""
-        from monosemantic.data.corpora import prompt_ids
-        from monosemantic.runmodel import text_latents, top_latents
-
-        src = self.source(device)
-        text = text_latents(src, prompt_ids(src.tokenizer, text)[: src.seq_len])
-        top = top_latents(text.z, k)
-        names = self.labels(sorted({j for row in top for j, _ in row}))
-        return [TokenFeatures(tok, [(j, v, names.get(j)) for j, v in row]) for tok, row in zip(text.tokens, top)]
-
     def document(self, doc: int) -> Document:
         """Document `doc` of the analysed corpus, in full."""
         docs = open_corpus(self.settings["corpus"]).documents(start=doc, limit=1) if doc >= 0 else iter(())
@@ -424,8 +398,6 @@ class FeatureStore:
 
     def trace(self, i: int, n: int | None = None) -> list[TracedDocument]:
         """The documents of feature i's top examples, in full, with their metadata."""
-        from monosemantic.analysis.analyze import document_meta
-
         out = []
         for ex in self.feature(i).top_examples[:n]:
             doc = self.document(ex.doc)

@@ -6,8 +6,13 @@ other tokens the feature fires on are bold (terminal) or left plain.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from monosemantic.analysis.latent_stats import HIST_EDGES, N_HIST
-from monosemantic.analysis.store import Example, Feature, Summary, TokenFeatures
+from monosemantic.analysis.store import Example, Feature, Summary
+
+if TYPE_CHECKING:
+    from monosemantic.runmodel import TokenFeatures
 
 BARS = " ▁▂▃▄▅▆▇█"
 

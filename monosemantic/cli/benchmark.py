@@ -14,7 +14,7 @@ from monosemantic.config import add_arguments, from_args, positive_int
 from monosemantic.data.stream import HarvestConfig
 from monosemantic.eval.benchmark import SCHEMA, BenchmarkConfig, benchmark_run, splitting_between
 from monosemantic.eval.report import frontier_rows, write_report
-from monosemantic.experiments.ablate import save_json
+from monosemantic.experiments.scoring import save_json
 from monosemantic.sae import ARCHITECTURES
 from monosemantic.train.pipeline import DataConfig
 from monosemantic.train.trainer import TrainConfig

@@ -12,9 +12,12 @@ import re
 from pathlib import Path
 
 from monosemantic.config import positive_int
-from monosemantic.experiments.ablate import ablate, save_json, side_by_side, steer
+from monosemantic.experiments.ablate import ablate
 from monosemantic.experiments.interventions import steer as steer_latent
+from monosemantic.experiments.scoring import AFTER_BOS, save_json
+from monosemantic.experiments.steer import side_by_side, steer
 from monosemantic.experiments.tasks import BUILTIN_TASKS
+from monosemantic.runmodel import RunModel
 
 EXPERIMENTS_DIR = "experiments"
 MAX_ALPHA = 1000.0
@@ -98,15 +101,13 @@ def cmd_steer(args: argparse.Namespace) -> int:
     save_json(base.with_suffix(".json"), result.to_dict())
     print(f"wrote {base.with_suffix('.json')} and {result.plot(base.with_suffix('.png'))}")
     if args.generate is not None:
-        from monosemantic.analysis.analyze import Source
-
-        src = Source.of_run(args.run_dir, device=args.device)
+        run = RunModel.of_run(args.run_dir, device=args.device)
         for alpha in sorted({lo, hi}):
             before, after = side_by_side(
-                src.model,
-                src.tokenizer,
-                src.sae,
-                [steer_latent(args.feature, alpha, positions=slice(1, None))],
+                run.model,
+                run.tokenizer,
+                run.sae,
+                [steer_latent(args.feature, alpha, positions=AFTER_BOS)],
                 args.generate,
                 args.max_new,
             )

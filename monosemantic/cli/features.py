@@ -16,6 +16,7 @@ from monosemantic.analysis.store import FeatureStore, StoreError
 from monosemantic.analysis.terminal import format_feature, format_summaries, format_token_features
 from monosemantic.config import add_arguments, from_args, positive_int
 from monosemantic.plots import plot_feature_density, plot_label_precision
+from monosemantic.runmodel import RunModel, token_features
 
 MAX_TEXT = 4096  # characters `inspect` accepts
 
@@ -74,7 +75,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if len(args.text) > MAX_TEXT:
         raise StoreError(f"text of {len(args.text)} characters; inspect takes at most {MAX_TEXT}")
     store = FeatureStore.open(args.run_dir)
-    print(format_token_features(store.top_features_for(args.text, k=args.k, device=args.device)))
+    run = RunModel.of_run(args.run_dir, store.settings["corpus"], args.device)
+    print(format_token_features(token_features(run, args.text, args.k, store.labels)))
     return 0
 
 

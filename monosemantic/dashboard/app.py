@@ -26,7 +26,7 @@ from monosemantic.dashboard.html import esc, page
 from monosemantic.dashboard.pages import page_router
 from monosemantic.dashboard.service import Dashboard, Limits, RequestError
 from monosemantic.experiments.interventions import InterventionError
-from monosemantic.runmodel import ProbeError
+from monosemantic.runmodel import RunModelError
 
 STATIC = Path(__file__).parent / "static"
 WILDCARD = ("0.0.0.0", "::", "")
@@ -62,8 +62,8 @@ def add_error_handlers(app: FastAPI) -> None:
         missing = any(s in str(exc) for s in ("does not exist", "not analysed yet", "is not in the corpus"))
         return _error(request, 404 if missing else 400, str(exc))
 
-    @app.exception_handler(ProbeError)
-    async def probe_error(request: Request, exc: ProbeError):
+    @app.exception_handler(RunModelError)
+    async def run_model_error(request: Request, exc: RunModelError):
         return _error(request, 400, str(exc))
 
     @app.exception_handler(InterventionError)

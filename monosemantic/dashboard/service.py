@@ -1,5 +1,5 @@
 """What the dashboard can do with one run directory, as plain Python: every method checks its input
-against `Limits`, calls the library (the feature store, `probe.py`, `interventions.py`) and returns
+against `Limits`, calls the library (the feature store, `runmodel.py`, `interventions.py`) and returns
 JSON-ready data. No maths here and no HTTP: `api.py` and `pages.py` serve these results.
 
 Two locks make concurrent requests behave as if they came one after another: one around the model
@@ -14,19 +14,12 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from monosemantic.analysis.analyze import document_meta
 from monosemantic.analysis.store import Feature, FeatureStore, Summary
-from monosemantic.data.corpora import prompt_ids
+from monosemantic.data.corpora import document_meta, prompt_ids
 from monosemantic.errors import MonosemanticError
 from monosemantic.experiments.interventions import Intervention, clamp, mean_ablate, steer, zero
-from monosemantic.runmodel import (
-    context_length,
-    document_activations,
-    latent_totals,
-    predict,
-    text_latents,
-    top_latents,
-)
+from monosemantic.models import context_length
+from monosemantic.runmodel import RunModel, latent_totals, top_latents
 from monosemantic.train.rundir import EVAL_FILE, read_metrics
 
 KINDS = ("zero", "mean", "clamp", "steer")
@@ -68,9 +61,9 @@ class Dashboard:
         self.run_dir = Path(run_dir)
         self.limits = limits
         self.store = FeatureStore.open(self.run_dir)
-        self.source = self.store.source(device)
+        self.run_model = RunModel.of_run(self.run_dir, self.store.settings["corpus"], device)
         self.model_lock, self.db_lock = threading.Lock(), threading.Lock()
-        context = context_length(self.source.model)
+        context = context_length(self.run_model.model)
         self.max_tokens = min(limits.tokens, context) if context else limits.tokens
         self.text("1 + 1 = 2", k=1)  # warm-up: the first real request should not pay for kernel setup
 
@@ -86,7 +79,7 @@ class Dashboard:
         """Token ids of `text` (the model lock held), refused beyond the token limit."""
         if len(text) > self.limits.text_chars:
             raise RequestError(f"text of {len(text)} characters; the dashboard takes at most {self.limits.text_chars}")
-        ids = prompt_ids(self.source.tokenizer, text)
+        ids = prompt_ids(self.run_model.tokenizer, text)
         limit = self.max_tokens - spare
         if len(ids) > limit:
             raise RequestError(
@@ -100,7 +93,7 @@ class Dashboard:
         _check_range("k", k, 1, self.limits.top_k)
         _check_range("features", features, 1, self.limits.text_features)
         with self.model_lock:
-            lat = text_latents(self.source, self._ids(text))
+            lat = self.run_model.text_latents(self._ids(text))
             top, totals = top_latents(lat.z, k), latent_totals(lat.z, features)
         with self.db_lock:
             names = self.store.labels(sorted({j for row in top for j, _ in row} | {t.latent for t in totals}))
@@ -125,7 +118,7 @@ class Dashboard:
         """Feature i's activation on every token of `text` ("try your own text")."""
         self.check_feature(i)
         with self.model_lock:
-            lat = text_latents(self.source, self._ids(text))
+            lat = self.run_model.text_latents(self._ids(text))
         return {"tokens": lat.tokens, "acts": lat.z[:, i].tolist()}
 
     def search(self, query: str, limit: int = 50) -> list[dict]:
@@ -174,7 +167,7 @@ class Dashboard:
         out = {"doc": doc, "text": found.text, "meta": document_meta(found)}
         if feature is not None:
             with self.model_lock:
-                out |= asdict(document_activations(self.source, found, feature))
+                out |= asdict(self.run_model.document_activations(found, feature))
         return out
 
     def interventions(self, specs: list[dict]) -> list[Intervention]:
@@ -203,8 +196,8 @@ class Dashboard:
         edits = self.interventions(specs)
         with self.model_lock:
             ids = self._ids(prompt, spare=new_tokens)
-            before = predict(self.source, ids, (), top=top, new_tokens=new_tokens)
-            after = predict(self.source, ids, edits, top=top, new_tokens=new_tokens)
+            before = self.run_model.predict(ids, (), top=top, new_tokens=new_tokens)
+            after = self.run_model.predict(ids, edits, top=top, new_tokens=new_tokens)
         return {
             "prompt_tokens": len(ids),
             "before": asdict(before),

@@ -31,6 +31,12 @@ class Document:
     meta: dict = field(default_factory=dict, compare=False)
 
 
+def document_meta(doc: object) -> dict[str, str]:
+    """Metadata of a document as strings (the math corpus' samples carry language, operation, ...)."""
+    meta = getattr(doc, "meta", None)
+    return {str(k): str(v) for k, v in meta.items()} if meta else {}
+
+
 class Corpus(Protocol):
     def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]: ...
     def describe(self) -> dict: ...

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from monosemantic.config import derive_seed
 from monosemantic.data.corpora import Corpus, kept_tokens, pack
-from monosemantic.hooks import run_and_capture
-from monosemantic.models import ModelError, resolve_hookpoints
+from monosemantic.hooks import hookpoint_widths, run_and_capture
+from monosemantic.models import ModelError, context_length, resolve_hookpoints
 
 
 @dataclass
@@ -59,7 +59,7 @@ class ActivationStream:
         self.hooks = self._single(hookpoint) if isinstance(hookpoint, str) else resolve_hookpoints(model, hookpoint)
         self.hook = self.hooks[0]
         self.names = [h.name for h in self.hooks]
-        max_len = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        max_len = context_length(model)
         if max_len is not None and self.cfg.seq_len > max_len:
             raise ModelError(f"seq_len={self.cfg.seq_len} exceeds the model's context of {max_len} tokens")
         self.chunk_tokens = -(-self.cfg.chunk_tokens // batch_size) * batch_size
@@ -69,7 +69,7 @@ class ActivationStream:
         self._source: Iterator[tuple[Tensor, Tensor]] | None = None
         self._carry: list[tuple[Tensor, Tensor]] = []
         self._last: tuple[int, tuple[Tensor, Tensor]] | None = None
-        self.widths = self._probe_widths()
+        self.widths = hookpoint_widths(model, self.names)
         self.d = sum(self.widths)
 
     def _single(self, hookpoint: str):
@@ -77,11 +77,6 @@ class ActivationStream:
         if len(hooks) != 1:
             raise ModelError(f"hookpoint {hookpoint!r} matches {len(hooks)} hookpoints; an SAE reads exactly one")
         return hooks
-
-    def _probe_widths(self) -> list[int]:
-        ids = torch.tensor([[self.tokenizer.bos_token_id or 0]], device=self._device())
-        acts = run_and_capture(self.model, ids, self.names)
-        return [acts[name].shape[-1] for name in self.names]
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device

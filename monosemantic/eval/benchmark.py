@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from monosemantic.config import to_dict
-from monosemantic.data.corpora import kept_tokens, open_corpus, pack
+from monosemantic.data.corpora import document_meta, kept_tokens, open_corpus, pack
 from monosemantic.eval.probing import linear_probe, sparse_probe
 from monosemantic.eval.splitting import find_splits, match_fraction
 from monosemantic.sae import SAE
@@ -43,11 +43,11 @@ class BenchmarkConfig:
 
 def document_activations(run_dir: str | Path, n_docs: int) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """Per held-out document: mean hookpoint activation [n, d_in], mean latents [n, d_sae], metadata."""
-    from monosemantic.analysis.analyze import Source, document_meta
     from monosemantic.hooks import run_and_capture
+    from monosemantic.runmodel import RunModel
     from monosemantic.train.pipeline import default_eval_corpus
 
-    src = Source.of_run(run_dir)
+    src = RunModel.of_run(run_dir)
     corpus = open_corpus(default_eval_corpus(src.corpus_spec))
     docs = sorted(corpus.documents(limit=n_docs), key=lambda d: d.id)
     row_of = torch.full((max((d.id for d in docs), default=0) + 1,), -1, dtype=torch.long)

@@ -2,18 +2,16 @@
 
 A sample counts as solved when greedy decoding from its prompt (the text before the answer)
 produces exactly the rest of the sample (answer plus closing punctuation) and then ends (EOS).
-Prompts of equal length are decoded together, so no padding enters the model.
+The decoder is `models.greedy_complete`: prompts of equal length are decoded together, so no
+padding enters the model.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
-import torch
-
-from monosemantic.data.corpora import prompt_ids
 from monosemantic.mathlm.corpus import CATEGORIES, MathCorpus, Sample
+from monosemantic.models import greedy_complete
 
 
 @dataclass
@@ -38,39 +36,6 @@ def heldout_samples(per_category: int, seed: int = 0, max_documents: int = 2_000
         if i >= max_documents or min(counts.values()) >= per_category:
             break
     return chosen
-
-
-@torch.no_grad()
-def greedy_complete(model, tokenizer, prompts: list[str], max_new: int, batch_size: int = 256) -> list[str]:
-    """Greedy continuations (until EOS or `max_new` tokens) of each prompt."""
-    device = next(model.parameters()).device
-    eos = tokenizer.eos_token_id
-    encoded = [prompt_ids(tokenizer, p) for p in prompts]
-    limit = model.config.max_position_embeddings if hasattr(model.config, "max_position_embeddings") else 10**9
-    out: list[str] = [""] * len(prompts)
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for i, ids in enumerate(encoded):
-        by_length[len(ids)].append(i)
-    for length, members in by_length.items():
-        for start in range(0, len(members), batch_size):
-            idx = members[start : start + batch_size]
-            ids = torch.tensor([encoded[i] for i in idx], device=device)
-            done = torch.zeros(len(idx), dtype=torch.bool, device=device)
-            new = []
-            for _ in range(min(max_new, limit - length)):
-                nxt = model(input_ids=ids).logits[:, -1].argmax(-1)
-                nxt = torch.where(done, torch.full_like(nxt, eos if eos is not None else 0), nxt)
-                new.append(nxt)
-                done |= nxt == eos
-                ids = torch.cat([ids, nxt[:, None]], dim=1)
-                if bool(done.all()):
-                    break
-            gen = torch.stack(new, 1).tolist() if new else [[] for _ in idx]
-            for i, tokens in zip(idx, gen):
-                if eos in tokens:
-                    tokens = tokens[: tokens.index(eos)]
-                out[i] = tokenizer.decode(tokens, skip_special_tokens=True)
-    return out
 
 
 def answer_accuracy(model, tokenizer, per_category: int = 200, seed: int = 0) -> list[CategoryScore]:

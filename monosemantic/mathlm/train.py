@@ -30,8 +30,9 @@ from monosemantic.atomic import atomic_directory, atomic_write_json
 from monosemantic.data.corpora import Packed, pack
 from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.mathlm.corpus import MathCorpus
-from monosemantic.mathlm.evaluate import greedy_complete, heldout_samples
+from monosemantic.mathlm.evaluate import heldout_samples
 from monosemantic.mathlm.tokenizer import build_tokenizer
+from monosemantic.models import greedy_complete
 from monosemantic.plots import plot_curves
 from monosemantic.train.checkpoint import checkpoint_dirs, load_optimizer_tensors, optimizer_tensors
 

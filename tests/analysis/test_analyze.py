@@ -13,11 +13,12 @@ import time
 import pytest
 import torch
 
-from monosemantic.analysis.analyze import AnalyzeConfig, Source, analyze, multilingual
+from monosemantic.analysis.analyze import AnalyzeConfig, analyze, multilingual
 from monosemantic.analysis.store import DB_FILE, MANIFEST, FeatureStore, StoreError, features_dir
 from monosemantic.cli.main import main
 from monosemantic.data.corpora import kept_tokens, pack
 from monosemantic.models import direct_logit_path, load_model
+from monosemantic.runmodel import RunModel, token_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOKENS, SHARD = "6000", "64"  # 256 latents -> 4 shards
@@ -59,7 +60,7 @@ def analysed(run, tmp_path_factory):
 
 def all_latents(run):
     """Brute force: every kept token's latents, in corpus order, for the tokens the analysis reads."""
-    src = Source.of_run(run)
+    src = RunModel.of_run(run)
     zs, toks = [], []
     n = 0
     with torch.inference_mode():
@@ -173,9 +174,9 @@ def test_search_list_inspect_and_trace(analysed):
     assert index in [s.index for s in store.search(word, limit=256)]
     best = store.feature(labelled[0].index)
     text = "12 + 7 = 19"
-    per_token = store.top_features_for(text, k=3)
+    src = RunModel.of_run(analysed)
+    per_token = token_features(src, text, 3, store.labels)
     assert "".join(t.token for t in per_token) == text
-    src = Source.of_run(analysed)
     ids = torch.tensor([[src.tokenizer.bos_token_id, *src.tokenizer(text, add_special_tokens=False)["input_ids"]]])
     z = src.latents(ids, None, ids != src.tokenizer.bos_token_id)
     for t, row in zip(per_token, z):

@@ -22,7 +22,6 @@ from fastapi.testclient import TestClient
 from monosemantic.dashboard import allowed_hosts, bind, is_loopback
 from monosemantic.data.corpora import prompt_ids
 from monosemantic.hooks import capture
-from monosemantic.runmodel import predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXT = "12 + 7 = 19"
@@ -40,7 +39,7 @@ def dash(dashboard_app):
 
 def latents_by_hand(dash, text):
     """[n_tokens, d_sae]: the SAE on the hookpoint's activations, BOS left out."""
-    src = dash.source
+    src = dash.run_model
     with capture(src.model, src.hookpoint) as acts:
         src.model(input_ids=torch.tensor([prompt_ids(src.tokenizer, text)]))
     return src.sae.encode(acts[src.hookpoint][0, 1:])
@@ -114,8 +113,8 @@ def test_playground_runs_the_library_interventions(client, dash):
         "interventions": [{"feature": 82, "kind": "steer", "value": 200.0}, {"feature": 3, "kind": "mean"}],
     }
     data = client.post("/api/playground", json=body).json()
-    ids = prompt_ids(dash.source.tokenizer, prompt)
-    assert data["before"] == json.loads(json.dumps(asdict(predict(dash.source, ids, new_tokens=8))))
+    ids = prompt_ids(dash.run_model.tokenizer, prompt)
+    assert data["before"] == json.loads(json.dumps(asdict(dash.run_model.predict(ids, new_tokens=8))))
     assert data["after"]["continuation"] != data["before"]["continuation"]
     assert data["interventions"] == [
         {"kind": "steer", "feature": 82, "value": 200.0},
@@ -123,7 +122,7 @@ def test_playground_runs_the_library_interventions(client, dash):
     ]
     zero = client.post("/api/playground", json={"prompt": prompt, "interventions": [{"feature": 5, "kind": "zero"}]})
     assert zero.status_code == 200 and len(zero.json()["after"]["next_tokens"]) == 10
-    assert no_hooks(dash.source.model)
+    assert no_hooks(dash.run_model.model)
 
 
 def test_run_overview(client, analysed_run):
@@ -321,7 +320,7 @@ def test_16_concurrent_requests_equal_sequential_ones_and_leave_no_hooks(dashboa
         responses = list(pool.map(send, mix))
     assert [r.status_code for r in responses] == [200] * len(mix)
     assert [r.json() for r in responses] == sequential
-    assert no_hooks(dash.source.model)
+    assert no_hooks(dash.run_model.model)
 
 
 def test_an_oversized_upload_gets_413_and_the_server_stays_responsive(dashboard_url):

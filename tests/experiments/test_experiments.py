@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from monosemantic.analysis.analyze import Source
 from monosemantic.analysis.store import FeatureStore
 from monosemantic.cli.main import main
-from monosemantic.experiments.ablate import ablate, bootstrap_ci, matched_controls, steer
+from monosemantic.experiments.ablate import ablate, matched_controls
+from monosemantic.experiments.scoring import bootstrap_ci
+from monosemantic.experiments.steer import steer
 from monosemantic.experiments.tasks import (
     BUILTIN_TASKS,
     Task,
@@ -22,6 +23,7 @@ from monosemantic.experiments.tasks import (
     contrast_of,
     task_from_file,
 )
+from monosemantic.runmodel import RunModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,7 +53,7 @@ def test_clean_scores_match_a_per_item_computation(run):
         "mine", [TaskItem("12 + 7 = ", "19", "29"), TaskItem("3 × 4 = ", "12", "22"), TaskItem("8 − 5 = ", "3", None)]
     )
     result = ablate(run, [0, 1], task=task, controls=1)
-    src = Source.of_run(run)
+    src = RunModel.of_run(run)
     clean = result.scores["clean"]
     for i, item in enumerate(task.items):
         ids = src.tokenizer(item.prompt + item.target)["input_ids"]  # BOS + characters
@@ -121,7 +123,7 @@ def test_steering_curve_is_flat_at_zero_and_the_cli_generates(run, capsys):
     assert result.kl[0][0] == pytest.approx(0.0, abs=1e-6)
     assert result.kl[1][0] > 1e-4
     target_id = FeatureStore.open(run).vocab.index(result.target)
-    src = Source.of_run(run)
+    src = RunModel.of_run(run)
     prompts = [i.prompt for i in builtin_task("equality", 10).items]
     clean = np.mean(
         [

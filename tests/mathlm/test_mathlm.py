@@ -154,8 +154,7 @@ def test_resume_refuses_another_configuration(tmp_path):
 
 
 def test_greedy_completion_matches_hugging_face_generate(tiny_model_dirs):
-    from monosemantic.mathlm.evaluate import greedy_complete
-    from monosemantic.models import load_model
+    from monosemantic.models import greedy_complete, load_model
 
     model, tok = load_model(tiny_model_dirs["gpt2"])
     prompts = ["12 + 30 = ", "7 vs 19: ", "x + 3 = 7, x = ", "1 + 1 = "]  # two share a length
