@@ -61,10 +61,12 @@ def attach(model: nn.Module, hook: Hookpoint, fn: Callable[[Tensor], Tensor | No
 
 @contextlib.contextmanager
 def capture(
-    model: nn.Module, hookpoints: str | list[str], *, stop: bool = False, detach: bool = True
+    model: nn.Module, hookpoints: str | list[str] | list[Hookpoint], *, stop: bool = False, detach: bool = True
 ) -> Iterator[dict[str, Tensor]]:
-    """Collect the activations at `hookpoints` (names, globs or module paths) into a dict by name."""
-    hooks = resolve_hookpoints(model, hookpoints)
+    """Collect the activations at `hookpoints` (names, globs or module paths, or `Hookpoint`s already
+    resolved, as a stream that runs many forwards holds them) into a dict by name."""
+    resolved = not isinstance(hookpoints, str) and all(isinstance(h, Hookpoint) for h in hookpoints)
+    hooks = list(hookpoints) if resolved else resolve_hookpoints(model, hookpoints)  # type: ignore[arg-type]
     acts: dict[str, Tensor] = {}
 
     def reader(h: Hookpoint):
@@ -102,7 +104,10 @@ def patch(model: nn.Module, edits: dict[str, Callable[[Tensor], Tensor]]) -> Ite
 
 
 def run_and_capture(
-    model: nn.Module, input_ids: Tensor, hookpoints: str | list[str], attention_mask: Tensor | None = None
+    model: nn.Module,
+    input_ids: Tensor,
+    hookpoints: str | list[str] | list[Hookpoint],
+    attention_mask: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Activations at `hookpoints` for `input_ids`, running the model only as far as needed."""
     with capture(model, hookpoints, stop=True) as acts:
