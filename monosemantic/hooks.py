@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import cast
 
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
@@ -65,8 +66,10 @@ def capture(
 ) -> Iterator[dict[str, Tensor]]:
     """Collect the activations at `hookpoints` (names, globs or module paths, or `Hookpoint`s already
     resolved, as a stream that runs many forwards holds them) into a dict by name."""
-    resolved = not isinstance(hookpoints, str) and all(isinstance(h, Hookpoint) for h in hookpoints)
-    hooks = list(hookpoints) if resolved else resolve_hookpoints(model, hookpoints)  # type: ignore[arg-type]
+    if not isinstance(hookpoints, str) and all(isinstance(h, Hookpoint) for h in hookpoints):
+        hooks = cast(list[Hookpoint], hookpoints)
+    else:
+        hooks = resolve_hookpoints(model, cast(str | list[str], hookpoints))
     acts: dict[str, Tensor] = {}
 
     def reader(h: Hookpoint):

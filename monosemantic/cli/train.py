@@ -82,7 +82,8 @@ def changed_on_resume(args: argparse.Namespace, saved: dict, source: Path) -> di
     """Flags given now whose value differs from their default and from the saved run: operational
     ones are returned to apply, any other is refused (resuming keeps the saved configuration)."""
     flat = {k: v for section in saved.values() if isinstance(section, dict) for k, v in section.items()}
-    changed, refused = {}, []
+    changed: dict[str, object] = {}
+    refused: list[str] = []
     for name, saved_value in flat.items():
         if not hasattr(args, name):
             continue

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -44,6 +44,9 @@ from monosemantic.train.config import RunConfig, SavedRun, read_saved_run
 from monosemantic.train.rundir import check_new_run_dir, create_run_dir
 from monosemantic.train.trainer import TrainConfig, Trainer
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 
 @dataclass
 class Job:
@@ -51,8 +54,8 @@ class Job:
     among the ranks."""
 
     out: Path
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     world: World
     progress: bool = True
 
@@ -191,9 +194,9 @@ def train_saes(
         done = {key: trainer.fit(batches(), resume=resume)}
     else:
         done = fit_together(trainers, batches(), split, world, resume=resume, n_init=n_init)
-    for trainer in trainers.values():
-        if trainer.world.writer:
-            plot_training(trainer.run_dir)
+    for key, new in saes.items():
+        if trainers[key].world.writer:
+            plot_training(new.run_dir)
     return done
 
 

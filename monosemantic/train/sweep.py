@@ -102,4 +102,4 @@ def sweep_on_model(out: str | Path, run: RunConfig, points: list[dict], *, progr
         split=lambda x: dict.fromkeys(saes, x),  # every SAE sees the whole batch
         n_init=init_batches([stream.d], run.train.batch_size),
     )
-    return {run_name(points[i]): sae for i, sae in done.items()}
+    return {run_name(points[i]): sae for i, sae in done.items() if sae is not None}  # one process: all
