@@ -216,26 +216,8 @@ def add_interop_commands(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write into (new or empty)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="monosemantic",
-        formatter_class=HelpFormatter,
-        description="Sparse autoencoders for language models: train, evaluate, benchmark. Every command has --help.",
-    )
-    parser.add_argument("--version", action="version", version=f"monosemantic {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        default=None,
-        metavar="INT",
-        help="CPU threads for torch (default: one per core)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    add_train_commands(sub, _command)
-
+def add_eval_command(sub) -> None:
+    """`eval`: a run's SAE spliced into its model, or on activation files."""
     p = _command(sub, "eval", cmd_eval)
     p.add_argument(
         "run_dir", metavar="RUN_DIR", help="run directory (or any directory with cfg.json + sae.safetensors)"
@@ -272,12 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run on")
 
-    add_interop_commands(sub)
-    add_feature_commands(sub, _command)
-    add_experiment_commands(sub, _command)
-    add_benchmark_commands(sub, _command)
-    add_view_command(sub, _command)
 
+def add_mathlm_commands(sub) -> None:
+    """`mathlm train`, `mathlm eval`: the built-in model."""
     mathlm = sub.add_parser(
         "mathlm",
         help="the built-in math language model",
@@ -297,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the model on")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the scores to this JSON file")
 
+
+def add_bench_commands(sub) -> None:
+    """`bench toy`: SAEs on synthetic data with known features."""
     bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks.", formatter_class=HelpFormatter)
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = _command(benches, "toy", cmd_bench_toy)
@@ -323,6 +305,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens without firing that make a latent dead",
     )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monosemantic",
+        formatter_class=HelpFormatter,
+        description="Sparse autoencoders for language models: train, evaluate, benchmark. Every command has --help.",
+    )
+    parser.add_argument("--version", action="version", version=f"monosemantic {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="INT",
+        help="CPU threads for torch (default: one per core)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    add_train_commands(sub, _command)
+
+    add_eval_command(sub)
+    add_interop_commands(sub)
+    add_feature_commands(sub, _command)
+    add_experiment_commands(sub, _command)
+    add_benchmark_commands(sub, _command)
+    add_view_command(sub, _command)
+
+    add_mathlm_commands(sub)
+    add_bench_commands(sub)
     return parser
 
 
