@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -64,10 +65,14 @@ def attach(model: nn.Module, hook: Hookpoint, fn: Callable[[Tensor], Tensor | No
 
 @contextlib.contextmanager
 def capture(
-    model: nn.Module, hookpoints: str | list[str], *, stop: bool = False, detach: bool = True
+    model: nn.Module, hookpoints: str | list[str] | list[Hookpoint], *, stop: bool = False, detach: bool = True
 ) -> Iterator[dict[str, Tensor]]:
-    """Collect the activations at `hookpoints` (names, globs or module paths) into a dict by name."""
-    hooks = resolve_hookpoints(model, hookpoints)
+    """Collect the activations at `hookpoints` (names, globs or module paths, or `Hookpoint`s already
+    resolved, as a stream that runs many forwards holds them) into a dict by name."""
+    if not isinstance(hookpoints, str) and all(isinstance(h, Hookpoint) for h in hookpoints):
+        hooks = cast(list[Hookpoint], hookpoints)
+    else:
+        hooks = resolve_hookpoints(model, cast(str | list[str], hookpoints))
     acts: dict[str, Tensor] = {}
 
     def reader(h: Hookpoint):
@@ -105,7 +110,10 @@ def patch(model: nn.Module, edits: dict[str, Callable[[Tensor], Tensor]]) -> Ite
 
 
 def run_and_capture(
-    model: nn.Module, input_ids: Tensor, hookpoints: str | list[str], attention_mask: Tensor | None = None
+    model: nn.Module,
+    input_ids: Tensor,
+    hookpoints: str | list[str] | list[Hookpoint],
+    attention_mask: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Activations at `hookpoints` for `input_ids`, running the model only as far as needed."""
     with capture(model, hookpoints, stop=True) as acts:
@@ -113,12 +121,13 @@ def run_and_capture(
     return acts
 
 
-def hookpoint_widths(model: nn.Module, hookpoints: list[str]) -> list[int]:
-    """The width (last dimension) of the activation at each hookpoint, read on a one-token forward
-    that stops after the last of them (any token will do: only the shape is read)."""
+def hookpoint_widths(model: nn.Module, hookpoints: list[str] | list[Hookpoint]) -> list[int]:
+    """The width (last dimension) of the activation at each hookpoint (names, or `Hookpoint`s
+    already resolved), read on a one-token forward that stops after the last of them (any token
+    will do: only the shape is read)."""
     ids = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
     acts = run_and_capture(model, ids, hookpoints)
-    return [acts[name].shape[-1] for name in hookpoints]
+    return [acts[h.name if isinstance(h, Hookpoint) else h].shape[-1] for h in hookpoints]
 
 
 def hookpoint_width(model: nn.Module, hookpoint: str) -> int:

@@ -1,6 +1,7 @@
 """The `monosemantic` command: thin subcommands, one module per command group.
 
-main.py          the parser, error handling, train / train-tensors / eval / convert / export / mathlm
+main.py          the parser, error handling, eval / convert / export / mathlm / bench toy
+train.py         train, train-tensors (new, or --resume)
 features.py      analyze, feature, features, inspect
 experiments.py   ablate, steer
 benchmark.py     sweep, benchmark

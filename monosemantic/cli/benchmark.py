@@ -16,7 +16,7 @@ from monosemantic.eval.benchmark import SCHEMA, BenchmarkConfig, benchmark_run, 
 from monosemantic.eval.report import frontier_rows, write_report
 from monosemantic.experiments.scoring import save_json
 from monosemantic.sae import ARCHITECTURES
-from monosemantic.train.pipeline import DataConfig
+from monosemantic.train.config import DataConfig, RunConfig, SAEOptions
 from monosemantic.train.trainer import TrainConfig
 
 
@@ -91,15 +91,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     knobs = {"k": args.k, "l1_coefficient": args.l1_coefficient, "l0_coefficient": args.l0_coefficient}
     points = grid(args.arch, args.expansion_factor, knobs)
     harvest = from_args(HarvestConfig, args, seed=args.seed)
-    saes = sweep_on_model(
-        args.out,
-        from_args(DataConfig, args),
-        {},
-        points,
-        from_args(TrainConfig, args),
-        harvest,
-        progress=not args.quiet,
-    )
+    run = RunConfig(from_args(DataConfig, args), harvest, SAEOptions(), from_args(TrainConfig, args))
+    saes = sweep_on_model(args.out, run, points, progress=not args.quiet)
     for name, sae in saes.items():
         knob = SPARSITY_KNOB[sae.cfg.arch]
         print(

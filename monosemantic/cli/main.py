@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -29,239 +28,25 @@ from pathlib import Path
 import torch
 
 from monosemantic import __version__
-from monosemantic.analysis.store import StoreError
 from monosemantic.atomic import atomic_write_json
 from monosemantic.cli.benchmark import add_benchmark_commands
 from monosemantic.cli.experiments import add_experiment_commands
 from monosemantic.cli.features import add_feature_commands
+from monosemantic.cli.train import add_train_commands
 from monosemantic.cli.view import add_view_command
-from monosemantic.config import (
-    ConfigError,
-    HelpFormatter,
-    add_arguments,
-    from_args,
-    from_dict,
-    non_negative_int,
-    parse_int,
-    positive_int,
-    to_dict,
-)
-from monosemantic.data.activations import ActivationDataError, TensorBatches, load_activation_file
-from monosemantic.data.cache import CacheError
-from monosemantic.data.corpora import CorpusError
-from monosemantic.data.stream import HarvestConfig
-from monosemantic.distributed.multi_sae import PARENT_FILE
-from monosemantic.distributed.world import RankRows, check_same_config, create_rank_sae, session
+from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, parse_int, positive_int, to_dict
+from monosemantic.data.activations import ActivationDataError, load_activation_file
+from monosemantic.errors import MonosemanticError
 from monosemantic.eval.metrics import evaluate
 from monosemantic.eval.tables import format_eval, format_spliced
 from monosemantic.eval.toy import ToyConfig, ToyData, format_table, results_to_json, run_toy_benchmark
-from monosemantic.experiments.ablate import ExperimentError
-from monosemantic.experiments.interventions import InterventionError
-from monosemantic.experiments.tasks import TaskError
 from monosemantic.formats import WRITERS, detect_format, export_sae, load_sae
 from monosemantic.mathlm.config import MathLMConfig
-from monosemantic.models import ModelError
-from monosemantic.sae import ARCHITECTURES, SAEConfig, SAEFormatError
-from monosemantic.train.checkpoint import CheckpointError
-from monosemantic.train.pipeline import DataConfig, start_run_dir
-from monosemantic.train.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, RunDirError, read_train_config
-from monosemantic.train.trainer import OPERATIONAL_FIELDS, TrainConfig, Trainer, TrainingError
-
-USER_ERRORS = (
-    ConfigError,
-    SAEFormatError,
-    ActivationDataError,
-    RunDirError,
-    CheckpointError,
-    TrainingError,
-    ModelError,
-    CorpusError,
-    CacheError,
-    StoreError,
-    ExperimentError,
-    InterventionError,
-    TaskError,
-    FileNotFoundError,
-)
-# input_norm comes only with SAEs of other tools, which the trainer refuses
-SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm")
-K_ARCHS = ("topk", "batchtopk")
-
-
-# ---- shared flags -----------------------------------------------------------------------------
-
-
-def add_sae_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="topk", help="SAE architecture")
-    parser.add_argument(
-        "--expansion-factor",
-        "--expansion_factor",
-        type=parse_int,
-        default=32,
-        metavar="INT",
-        help="d_sae = expansion factor x d_in",
-    )
-    parser.add_argument(
-        "--d-sae", type=parse_int, default=None, metavar="INT", help="number of latents; overrides --expansion-factor"
-    )
-    add_arguments(parser, SAEConfig, exclude=SAE_FLAGS_FROM_ELSEWHERE, defaults={"k": 32})
-
-
-def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("under torchrun (see README, Scaling out)")
-    group.add_argument(
-        "--shard-latents",
-        type=non_negative_int,
-        nargs="?",
-        const=0,
-        default=1,
-        metavar="N",
-        help="split W_enc and W_dec along d_sae over N ranks (the flag alone: over all ranks), for "
-        "dictionaries larger than one device; the other factor of the world size trains "
-        "data-parallel, on a (data x latent) mesh; topk only",
-    )
-
-
-def sae_options(args: argparse.Namespace) -> dict:
-    """SAEConfig fields from the flags (d_in comes from the data)."""
-    options = {
-        f: getattr(args, f)
-        for f in (
-            "arch",
-            "k",
-            "dtype",
-            "apply_b_dec_to_input",
-            "l1_coefficient",
-            "l0_coefficient",
-            "jumprelu_bandwidth",
-            "k_aux",
-            "auxk_coef",
-        )
-    }
-    options["k"] = args.k if args.arch in K_ARCHS else None
-    options["d_sae"] = args.d_sae
-    options["expansion_factor"] = args.expansion_factor
-    return options
-
-
-def sae_config_from_args(args: argparse.Namespace, d_in: int) -> SAEConfig:
-    options = sae_options(args)
-    expansion, d_sae = options.pop("expansion_factor"), options.pop("d_sae")
-    return SAEConfig(d_in=d_in, d_sae=d_sae or expansion * d_in, **options)
-
-
-def changed_on_resume(args: argparse.Namespace, saved: dict, source: Path) -> dict:
-    """Flags given now whose value differs from their default and from the saved run: operational
-    ones are returned to apply, any other is refused (resuming keeps the saved configuration)."""
-    flat = {k: v for section in saved.values() if isinstance(section, dict) for k, v in section.items()}
-    changed, refused = {}, []
-    for name, saved_value in flat.items():
-        if not hasattr(args, name):
-            continue
-        value = getattr(args, name)
-        value = tuple(value) if isinstance(value, list) else value
-        if value != args.parser.get_default(name) and value != saved_value:
-            (changed.__setitem__(name, value) if name in OPERATIONAL_FIELDS else refused.append(name))
-    sae = saved.get("sae", {})
-    expansion = getattr(args, "expansion_factor", None)
-    if (
-        expansion not in (None, args.parser.get_default("expansion_factor"))
-        and "d_in" in sae
-        and expansion * sae["d_in"] != sae["d_sae"]
-    ):
-        refused.append("expansion_factor")
-    if refused:
-        flags = ", ".join("--" + n.replace("_", "-") for n in refused)
-        allowed = ", ".join(sorted("--" + n.replace("_", "-") for n in OPERATIONAL_FIELDS))
-        raise ConfigError(
-            f"--resume continues {source} with its saved configuration; {flags} cannot change (only {allowed} can)"
-        )
-    return changed
-
+from monosemantic.sae import ARCHITECTURES
+from monosemantic.train.rundir import EVAL_FILE
+from monosemantic.train.trainer import TrainConfig
 
 # ---- commands ---------------------------------------------------------------------------------
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train an SAE on a model's activations at a hookpoint (harvested on the fly, or via --cache);
-    several hookpoints (a comma-separated list, or a glob) train one SAE each from one forward."""
-    from monosemantic.train.pipeline import resume_on_model, train_on_model
-
-    out = Path(args.out)
-    if args.resume:
-        saved = (
-            read_train_config(out) if not (out / PARENT_FILE).is_file() else json.loads((out / PARENT_FILE).read_text())
-        )
-        changes = changed_on_resume(args, saved, out)
-        config = {"resume": str(out.resolve()), **changes}
-        device = changes.get("device", saved["train"]["device"])
-    else:
-        harvest = from_args(HarvestConfig, args, seed=args.seed)
-        data, train = from_args(DataConfig, args), from_args(TrainConfig, args)
-        config = {"data": to_dict(data), "harvest": to_dict(harvest), "sae": sae_options(args), "train": to_dict(train)}
-        device = train.device
-    with session(device, args.shard_latents) as world:
-        check_same_config(world, {**config, "shard_latents": args.shard_latents})
-        if args.resume:
-            result = resume_on_model(out, progress=not args.quiet, world=world, **changes)
-        else:
-            result = train_on_model(out, data, sae_options(args), train, harvest, progress=not args.quiet, world=world)
-        if not world.writer:
-            return 0
-        if isinstance(result, dict):
-            names = json.loads((out / PARENT_FILE).read_text())["hookpoints"]
-            print(f"saved {len(names)} SAEs, one per hookpoint, to {out}/<hookpoint>: {', '.join(names)}")
-            print(f"next: monosemantic eval {out / names[0]}")
-            return 0
-        print(
-            f"saved {result.cfg.arch} SAE (d_in={result.d_in}, d_sae={result.d_sae}) at {result.cfg.hookpoint} "
-            f"to {args.out}"
-        )
-        print(f"next: monosemantic eval {args.out}")
-    return 0
-
-
-def cmd_train_tensors(args: argparse.Namespace) -> int:
-    """Train an SAE on activation vectors saved in a file."""
-    out = Path(args.out)
-    if args.resume:
-        saved = read_train_config(out)
-        changes = changed_on_resume(args, saved, out)
-        sae_cfg = from_dict(SAEConfig, saved["sae"], source=f"{out}/{TRAIN_CONFIG_FILE}")
-        train_cfg = from_dict(TrainConfig, {**saved["train"], **changes}, source=f"{out}/{TRAIN_CONFIG_FILE}")
-        acts_path = args.acts or saved["data"]["path"]
-        acts = load_activation_file(acts_path, saved["data"].get("key"))
-        if list(acts.shape) != saved["data"]["shape"]:
-            raise ActivationDataError(
-                f"{acts_path}: shape {list(acts.shape)} differs from the {saved['data']['shape']} this run trained on"
-            )
-        data = {**saved["data"], "path": str(Path(acts_path).resolve())}
-    else:
-        if args.acts is None:
-            raise ConfigError("give the activation file to train on (ACTS), or --resume an existing run")
-        acts = load_activation_file(args.acts, args.key)
-        sae_cfg = sae_config_from_args(args, acts.shape[1])
-        train_cfg = from_args(TrainConfig, args)
-        data = {"path": str(Path(args.acts).resolve()), "key": args.key, "shape": list(acts.shape)}
-    config = {"sae": to_dict(sae_cfg), "train": to_dict(train_cfg), "data": data}
-    with session(train_cfg.device, args.shard_latents) as world:
-        check_same_config(world, {**config, "resume": args.resume, "shard_latents": args.shard_latents})
-        # everything that can refuse the input does so before a new run directory exists
-        torch.manual_seed(train_cfg.seed)
-        batches = TensorBatches(acts, train_cfg.batch_size, seed=train_cfg.seed)
-        if world.distributed:
-            batches = RankRows(batches, world.data_rank, world.data_size)
-        sae, shards = create_rank_sae(world, sae_cfg, train_cfg.seed)
-        trainer = Trainer(sae, train_cfg, out, progress=not args.quiet, world=world, shards=shards)
-        if not args.resume:
-            start_run_dir(out, config, world)
-        trainer.fit(batches, resume=args.resume)
-        if world.writer:
-            from monosemantic.plots import plot_training
-
-            plot_training(out)
-            print(f"saved {sae_cfg.arch} SAE (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae}) to {out}")
-    return 0
 
 
 def activation_batches(paths: list[str], key: str | None, d_in: int, batch_size: int):
@@ -288,7 +73,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         print(format_eval(result))
         return 0
-    from monosemantic.train.pipeline import evaluate_run
+    from monosemantic.eval.splice import evaluate_run
 
     result = evaluate_run(
         args.run_dir,
@@ -431,59 +216,8 @@ def add_interop_commands(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write into (new or empty)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="monosemantic",
-        formatter_class=HelpFormatter,
-        description="Sparse autoencoders for language models: train, evaluate, benchmark. Every command has --help.",
-    )
-    parser.add_argument("--version", action="version", version=f"monosemantic {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        default=None,
-        metavar="INT",
-        help="CPU threads for torch (default: one per core)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = _command(sub, "train", cmd_train)
-    p.add_argument(
-        "--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue with --resume)"
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its newest checkpoint, with its saved configuration",
-    )
-    add_arguments(p, DataConfig, aliases={"model": ["--model_path", "--model-path"]})
-    add_arguments(p, HarvestConfig, exclude=("seed",))
-    add_sae_arguments(p)
-    add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
-    add_parallel_arguments(p)
-
-    p = _command(sub, "train-tensors", cmd_train_tensors)
-    p.add_argument(
-        "acts",
-        nargs="?",
-        metavar="ACTS",
-        help="activations, [N, d_in] (or [..., d_in]) in .npy or .safetensors; optional with --resume",
-    )
-    p.add_argument(
-        "--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue with --resume)"
-    )
-    p.add_argument("--key", default=None, metavar="NAME", help="tensor name inside a .safetensors file holding several")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its newest checkpoint, with its saved configuration",
-    )
-    add_sae_arguments(p)
-    add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
-    add_parallel_arguments(p)
-
+def add_eval_command(sub) -> None:
+    """`eval`: a run's SAE spliced into its model, or on activation files."""
     p = _command(sub, "eval", cmd_eval)
     p.add_argument(
         "run_dir", metavar="RUN_DIR", help="run directory (or any directory with cfg.json + sae.safetensors)"
@@ -520,12 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run on")
 
-    add_interop_commands(sub)
-    add_feature_commands(sub, _command)
-    add_experiment_commands(sub, _command)
-    add_benchmark_commands(sub, _command)
-    add_view_command(sub, _command)
 
+def add_mathlm_commands(sub) -> None:
+    """`mathlm train`, `mathlm eval`: the built-in model."""
     mathlm = sub.add_parser(
         "mathlm",
         help="the built-in math language model",
@@ -545,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the model on")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the scores to this JSON file")
 
+
+def add_bench_commands(sub) -> None:
+    """`bench toy`: SAEs on synthetic data with known features."""
     bench = sub.add_parser("bench", help="benchmarks", description="Benchmarks.", formatter_class=HelpFormatter)
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = _command(benches, "toy", cmd_bench_toy)
@@ -571,6 +305,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens without firing that make a latent dead",
     )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monosemantic",
+        formatter_class=HelpFormatter,
+        description="Sparse autoencoders for language models: train, evaluate, benchmark. Every command has --help.",
+    )
+    parser.add_argument("--version", action="version", version=f"monosemantic {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="INT",
+        help="CPU threads for torch (default: one per core)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    add_train_commands(sub, _command)
+
+    add_eval_command(sub)
+    add_interop_commands(sub)
+    add_feature_commands(sub, _command)
+    add_experiment_commands(sub, _command)
+    add_benchmark_commands(sub, _command)
+    add_view_command(sub, _command)
+
+    add_mathlm_commands(sub)
+    add_bench_commands(sub)
     return parser
 
 
@@ -585,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except USER_ERRORS as e:
+    except (MonosemanticError, OSError) as e:  # every error of ours derives from MonosemanticError
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

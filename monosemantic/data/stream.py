@@ -21,7 +21,7 @@ from torch import Tensor
 from monosemantic.config import derive_seed
 from monosemantic.data.corpora import Corpus, kept_tokens, pack
 from monosemantic.hooks import hookpoint_widths, run_and_capture
-from monosemantic.models import ModelError, context_length, resolve_hookpoints
+from monosemantic.models import Hookpoint, ModelError, context_length, resolve_hookpoints
 
 
 @dataclass
@@ -41,22 +41,22 @@ class ActivationStream:
     `load_state_dict`; `provenance` holds the [batch_size, 3] (document, position, token) rows of
     the batch last returned.
 
-    `hookpoint` is one hookpoint (a name, or a pattern that matches exactly one), or a list of them:
-    then one forward captures them all and a batch is their concatenation, d = sum of `widths`
-    (split it with `torch.split(x, stream.widths, 1)`)."""
+    `hookpoint` is one hookpoint (a name, or a pattern that matches exactly one), or a list of them
+    (names, or `Hookpoint`s the caller resolved): then one forward captures them all and a batch is
+    their concatenation, d = sum of `widths` (split it with `torch.split(x, stream.widths, 1)`)."""
 
     def __init__(
         self,
         model,
         tokenizer,
-        hookpoint: str | list[str],
+        hookpoint: str | list[str] | list[Hookpoint],
         corpus: Corpus,
         batch_size: int,
         cfg: HarvestConfig | None = None,
     ):
         self.model, self.tokenizer, self.corpus, self.batch_size = model, tokenizer, corpus, batch_size
         self.cfg = cfg or HarvestConfig()
-        self.hooks = self._single(hookpoint) if isinstance(hookpoint, str) else resolve_hookpoints(model, hookpoint)
+        self.hooks = self._resolve(hookpoint)
         self.hook = self.hooks[0]
         self.names = [h.name for h in self.hooks]
         max_len = context_length(model)
@@ -69,14 +69,19 @@ class ActivationStream:
         self._source: Iterator[tuple[Tensor, Tensor]] | None = None
         self._carry: list[tuple[Tensor, Tensor]] = []
         self._last: tuple[int, tuple[Tensor, Tensor]] | None = None
-        self.widths = hookpoint_widths(model, self.names)
+        self.widths = hookpoint_widths(model, self.hooks)
         self.d = sum(self.widths)
 
-    def _single(self, hookpoint: str):
-        hooks = resolve_hookpoints(self.model, hookpoint)
-        if len(hooks) != 1:
-            raise ModelError(f"hookpoint {hookpoint!r} matches {len(hooks)} hookpoints; an SAE reads exactly one")
-        return hooks
+    def _resolve(self, hookpoint: str | list[str] | list[Hookpoint]) -> list[Hookpoint]:
+        if isinstance(hookpoint, str):
+            hooks = resolve_hookpoints(self.model, hookpoint)
+            if len(hooks) != 1:
+                raise ModelError(f"hookpoint {hookpoint!r} matches {len(hooks)} hookpoints; an SAE reads exactly one")
+            return hooks
+        hooks = [h for h in hookpoint if isinstance(h, Hookpoint)]
+        if len(hooks) == len(hookpoint):
+            return hooks  # resolved by the caller, once per job
+        return resolve_hookpoints(self.model, [str(h) for h in hookpoint])
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -104,7 +109,7 @@ class ActivationStream:
                 continue
             device = self._device()
             captured = run_and_capture(
-                self.model, batch.input_ids.to(device), self.names, batch.attention_mask.to(device)
+                self.model, batch.input_ids.to(device), self.hooks, batch.attention_mask.to(device)
             )
             acts = (
                 captured[self.hook.name] if len(self.names) == 1 else torch.cat([captured[n] for n in self.names], -1)

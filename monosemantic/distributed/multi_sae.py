@@ -16,7 +16,7 @@ had harvested the whole batch. `fit_together` steps the trainers in lockstep.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -144,10 +144,17 @@ def common_step(trainers: dict[int, Trainer], world: World) -> int:
 
 
 def fit_together(
-    trainers: dict[int, Trainer], stream, exchange: Exchange, world: World, *, resume: bool = False, n_init: int = 1
+    trainers: dict[int, Trainer],
+    stream,
+    exchange: Callable[[Tensor], dict[int, Tensor]],
+    world: World,
+    *,
+    resume: bool = False,
+    n_init: int = 1,
 ) -> dict[int, SAE | None]:
-    """Train every SAE of this rank on its part of each batch of `stream` (this rank's source, with
-    `state_dict`), in lockstep; returns the exported SAEs (see `Trainer.export`)."""
+    """Train every SAE of this rank on its part (`exchange`: an `Exchange`, or any batch -> {SAE:
+    rows} map) of each batch of `stream` (this rank's source, with `state_dict`), in lockstep;
+    returns the exported SAEs (see `Trainer.export`)."""
     if resume:
         step = common_step(trainers, world)
         for t in trainers.values():

@@ -43,9 +43,9 @@ class BenchmarkConfig:
 
 def document_activations(run_dir: str | Path, n_docs: int) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """Per held-out document: mean hookpoint activation [n, d_in], mean latents [n, d_sae], metadata."""
+    from monosemantic.eval.splice import default_eval_corpus
     from monosemantic.hooks import run_and_capture
     from monosemantic.runmodel import RunModel
-    from monosemantic.train.pipeline import default_eval_corpus
 
     src = RunModel.of_run(run_dir)
     corpus = open_corpus(default_eval_corpus(src.corpus_spec))
@@ -144,7 +144,7 @@ def label_quality(run_dir: str | Path) -> dict | None:
 def benchmark_run(
     run_dir: str | Path, cfg: BenchmarkConfig | None = None, *, toy: bool = True, progress: bool = False
 ) -> dict:
-    from monosemantic.train.pipeline import evaluate_run
+    from monosemantic.eval.splice import evaluate_run
 
     cfg = cfg or BenchmarkConfig()
     sae = SAE.load(run_dir)

@@ -9,21 +9,29 @@ at the hookpoint replaced on every kept token (not BOS, not padding: what the SA
 - KL = KL(clean || spliced) of the next-token distributions, averaged over tokens (also for the
   ablations, as a scale);
 plus the SAE-level metrics (FVU, L0, ...) on the same activations.
+
+`evaluate_run` does this for a run directory (its model, hookpoint and corpus, as it trained) and
+writes RUN_DIR/eval.json; `monosemantic eval RUN_DIR` calls it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from monosemantic.data.corpora import Corpus, Packed, kept_tokens, pack
+from monosemantic.atomic import atomic_write_json
+from monosemantic.config import ConfigError
+from monosemantic.data.corpora import Corpus, Packed, kept_tokens, open_corpus, pack
 from monosemantic.eval.metrics import ReconstructionStats, dense_fraction, density_histogram
 from monosemantic.hooks import capture, patch
-from monosemantic.models import ModelError, resolve_hookpoints
+from monosemantic.models import ModelError, load_model, model_name, resolve_hookpoints
+from monosemantic.sae import SAE
+from monosemantic.train.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, read_train_config
 
 
 @dataclass
@@ -177,3 +185,51 @@ def _result(t: dict, n: int, stats: ReconstructionStats) -> SplicedEval:
         dense_fraction=dense_fraction(density),
         density_histogram=density_histogram(density),
     )
+
+
+# ---- a run directory ------------------------------------------------------------------------------
+
+
+def default_eval_corpus(corpus: str) -> str:
+    """The held-out split for the math corpus; other corpora are evaluated as given."""
+    return "mathlm:heldout" if corpus.split(":")[0] == "mathlm" else corpus
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    tokens: int = 50_000,
+    corpus: str | None = None,
+    model: str | None = None,
+    hookpoint: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> SplicedEval:
+    """Spliced evaluation of the run's SAE on `tokens` tokens; written to RUN_DIR/eval.json."""
+    run_dir = Path(run_dir)
+    sae = SAE.load(run_dir)
+    saved = read_train_config(run_dir) if (run_dir / TRAIN_CONFIG_FILE).exists() else {}
+    data = saved.get("data", {})
+    model = model or data.get("model") or sae.cfg.model
+    hookpoint = hookpoint or sae.cfg.hookpoint
+    if model is None or hookpoint is None:
+        raise ConfigError(f"{run_dir}: the SAE does not record its model and hookpoint; pass --model and --hookpoint")
+    corpus = corpus or default_eval_corpus(data.get("corpus", "mathlm"))
+    harvest = saved.get("harvest", {})
+    lm, tokenizer = load_model(model, dtype=data.get("model_dtype", "float32"), device=device)
+    result = spliced_eval(
+        lm,
+        tokenizer,
+        sae,
+        hookpoint,
+        open_corpus(corpus),
+        tokens,
+        seq_len=harvest.get("seq_len", 64),
+        batch_tokens=harvest.get("batch_tokens", 2048),
+        progress=progress,
+    )
+    atomic_write_json(
+        run_dir / EVAL_FILE,
+        {"model": model_name(model), "hookpoint": hookpoint, "corpus": corpus, "metrics": result.to_dict()},
+    )
+    return result

@@ -4,6 +4,7 @@ trainer.py       Iterator[Tensor] + SAE -> trained SAE, checkpoints, metrics.jso
 checkpoint.py    atomic, verified training checkpoints and exact resume
 data_init.py     initialisation from data: b_dec's geometric median, resampling of dead latents
 rundir.py        the run directory: its files, its creation, its training log
+config.py        RunConfig (data, harvest, SAE options, trainer) and the run files that record it
 pipeline.py      train on a model end to end: RunConfig -> harvest -> trainer -> run directory
 sweep.py         a grid of SAEs of one hookpoint trained from one pass of activations
 """

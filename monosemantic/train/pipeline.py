@@ -1,26 +1,33 @@
-"""End-to-end runs: train an SAE on a model's activations into a run directory, and evaluate a run
-with its SAE spliced into the model. The CLI's `train` and `eval` call these.
+"""Training end to end: a `RunConfig` (config.py) -> activations -> trainer -> run directory. The
+CLI's `train`, `train-tensors`, `sweep` and `--resume` all go through here.
 
-    sae = train_on_model("runs/demo", DataConfig(hookpoint="layers.3.resid.post"),
-                         {"arch": "topk", "expansion_factor": 16, "k": 32}, TrainConfig(total_tokens=10**6))
-    result = evaluate_run("runs/demo", tokens=20_000)       # also written to runs/demo/eval.json
+    run = RunConfig(DataConfig(hookpoint="layers.3.resid.post"), HarvestConfig(),
+                    SAEOptions(arch="topk", expansion_factor=16, k=32), TrainConfig(total_tokens=10**6))
+    sae = train_on_model("runs/demo", run)
+    sae = resume_on_model("runs/demo")                      # after a crash: from its newest checkpoint
+
+Every job, one SAE or several, ends in `train_saes`: build each SAE and its trainer (everything that
+can refuse the input does so here), only then create the run directories, train, plot. Under
+torchrun each rank runs the same code on its own `World`; see distributed/.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import Tensor
 
 from monosemantic.atomic import atomic_write_json
-from monosemantic.config import ConfigError, from_dict, to_dict
+from monosemantic.config import ConfigError, to_dict
+from monosemantic.data.activations import TensorBatches
 from monosemantic.data.cache import CachedActivations, build_cache
 from monosemantic.data.corpora import CorpusShard, open_corpus
-from monosemantic.data.stream import ActivationStream, HarvestConfig
+from monosemantic.data.stream import ActivationStream
 from monosemantic.distributed.multi_sae import (
     PARENT_FILE,
     Exchange,
@@ -29,37 +36,172 @@ from monosemantic.distributed.multi_sae import (
     hookpoint_worlds,
     init_batches,
 )
-from monosemantic.distributed.world import RankStream, ReplicaBatches, World, create_rank_sae
-from monosemantic.eval.splice import SplicedEval, spliced_eval
-from monosemantic.models import load_model, model_name, resolve_hookpoints
+from monosemantic.distributed.world import RankRows, RankStream, ReplicaBatches, World, create_rank_sae
+from monosemantic.models import Hookpoint, load_model, model_name, resolve_hookpoints
 from monosemantic.plots import plot_training
-from monosemantic.sae import SAE, SAEConfig, create_sae
-from monosemantic.train.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, check_new_run_dir, create_run_dir, read_train_config
+from monosemantic.sae import SAE, SAEConfig
+from monosemantic.train.config import RunConfig, SavedRun, read_saved_run
+from monosemantic.train.rundir import check_new_run_dir, create_run_dir
 from monosemantic.train.trainer import TrainConfig, Trainer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
-class DataConfig:
-    model: str = "builtin"
-    """model: a local Hugging Face model directory, or 'builtin' (the shipped math LM)"""
-    hookpoint: str = "layers.3.resid.post"
-    """where to read activations, e.g. layers.3.resid.post, layers.4.mlp.neurons, or a module path; several
-    (a comma-separated list, or a glob such as 'layers.*.mlp.neurons') train one SAE each from one forward"""
-    corpus: str = "mathlm"
-    """text to run: mathlm, mathlm:heldout, a .txt / .jsonl file, or a saved Hugging Face dataset"""
-    model_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """dtype to run the model in"""
-    cache: str | None = None
-    """harvest into this activation cache first, and train from it (reused when it holds this source)"""
+class Job:
+    """Where a training job on a model runs: its output directory, the model, this process's place
+    among the ranks."""
+
+    out: Path
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    world: World
+    progress: bool = True
+
+    @classmethod
+    def open(cls, out: str | Path, run: RunConfig, world: World | None, progress: bool) -> Job:
+        """Load the job's model, on this rank's device under torchrun."""
+        world = world or World()
+        device = str(world.device) if world.distributed else run.train.device
+        model, tokenizer = load_model(run.data.model, dtype=run.data.model_dtype, device=device)
+        return cls(Path(out), model, tokenizer, world, progress)
 
 
-def default_eval_corpus(corpus: str) -> str:
-    """The held-out split for the math corpus; other corpora are evaluated as given."""
-    return "mathlm:heldout" if corpus.split(":")[0] == "mathlm" else corpus
+@dataclass
+class NewSAE:
+    """One SAE of a job, before it is built: its config, its run directory, the ranks that train it."""
+
+    cfg: SAEConfig
+    run_dir: Path
+    world: World
+    progress: bool = True
+    record: dict | None = None
+    """its train_config.json (for a new run)"""
+
+
+def train_on_model(out: str | Path, run: RunConfig, *, progress: bool = True, world: World | None = None):
+    """Train a new SAE on `run.data` into the run directory `out` and return it (it takes raw
+    activations). When `run.data.hookpoint` names several hookpoints (a comma-separated list, or a
+    glob), train one SAE per hookpoint from one model forward into `out/<hookpoint>/` (multi_sae.py)
+    and return {hookpoint: SAE}. Under torchrun (`world`), ranks that end with no whole SAE get None."""
+    job = Job.open(out, run, world, progress)
+    hooks = resolve_hookpoints(job.model, run.data.hookpoint.split(","))  # the only resolution of this job
+    if len(hooks) > 1:
+        return _train_many(job, run, hooks)
+    stream, source = activation_stream(job, run, hooks)
+    cfg = run.sae.sae_config(stream.d, hookpoint=stream.hook.name, model=model_name(run.data.model))
+    new = NewSAE(cfg, job.out, job.world, progress, run.record(cfg, source))
+    return train_saes({0: new}, run.train, lambda: training_batches(job, stream, run), job.world)[0]
+
+
+def resume_on_model(saved: SavedRun | str | Path, *, progress: bool = True, world: World | None = None, **operational):
+    """Continue a run (or the SAEs of several hookpoints under one parent) from its newest checkpoint,
+    with its saved configuration (`read_saved_run`; `operational` may change device, checkpoint_every,
+    keep_checkpoints, log_every); returns what `train_on_model` returns."""
+    saved = saved if isinstance(saved, SavedRun) else read_saved_run(saved)
+    run = dataclasses.replace(saved.run, train=dataclasses.replace(saved.run.train, **operational))
+    job = Job.open(saved.path, run, world, progress)
+    if saved.hookpoints is not None:
+        return _train_many(job, run, resolve_hookpoints(job.model, saved.hookpoints), saved_source=saved.source)
+    assert saved.sae is not None  # a single run records its SAE
+    stream, source = activation_stream(job, run, run.data.hookpoint)
+    check_source(job.out, source, saved.source)
+    new = NewSAE(saved.sae, job.out, job.world, progress)
+    return train_saes({0: new}, run.train, lambda: training_batches(job, stream, run), job.world, resume=True)[0]
+
+
+def train_on_tensors(
+    out: str | Path,
+    acts: Tensor,
+    sae: SAEConfig,
+    train: TrainConfig,
+    data: dict,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    world: World | None = None,
+) -> SAE | None:
+    """Train the SAE `sae` on the rows of `acts` [N, d_in] into the new run directory `out` (`data`:
+    how its train_config.json describes them), or continue that run (`resume`). Under torchrun every
+    rank reads the same global batches and trains on its rows of each."""
+    world = world or World()
+    batches: Any = TensorBatches(acts, train.batch_size, seed=train.seed)
+    if world.distributed:
+        batches = RankRows(batches, world.data_rank, world.data_size)
+    record = {"sae": to_dict(sae), "train": to_dict(train), "data": data}
+    new = NewSAE(sae, Path(out), world, progress, record)
+    return train_saes({0: new}, train, lambda: batches, world, resume=resume)[0]
+
+
+def _train_many(job: Job, run: RunConfig, hooks: list[Hookpoint], saved_source: dict | None = None):
+    """One SAE per hookpoint from one forward, spread over the ranks (multi_sae.py); continues the
+    job whose activations `saved_source` describes, when given."""
+    world, names = job.world, [h.name for h in hooks]
+    if world.latent_size > 1:
+        raise ConfigError(f"--shard-latents splits the SAE of one hookpoint; {len(hooks)} hookpoints were given")
+    stream, source = activation_stream(job, run, hooks)
+    if saved_source is not None:
+        check_source(job.out, source, saved_source)
+    owners = assign(len(hooks), world.size)
+    saes = {}
+    for h, w in hookpoint_worlds(world, owners).items():
+        cfg = run.sae.sae_config(stream.widths[h], hookpoint=names[h], model=model_name(run.data.model))
+        record = run.record(cfg, source, hookpoint=names[h])
+        saes[h] = NewSAE(cfg, job.out / names[h], w, job.progress and world.writer, record)
+    done = train_saes(
+        saes,
+        run.train,
+        lambda: training_batches(job, stream, run),
+        world,
+        resume=saved_source is not None,
+        parent=(job.out / PARENT_FILE, run.parent_record(names, source)),
+        split=Exchange(stream.widths, owners, world.rank, world.size),
+        n_init=init_batches(stream.widths, run.train.batch_size),
+    )
+    return {names[h]: sae for h, sae in done.items()}
+
+
+def train_saes(
+    saes: dict[int, NewSAE],
+    train: TrainConfig,
+    batches: Callable[[], Iterator[Tensor]],
+    world: World,
+    *,
+    resume: bool = False,
+    parent: tuple[Path, dict] | None = None,
+    split: Callable[[Tensor], dict[int, Tensor]] | None = None,
+    n_init: int = 1,
+) -> dict[int, SAE | None]:
+    """Build each SAE (this rank's part of it: whole, or its latent shard) as a solo run of it would
+    be initialised, and its trainer; then, nothing being left to refuse the input, create the run
+    directories (under a new `parent` (file, content), if given), train, and plot each run. One SAE
+    trains alone on `batches()`; several train in lockstep (`multi_sae.fit_together`), each on its
+    part (`split`) of every batch. With `resume`, the run directories exist and training continues."""
+    trainers = {}
+    for key, new in saes.items():
+        torch.manual_seed(train.seed)
+        sae, shards = create_rank_sae(new.world, new.cfg, train.seed)
+        trainers[key] = Trainer(sae, train, new.run_dir, progress=new.progress, world=new.world, shards=shards)
+    if not resume:
+        if parent is not None:
+            start_parent(*parent, world)
+        for new in saes.values():
+            assert new.record is not None, "a new run records its configuration"
+            start_run_dir(new.run_dir, new.record, new.world)
+    if split is None:
+        [(key, trainer)] = trainers.items()
+        done = {key: trainer.fit(batches(), resume=resume)}
+    else:
+        done = fit_together(trainers, batches(), split, world, resume=resume, n_init=n_init)
+    for key, new in saes.items():
+        if trainers[key].world.writer:
+            plot_training(new.run_dir)
+    return done
 
 
 def start_run_dir(out: str | Path, train_config: dict, world: World) -> None:
-    """Create the new run directory `out` (on rank 0, once every rank has checked it is new)."""
+    """Create the new run directory `out` (on its writer rank, once every rank has checked it is new)."""
     if world.distributed:
         check_new_run_dir(out)
         world.barrier()
@@ -67,256 +209,57 @@ def start_run_dir(out: str | Path, train_config: dict, world: World) -> None:
         create_run_dir(out, train_config)
 
 
-def _sae_config(options: dict, d_in: int, data: DataConfig, hookpoint: str) -> SAEConfig:
-    options = dict(options)
-    expansion = options.pop("expansion_factor", 32)
-    d_sae = options.pop("d_sae", None) or expansion * d_in
-    return SAEConfig(d_in=d_in, d_sae=d_sae, hookpoint=hookpoint, model=model_name(data.model), **options)
+def start_parent(file: Path, content: dict, world: World) -> None:
+    """`file.parent` as the new parent of several run directories, holding `file` (its `content`)."""
+    check_new_run_dir(file.parent)
+    world.barrier()
+    if world.rank == 0:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(file, content)
+    world.barrier()
 
 
-def train_on_model(
-    out: str | Path,
-    data: DataConfig,
-    sae_options: dict,
-    train: TrainConfig,
-    harvest: HarvestConfig | None = None,
-    *,
-    progress: bool = True,
-    world: World | None = None,
-):
-    """Train a new SAE on `data` into the run directory `out` and return it (it takes raw
-    activations). When `data.hookpoint` names several hookpoints (a comma-separated list, or a glob),
-    train one SAE per hookpoint from one model forward into `out/<hookpoint>/` (multi_sae.py) and
-    return {hookpoint: SAE}. Under torchrun (`world`), ranks that end with no whole SAE get None."""
-    world, harvest = world or World(), harvest or HarvestConfig()
-    model, tokenizer = load_model(data.model, dtype=data.model_dtype, device=_device(train, world))
-    hookpoints = [h.name for h in resolve_hookpoints(model, data.hookpoint.split(","))]
-    if len(hookpoints) > 1:
-        return _train_many(
-            Path(out), hookpoints, model, tokenizer, data, sae_options, train, harvest, progress, world, resume=False
-        )
-    stream, source = _stream(model, tokenizer, data.hookpoint, data, train, harvest, world)
-    sae_cfg = _sae_config(sae_options, stream.d, data, stream.hook.name)
-    torch.manual_seed(train.seed)
-    sae, shards = create_rank_sae(world, sae_cfg, train.seed)
-    trainer = Trainer(sae, train, out, progress=progress, world=world, shards=shards)  # validates before writing
-    start_run_dir(
-        out,
-        {
-            "sae": to_dict(sae_cfg),
-            "train": to_dict(train),
-            "data": to_dict(data),
-            "harvest": to_dict(harvest),
-            "source": source,
-        },
-        world,
-    )
-    sae = trainer.fit(_rank_batches(stream, data, train, progress, world))
-    if world.writer:
-        plot_training(out)
-    return sae
-
-
-def resume_on_model(out: str | Path, *, progress: bool = True, world: World | None = None, **operational):
-    """Continue the run in `out` (or the SAEs of several hookpoints under it) from its newest
-    checkpoint, with its saved configuration (`operational` may change device, checkpoint_every,
-    keep_checkpoints, log_every); returns what `train_on_model` returns."""
-    out, world = Path(out), world or World()
-    many = (out / PARENT_FILE).is_file()
-    saved = json.loads((out / PARENT_FILE).read_text()) if many else read_train_config(out)
-    data = from_dict(DataConfig, saved["data"], source=f"{out}/{PARENT_FILE if many else TRAIN_CONFIG_FILE}")
-    train = dataclasses.replace(from_dict(TrainConfig, saved["train"]), **operational)
-    harvest = from_dict(HarvestConfig, saved["harvest"])
-    model, tokenizer = load_model(data.model, dtype=data.model_dtype, device=_device(train, world))
-    if many:
-        return _train_many(
-            out,
-            saved["hookpoints"],
-            model,
-            tokenizer,
-            data,
-            saved["sae_options"],
-            train,
-            harvest,
-            progress,
-            world,
-            resume=True,
-        )
-    stream, source = _stream(model, tokenizer, data.hookpoint, data, train, harvest, world)
-    _check_source(out, source, saved["source"])
-    sae, shards = create_rank_sae(world, from_dict(SAEConfig, saved["sae"]), train.seed)
-    sae = Trainer(sae, train, out, progress=progress, world=world, shards=shards).fit(
-        _rank_batches(stream, data, train, progress, world), resume=True
-    )
-    if world.writer:
-        plot_training(out)
-    return sae
-
-
-def _check_source(out: Path, source: dict, saved: dict) -> None:
+def check_source(out: Path, source: dict, saved: dict) -> None:
     if source != saved:
         raise ConfigError(
             f"{out}: the model or corpus now gives activations of another shape or source ({source} vs {saved})"
         )
 
 
-def _device(train: TrainConfig, world: World) -> str:
-    return str(world.device) if world.distributed else train.device
-
-
-def _stream(
-    model,
-    tokenizer,
-    hookpoint: str | list[str],
-    data: DataConfig,
-    train: TrainConfig,
-    harvest: HarvestConfig,
-    world: World,
-) -> tuple[ActivationStream, dict]:
+def activation_stream(job: Job, run: RunConfig, hookpoints: str | list[Hookpoint]) -> tuple[ActivationStream, dict]:
     """This rank's activation stream (its corpus shard, its rows of each batch) and a description
     of the whole job's source, the same on every rank and at any world size."""
+    world, train = job.world, run.train
     if train.batch_size % world.data_size:
         raise ConfigError(
             f"--batch-size {train.batch_size} does not split over {world.data_size} data-parallel "
             f"ranks; choose a multiple of {world.data_size}"
         )
-    corpus = open_corpus(data.corpus)
+    corpus = open_corpus(run.data.corpus)
     mine = CorpusShard(corpus, world.data_rank, world.data_size) if world.data_size > 1 else corpus
-    stream = ActivationStream(model, tokenizer, hookpoint, mine, train.batch_size // world.data_size, harvest)
+    stream = ActivationStream(
+        job.model, job.tokenizer, hookpoints, mine, train.batch_size // world.data_size, run.harvest
+    )
     return stream, {**stream.describe(), "corpus": corpus.describe(), "batch_size": train.batch_size}
 
 
-def _batches(stream: ActivationStream, data: DataConfig, train: TrainConfig, progress: bool, world: World):
-    """The stream, or (with a cache) the cache built from it: under torchrun each data rank caches
-    its own shard, in CACHE/data_rank_<r>_of_<n>."""
-    if data.cache is None:
-        return stream
-    cache = Path(data.cache)
-    if world.data_size > 1:
-        cache = cache / f"data_rank_{world.data_rank}_of_{world.data_size}"
-    build_cache(stream, cache, train.total_tokens // world.data_size, progress=progress and world.writer)
-    return CachedActivations(cache, train.batch_size // world.data_size, seed=train.seed)
-
-
-def _rank_batches(stream: ActivationStream, data: DataConfig, train: TrainConfig, progress: bool, world: World):
-    """This rank's batches: its own (tagged with its data rank), read by the first rank of its
-    latent group and broadcast to the others."""
-    source = _batches(stream, data, train, progress, world) if world.latent_rank == 0 else None
+def training_batches(job: Job, stream: ActivationStream, run: RunConfig):
+    """This rank's batches: the stream, or (with a cache) the cache built from it, tagged with its
+    data rank; read by the first rank of its latent group and broadcast to the others."""
+    world = job.world
+    source = _stream_or_cache(job, stream, run) if world.latent_rank == 0 else None
     if source is not None and world.data_size > 1:
         source = RankStream(source, world.data_rank, world.data_size)
     return ReplicaBatches(source, world) if world.latent_size > 1 else source
 
 
-def _train_many(
-    out: Path,
-    hookpoints: list[str],
-    model,
-    tokenizer,
-    data: DataConfig,
-    sae_options: dict,
-    train: TrainConfig,
-    harvest: HarvestConfig,
-    progress: bool,
-    world: World,
-    *,
-    resume: bool,
-):
-    """One SAE per hookpoint from one forward, spread over the ranks; see multi_sae.py."""
-    if world.latent_size > 1:
-        raise ConfigError(f"--shard-latents splits the SAE of one hookpoint; {len(hookpoints)} hookpoints were given")
-    stream, source = _stream(model, tokenizer, hookpoints, data, train, harvest, world)
-    owners = assign(len(hookpoints), world.size)
-    trainers, configs = {}, {}
-    for h, w in hookpoint_worlds(world, owners).items():
-        sae_cfg = _sae_config(sae_options, stream.widths[h], data, hookpoints[h])
-        torch.manual_seed(train.seed)
-        trainers[h] = Trainer(
-            create_sae(sae_cfg), train, out / hookpoints[h], progress=progress and world.writer, world=w
-        )
-        configs[h] = {
-            "sae": to_dict(sae_cfg),
-            "train": to_dict(train),
-            "data": {**to_dict(data), "hookpoint": hookpoints[h]},
-            "harvest": to_dict(harvest),
-            "source": source,
-        }
-    parent = {
-        "hookpoints": hookpoints,
-        "data": to_dict(data),
-        "harvest": to_dict(harvest),
-        "train": to_dict(train),
-        "sae_options": sae_options,
-        "source": source,
-    }
-    if resume:
-        _check_source(out, source, json.loads((out / PARENT_FILE).read_text())["source"])
-    else:
-        _start_parent(out, parent, world)
-        for h, t in trainers.items():
-            if t.world.writer:
-                create_run_dir(t.run_dir, configs[h])
-    batches = _batches(stream, data, train, progress, world)
+def _stream_or_cache(job: Job, stream: ActivationStream, run: RunConfig):
+    """Under torchrun each data rank caches its own shard, in CACHE/data_rank_<r>_of_<n>."""
+    if run.data.cache is None:
+        return stream
+    world, train = job.world, run.train
+    cache = Path(run.data.cache)
     if world.data_size > 1:
-        batches = RankStream(batches, world.data_rank, world.data_size)
-    saes = fit_together(
-        trainers,
-        batches,
-        Exchange(stream.widths, owners, world.rank, world.size),
-        world,
-        resume=resume,
-        n_init=init_batches(stream.widths, train.batch_size),
-    )
-    for t in trainers.values():
-        if t.world.writer:
-            plot_training(t.run_dir)
-    return {hookpoints[h]: sae for h, sae in saes.items()}
-
-
-def _start_parent(out: Path, parent: dict, world: World) -> None:
-    """`out` as the new parent of the hookpoints' run directories, holding `hookpoints.json`."""
-    check_new_run_dir(out)
-    world.barrier()
-    if world.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / PARENT_FILE, parent)
-    world.barrier()
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    *,
-    tokens: int = 50_000,
-    corpus: str | None = None,
-    model: str | None = None,
-    hookpoint: str | None = None,
-    device: str = "cpu",
-    progress: bool = True,
-) -> SplicedEval:
-    """Spliced evaluation of the run's SAE on `tokens` tokens; written to RUN_DIR/eval.json."""
-    run_dir = Path(run_dir)
-    sae = SAE.load(run_dir)
-    saved = read_train_config(run_dir) if (run_dir / TRAIN_CONFIG_FILE).exists() else {}
-    data = saved.get("data", {})
-    model = model or data.get("model") or sae.cfg.model
-    hookpoint = hookpoint or sae.cfg.hookpoint
-    if model is None or hookpoint is None:
-        raise ConfigError(f"{run_dir}: the SAE does not record its model and hookpoint; pass --model and --hookpoint")
-    corpus = corpus or default_eval_corpus(data.get("corpus", "mathlm"))
-    harvest = saved.get("harvest", {})
-    lm, tokenizer = load_model(model, dtype=data.get("model_dtype", "float32"), device=device)
-    result = spliced_eval(
-        lm,
-        tokenizer,
-        sae,
-        hookpoint,
-        open_corpus(corpus),
-        tokens,
-        seq_len=harvest.get("seq_len", 64),
-        batch_tokens=harvest.get("batch_tokens", 2048),
-        progress=progress,
-    )
-    atomic_write_json(
-        run_dir / EVAL_FILE,
-        {"model": model_name(model), "hookpoint": hookpoint, "corpus": corpus, "metrics": result.to_dict()},
-    )
-    return result
+        cache = cache / f"data_rank_{world.data_rank}_of_{world.data_size}"
+    build_cache(stream, cache, train.total_tokens // world.data_size, progress=job.progress and world.writer)
+    return CachedActivations(cache, train.batch_size // world.data_size, seed=train.seed)

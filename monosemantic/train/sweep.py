@@ -13,22 +13,18 @@ would use, so a member of a sweep equals the same SAE trained alone.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
-import torch
-
-from monosemantic.atomic import atomic_write_json
 from monosemantic.config import ConfigError, to_dict
-from monosemantic.data.stream import HarvestConfig
-from monosemantic.distributed.multi_sae import fit_together, init_batches
+from monosemantic.distributed.multi_sae import init_batches
 from monosemantic.distributed.world import World
-from monosemantic.models import load_model
-from monosemantic.plots import plot_training
-from monosemantic.sae import SAE, SAEConfig, create_sae
-from monosemantic.train.pipeline import DataConfig, _batches, _sae_config, _stream
-from monosemantic.train.rundir import check_new_run_dir, create_run_dir
-from monosemantic.train.trainer import TrainConfig, Trainer
+from monosemantic.models import model_name
+from monosemantic.sae import SAE, SAEConfig
+from monosemantic.train.config import RunConfig
+from monosemantic.train.pipeline import Job, NewSAE, activation_stream, train_saes, training_batches
+from monosemantic.train.rundir import check_new_run_dir
 
 SWEEP_FILE = "sweep.json"
 SPARSITY_KNOB = {
@@ -75,57 +71,35 @@ def run_name(options: dict) -> str:
     return name
 
 
-def sweep_on_model(
-    out: str | Path,
-    data: DataConfig,
-    sae_options: dict,
-    points: list[dict],
-    train: TrainConfig,
-    harvest: HarvestConfig | None = None,
-    *,
-    progress: bool = True,
-) -> dict[str, SAE]:
-    """Train one SAE per grid point (options over `sae_options`) from one activation stream into
-    OUT/<name>/; returns {name: SAE}."""
-    out, harvest, world = Path(out), harvest or HarvestConfig(), World()
+def sweep_on_model(out: str | Path, run: RunConfig, points: list[dict], *, progress: bool = True) -> dict[str, SAE]:
+    """Train one SAE per grid point (`points`: options over `run.sae`) from one activation stream
+    into OUT/<name>/; returns {name: SAE}."""
+    out = Path(out)
     check_new_run_dir(out)
-    model, tokenizer = load_model(data.model, dtype=data.model_dtype, device=train.device)
-    stream, source = _stream(model, tokenizer, data.hookpoint, data, train, harvest, world)
-    trainers, configs = {}, {}
+    job = Job.open(out, run, World(), progress)
+    stream, source = activation_stream(job, run, run.data.hookpoint)
+    saes = {}
     for i, point in enumerate(points):
-        cfg = _sae_config({**sae_options, **point}, stream.d, data, stream.hook.name)
-        torch.manual_seed(train.seed)  # the initialisation of a solo run
-        trainers[i] = Trainer(create_sae(cfg), train, out / run_name(point), progress=progress and i == 0)
-        configs[i] = {
-            "sae": to_dict(cfg),
-            "train": to_dict(train),
-            "data": to_dict(data),
-            "harvest": to_dict(harvest),
-            "source": source,
-            "sweep": str(out.resolve()),
-        }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        out / SWEEP_FILE,
-        {
-            "points": points,
-            "runs": [run_name(p) for p in points],
-            "data": to_dict(data),
-            "train": to_dict(train),
-            "harvest": to_dict(harvest),
-            "source": source,
-        },
+        cfg = dataclasses.replace(run.sae, **point).sae_config(
+            stream.d, hookpoint=stream.hook.name, model=model_name(run.data.model)
+        )
+        record = {**run.record(cfg, source), "sweep": str(out.resolve())}
+        saes[i] = NewSAE(cfg, out / run_name(point), job.world, progress and i == 0, record)
+    sweep = {
+        "points": points,
+        "runs": [run_name(p) for p in points],
+        "data": to_dict(run.data),
+        "train": to_dict(run.train),
+        "harvest": to_dict(run.harvest),
+        "source": source,
+    }
+    done = train_saes(
+        saes,
+        run.train,
+        lambda: training_batches(job, stream, run),
+        job.world,
+        parent=(out / SWEEP_FILE, sweep),
+        split=lambda x: dict.fromkeys(saes, x),  # every SAE sees the whole batch
+        n_init=init_batches([stream.d], run.train.batch_size),
     )
-    for i, t in trainers.items():
-        create_run_dir(t.run_dir, configs[i])
-    same_batch = lambda x: dict.fromkeys(trainers, x)  # noqa: E731  every SAE sees the whole batch
-    saes = fit_together(
-        trainers,
-        _batches(stream, data, train, progress, world),
-        same_batch,
-        world,
-        n_init=init_batches([stream.d], train.batch_size),
-    )
-    for t in trainers.values():
-        plot_training(t.run_dir)
-    return {run_name(points[i]): sae for i, sae in saes.items()}
+    return {run_name(points[i]): sae for i, sae in done.items() if sae is not None}  # one process: all

@@ -18,7 +18,9 @@ import pytest
 import torch
 
 import monosemantic
+import monosemantic.cli.main
 from monosemantic.cli.main import activation_batches, build_parser, main
+from monosemantic.errors import MonosemanticError
 from monosemantic.eval.metrics import evaluate
 from monosemantic.eval.toy import ToyConfig, ToyData
 from monosemantic.sae import SAE
@@ -382,6 +384,25 @@ def test_errors_from_a_real_process_have_no_traceback(tmp_path):
     assert run.returncode == 2
     assert_one_error_line(run.stderr, "row 7", "inf")
     assert not (tmp_path / "run").exists()
+
+
+def test_any_error_of_ours_is_one_error_line(monkeypatch, capsys):
+    class SomeNewError(MonosemanticError):
+        pass
+
+    def cmd_convert(args):
+        """Convert (failing)."""
+        raise SomeNewError("the bad value is 7")
+
+    monkeypatch.setattr(monosemantic.cli.main, "cmd_convert", cmd_convert)
+    assert main(["convert", "src", "--out", "dst"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "the bad value is 7")
+
+
+def test_an_os_error_is_one_error_line(tmp_path, acts, capsys):
+    (tmp_path / "a_file").write_text("")
+    assert main(["-q", "train-tensors", str(acts), "--out", str(tmp_path / "a_file" / "run"), *TRAIN]) == 2
+    assert_one_error_line(capsys.readouterr().err, "a_file")
 
 
 def test_fewer_rows_than_one_batch_creates_no_run(tmp_path, capsys):

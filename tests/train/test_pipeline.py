@@ -1,8 +1,12 @@
 """`monosemantic train` / `eval` on a model (monosemantic.train.pipeline through the CLI): the run directory
-records its provenance, a crashed run resumes bit-exactly (streaming and from a cache), and bad
-input fails before anything is written."""
+records its provenance, a crashed run resumes bit-exactly (streaming and from a cache), run directories
+written before the typed RunConfig resume too, the hookpoint is resolved once per job, and bad input
+fails before anything is written."""
 
 import json
+import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +20,9 @@ from monosemantic.models import load_model
 from monosemantic.sae import SAE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+# train_config.json and hookpoints.json as the code before RunConfig wrote them (main at ea9eb98), for
+# train_argv on the tiny GPT-2 ("MODEL_DIR": its directory)
+OLD_LAYOUT = Path(__file__).parent / "old_layout"
 
 
 def train_argv(model_dir, out, *extra):
@@ -119,11 +126,8 @@ def ce_by_hand(run, corpus: str, tokens: int) -> tuple[dict[str, float], int]:
     raise AssertionError(f"{corpus} holds fewer than {tokens} tokens")
 
 
-@pytest.mark.parametrize("cached", [False, True])
-def test_a_crashed_run_resumes_bit_exactly(tiny_model_dirs, tmp_path, monkeypatch, cached):
-    extra = ["--cache", str(tmp_path / "cache")] if cached else []
-    full = tmp_path / "full"
-    assert main(train_argv(tiny_model_dirs["gpt2"], full, *extra)) == 0
+def crash_at_second_checkpoint(monkeypatch, argv: list[str]) -> None:
+    """Run `main(argv)` until its second checkpoint is written, then interrupt it (exit 130)."""
     original, calls = monosemantic.train.trainer.ckpt.save_checkpoint, []
 
     def crash_on_second(*args, **kwargs):
@@ -134,12 +138,64 @@ def test_a_crashed_run_resumes_bit_exactly(tiny_model_dirs, tmp_path, monkeypatc
         return path
 
     monkeypatch.setattr(monosemantic.train.trainer.ckpt, "save_checkpoint", crash_on_second)
-    crashed = tmp_path / "crashed"
-    assert main(train_argv(tiny_model_dirs["gpt2"], crashed, *extra)) == 130
+    assert main(argv) == 130
     monkeypatch.undo()
+
+
+def assert_same_sae(a: Path, b: Path) -> None:
+    for name, tensor in SAE.load(a).state_dict().items():
+        assert torch.equal(tensor, SAE.load(b).state_dict()[name]), name
+
+
+def old_layout(name: str, model_dir: Path) -> str:
+    return (OLD_LAYOUT / name).read_text().replace("MODEL_DIR", str(model_dir))
+
+
+@pytest.mark.parametrize("variant", ["stream", "cache", "old layout"])
+def test_a_crashed_run_resumes_bit_exactly(tiny_model_dirs, tmp_path, monkeypatch, variant):
+    model_dir = tiny_model_dirs["gpt2"]
+    extra = ["--cache", str(tmp_path / "cache")] if variant == "cache" else []
+    full = tmp_path / "full"
+    assert main(train_argv(model_dir, full, *extra)) == 0
+    crashed = tmp_path / "crashed"
+    crash_at_second_checkpoint(monkeypatch, train_argv(model_dir, crashed, *extra))
+    if variant == "old layout":  # its train_config.json as the code before RunConfig wrote it
+        old = old_layout("train_config.json", model_dir)
+        assert json.loads((crashed / "train_config.json").read_text()) == json.loads(old)  # same keys and values
+        (crashed / "train_config.json").write_text(old)
     assert main(["-q", "train", "--out", str(crashed), "--resume"]) == 0
-    for name, tensor in SAE.load(full).state_dict().items():
-        assert torch.equal(tensor, SAE.load(crashed).state_dict()[name]), name
+    assert_same_sae(full, crashed)
+
+
+def test_several_hookpoints_of_the_old_layout_resume_bit_exactly(tiny_model_dirs, tmp_path):
+    model_dir, hooks = tiny_model_dirs["gpt2"], ["layers.0.mlp.neurons", "layers.1.mlp.neurons"]
+    together = tmp_path / "together"
+    assert main(train_argv(model_dir, together, "--hookpoint", "layers.*.mlp.neurons")) == 0
+    files = {f"{h}/train_config.json": f"{h}.train_config.json" for h in hooks}
+    files["hookpoints.json"] = "hookpoints.json"
+    for path, name in files.items():
+        assert json.loads((together / path).read_text()) == json.loads(old_layout(name, model_dir)), path
+    run = Path(shutil.copytree(together, tmp_path / "run"))
+    for path, name in files.items():
+        (run / path).write_text(old_layout(name, model_dir))
+    shutil.rmtree(run / hooks[1] / "checkpoints" / "step_000000046")  # a kill between the SAEs' last checkpoints
+    for hook in hooks:
+        (run / hook / "sae.safetensors").unlink()
+    assert main(["-q", "train", "--out", str(run), "--resume"]) == 0
+    for hook in hooks:
+        assert_same_sae(together / hook, run / hook)
+
+
+@pytest.mark.parametrize("hookpoint", ["layers.1.mlp.neurons", "layers.*.mlp.neurons"])
+def test_a_job_resolves_its_hookpoints_once(tiny_model_dirs, tmp_path, monkeypatch, hookpoint):
+    calls = []
+    for module in [m for name, m in sys.modules.items() if name.startswith("monosemantic")]:
+        real = getattr(module, "resolve_hookpoints", None)
+        if real is not None:
+            monkeypatch.setattr(module, "resolve_hookpoints", lambda *a, real=real: calls.append(a) or real(*a))
+    argv = train_argv(tiny_model_dirs["gpt2"], tmp_path / "run", "--hookpoint", hookpoint, "--tokens", "2048")
+    assert main(argv) == 0
+    assert len(calls) == 1
 
 
 def test_resume_refuses_a_different_hookpoint(trained, capsys):
