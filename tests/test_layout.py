@@ -37,15 +37,6 @@ HEAVY = (
 )
 
 
-# Knots (strongly connected modules) of the tree as moved, which other parts of issue 14 untie.
-# test_no_import_cycle fails on any other knot; test_the_known_knots_are_untied xpasses, and so fails,
-# once these are gone: then delete them here, with its xfail mark.
-KNOWN_KNOTS = [
-    # the feature store, a file reader, lazily imports analyze.Source to load the model and the SAE
-    ["monosemantic.analysis.analyze", "monosemantic.analysis.store", "monosemantic.analysis.writer"],
-]
-
-
 def package_knots() -> list[tuple[list[str], str]]:
     """(modules, description) of every knot in the package."""
     modules = package_modules(PACKAGE, exclude=(WEIGHTS,))
@@ -55,12 +46,6 @@ def package_knots() -> list[tuple[list[str], str]]:
 
 
 def test_no_import_cycle():
-    knots = [text for knot, text in package_knots() if knot not in KNOWN_KNOTS]
-    assert not knots, "import cycles (lazy imports included):\n" + "\n".join(knots)
-
-
-@pytest.mark.xfail(strict=True, reason="KNOWN_KNOTS: analysis.store imports analysis.analyze (issue 14)")
-def test_the_known_knots_are_untied():
     knots = [text for _, text in package_knots()]
     assert not knots, "import cycles (lazy imports included):\n" + "\n".join(knots)
 
@@ -112,32 +97,12 @@ def test_a_knot_is_reported_once_by_its_shortest_cycle():
     assert strongly_connected({"x": {"y": 1}, "y": {}}) == []
 
 
-# Private names the tree as moved still shares; test_the_known_private_imports_are_gone fails once they are
-# gone: then delete them here, with its xfail mark. {importing module: names it takes}
-KNOWN_PRIVATE = {
-    # the sweep reuses the pipeline's helpers; issue 14's public pipeline functions replace them
-    "monosemantic.train.sweep": {
-        "monosemantic.train.pipeline._batches",
-        "monosemantic.train.pipeline._sae_config",
-        "monosemantic.train.pipeline._stream",
-    },
-}
-
-
 def package_private_imports() -> list[tuple[str, int, str]]:
     modules = package_modules(PACKAGE, exclude=(WEIGHTS,))
     return [(name, line, what) for name, path in modules.items() for line, what in private_imports(name, path, modules)]
 
 
 def test_no_private_names_across_modules():
-    found = [
-        f"{n}:{line} uses {what}" for n, line, what in package_private_imports() if what not in KNOWN_PRIVATE.get(n, ())
-    ]
-    assert not found, "private names used across modules:\n" + "\n".join(found)
-
-
-@pytest.mark.xfail(strict=True, reason="KNOWN_PRIVATE: train.sweep imports three private helpers of train.pipeline")
-def test_the_known_private_imports_are_gone():
     found = [f"{n}:{line} uses {what}" for n, line, what in package_private_imports()]
     assert not found, "private names used across modules:\n" + "\n".join(found)
 
@@ -304,11 +269,6 @@ def check_map(entries: set[str], package_dir: Path, where: str) -> None:
     assert not missing and not absent, f"{where}: not in the map {missing}; in the map but not in the tree {absent}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README.md has no '## The package' map yet (its Development section lists the old flat modules); "
-    "the lead rewrites it (issue 14)",
-)
 def test_readme_map_matches_the_tree():
     check_map(map_entries(readme_map((ROOT / "README.md").read_text())), PACKAGE, "README.md '## The package'")
 

@@ -7,7 +7,7 @@
         trainer.json                                   step, tokens, scale, configs, the data position
                                                        of each data-parallel rank, the mesh
 
-The tensors are those of a one-process checkpoint (`checkpoint.py`), under the same names
+The tensors are those of a one-process checkpoint (`train/checkpoint.py`), under the same names
 ("W_enc", "W_enc.exp_avg", "W_enc.step", "tokens_since_fired", "rng.torch", ...). Latent-sharded
 ones are DTensors: each rank writes its slice, with its offsets in the safetensors header
 (DCP_SHARDING_INFO). The directory is built under a temporary name and renamed into place by rank 0

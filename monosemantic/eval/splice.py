@@ -147,7 +147,8 @@ def _batches(corpus: Corpus, tokenizer, seq_len: int, batch_tokens: int, tokens:
 
 
 def _mean_activation(model, hookpoint: str, batches: list[Packed], tokenizer, device) -> Tensor:
-    total, count = None, 0
+    total: Tensor | None = None
+    count = 0
     for batch in batches:
         keep = kept_tokens(batch, tokenizer).to(device)
         with capture(model, hookpoint, stop=True) as acts:
@@ -155,6 +156,8 @@ def _mean_activation(model, hookpoint: str, batches: list[Packed], tokenizer, de
         x = acts[hookpoint][keep].double()
         total = x.sum(0) if total is None else total + x.sum(0)
         count += x.shape[0]
+    if total is None or count == 0:
+        raise ModelError("the evaluation corpus holds no tokens to average")
     return (total / count).float()
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TextIO
 
 from monosemantic.atomic import atomic_write_json, atomic_write_text, fsync_dir
 from monosemantic.errors import MonosemanticError
@@ -72,7 +73,7 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / METRICS_FILE
-        self._file = None
+        self._file: TextIO | None = None
 
     def append(self, row: dict) -> None:
         if self._file is None:

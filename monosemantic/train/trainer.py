@@ -8,7 +8,7 @@ warm-up and decay, sparsity-penalty warm-up, dead-latent resampling (Towards Mon
 
 Under torchrun (a `World` from `distributed.session`) the same loop runs on every rank: the SAE is
 wrapped in DistributedDataParallel over the data-parallel ranks, or is one latent shard
-(`sae/sharded.py`); dead-latent counters and logged metrics are reduced over ranks, the
+(`distributed/sharded.py`); dead-latent counters and logged metrics are reduced over ranks, the
 normalisation scalar and b_dec are estimated from every rank's first batches, checkpoints go
 through torch.distributed.checkpoint, and only rank 0 writes logs, progress and the exported SAE.
 
@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -40,6 +40,7 @@ from monosemantic.distributed.world import World, broadcast_json, distributed_fo
 from monosemantic.errors import MonosemanticError
 from monosemantic.eval.metrics import fvu
 from monosemantic.sae.base import DTYPES, SAE, TrainOutput
+from monosemantic.sae.topk import TopKSAE
 from monosemantic.train import checkpoint as ckpt
 from monosemantic.train.checkpoint import OPERATIONAL_FIELDS  # noqa: F401  (re-exported: the CLI's name for it)
 from monosemantic.train.data_init import geometric_median, resample_dead_latents
@@ -50,6 +51,17 @@ log = logging.getLogger(__name__)
 SCALE_TOKENS = 1 << 16  # tokens used to estimate the normalisation scalar and b_dec...
 SCALE_FLOATS = 1 << 24  # ...unless they would hold more floats than this (64 MB in fp32)
 MEDIAN_TOKENS = 1 << 14  # Weiszfeld iterations run on at most this many of them
+
+
+@runtime_checkable
+class ResumableBatches(Protocol):
+    """A batch source that saves and restores its position (TensorBatches, ActivationStream,
+    CachedActivations): a resumed run then reads exactly the batches it would have, in O(1); any
+    other iterator is fast-forwarded by the number of batches consumed."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class TrainingError(MonosemanticError, RuntimeError):
@@ -242,6 +254,8 @@ class Trainer:
                 raise ckpt.CheckpointError(
                     f"{self.run_dir} already holds checkpoints; resume it, or train into a new directory"
                 )
+            if batches is None:
+                raise TrainingError("a new run initialises from its first batches; none were given")
             batches = self._initialise(batches)  # validates the first batches before writing anything
             if self.run_dir is not None and self.world.writer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -347,8 +361,7 @@ class Trainer:
 
     def _initialise(self, batches: Iterator[Tensor]) -> Iterator[Tensor]:
         """Estimate the normalisation scalar and b_dec from the first batches without losing them."""
-        rewind = getattr(batches, "state_dict", None) and getattr(batches, "load_state_dict", None)
-        saved = batches.state_dict() if rewind else None
+        saved = batches.state_dict() if isinstance(batches, ResumableBatches) else None
         tokens = min(SCALE_TOKENS, SCALE_FLOATS // self.sae.d_in)
         n_batches = max(1, -(-tokens // self.cfg.batch_size))
         peeked = list(islice(batches, n_batches))
@@ -368,7 +381,7 @@ class Trainer:
                 self.sae.b_dec.copy_(geometric_median(sample[:MEDIAN_TOKENS]))
             elif self.cfg.b_dec_init == "mean":
                 self.sae.b_dec.copy_(sample.mean(0))
-        if rewind:
+        if isinstance(batches, ResumableBatches) and saved is not None:
             batches.load_state_dict(saved)
             return batches
         return chain(peeked, batches)  # a fresh source replays them, so resume skips them by count
@@ -383,12 +396,12 @@ class Trainer:
             from monosemantic.distributed.checkpoint import save_distributed_checkpoint
 
             path = save_distributed_checkpoint(
-                self.run_dir, self.sae, self.optimizer, s, self.cfg.keep_checkpoints, self.world
+                self._checkpoint_dir(), self.sae, self.optimizer, s, self.cfg.keep_checkpoints, self.world
             )
         else:
             if torch.cuda.is_available():
                 s.rng.update({f"cuda{i}": t for i, t in enumerate(torch.cuda.get_rng_state_all())})
-            path = ckpt.save_checkpoint(self.run_dir, self.sae, self.optimizer, s, self.cfg.keep_checkpoints)
+            path = ckpt.save_checkpoint(self._checkpoint_dir(), self.sae, self.optimizer, s, self.cfg.keep_checkpoints)
         if self.metrics is not None:
             self.metrics.flush()
         return path
@@ -416,21 +429,26 @@ class Trainer:
         log.info("resumed from %s (step %d)", path, state.step)
         if batches is None:
             return None
-        if hasattr(batches, "load_state_dict") and "batches_consumed" not in state.data_state:
+        if isinstance(batches, ResumableBatches) and "batches_consumed" not in state.data_state:
             batches.load_state_dict(state.data_state)
             return batches
         skip = state.data_state.get("batches_consumed", 0)
         self._batches_consumed = skip
         return islice(batches, skip, None)
 
+    def _checkpoint_dir(self) -> Path:
+        if self.run_dir is None:
+            raise ConfigError("checkpoints live in a run directory; give the Trainer one (run_dir=...)")
+        return self.run_dir
+
     def _checkpoint_path(self, step: int | None) -> Path:
         """The checkpoint of `step`, or the newest; under torchrun rank 0 looks (and clears the
         leftovers of interrupted writes) for all."""
-        path = ckpt.latest_checkpoint(self.run_dir) if self.world.writer else None
+        path = ckpt.latest_checkpoint(self._checkpoint_dir()) if self.world.writer else None
         path = broadcast_json(str(path) if path is not None else None, self.world)
         if path is None:
             raise ckpt.CheckpointError(f"{self.run_dir}: no checkpoint to resume from")
-        return Path(path) if step is None else ckpt.checkpoint_of_step(self.run_dir, step)
+        return Path(path) if step is None else ckpt.checkpoint_of_step(self._checkpoint_dir(), step)
 
     def export(self) -> SAE | None:
         """A copy of the SAE, on the CPU and in eval mode, that takes raw activations (of a
@@ -438,7 +456,13 @@ class Trainer:
         other ranks)."""
         if self.shards is not None and self.world.data_rank != 0:
             return None  # the first data-parallel replica's shards make the SAE
-        sae = gather_sae(self.sae, self.shards) if self.shards is not None else copy.deepcopy(self.sae)
+        sae: SAE | None
+        if self.shards is not None:
+            if not isinstance(self.sae, TopKSAE):
+                raise TrainingError(f"latent sharding splits TopK SAEs; this trainer holds a {self.sae.cfg.arch!r} SAE")
+            sae = gather_sae(self.sae, self.shards)
+        else:
+            sae = copy.deepcopy(self.sae)
         if sae is None:
             return None
         sae = sae.cpu().eval()

@@ -1,4 +1,4 @@
-"""Scenarios that tests/test_distributed.py runs under torchrun, one process per rank:
+"""Scenarios that tests/distributed/test_distributed.py runs under torchrun, one process per rank:
 
     python -m torch.distributed.run --nproc-per-node 2 ... tests/dist_worker.py SCENARIO OUT [ARGS...]
 

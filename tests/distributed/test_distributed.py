@@ -1,4 +1,4 @@
-"""Training under torchrun (monosemantic.distributed.world, sae/sharded.py, distributed_checkpoint.py), with
+"""Training under torchrun (distributed/world.py, distributed/sharded.py, distributed/checkpoint.py), with
 real `torch.distributed.run` subprocesses of 2 gloo ranks on the CPU, bound to 127.0.0.1.
 
 References are independent of the code under test: one process training on the concatenated batch

@@ -1,6 +1,6 @@
 """monosemantic.sae.gated: the forward pass and the three loss terms against the formulas of
 Rajamanoharan et al. (2024, "Improving Dictionary Learning with Gated SAEs") by hand (its recovery
-of the toy dictionary is in test_toy.py)."""
+of the toy dictionary is in tests/eval/test_toy.py)."""
 
 import torch
 

@@ -1,6 +1,6 @@
 """monosemantic.sae.jumprelu: the forward pass against the formula by hand, the straight-through
 gradients against Rajamanoharan et al. (2024, sec. 4) written out element by element (its recovery
-of the toy dictionary is in test_toy.py)."""
+of the toy dictionary is in tests/eval/test_toy.py)."""
 
 import pytest
 import torch
