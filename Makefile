@@ -46,7 +46,7 @@ $(CHROMIUM):
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-# no subprocess, server, browser or torchrun (tests/conftest.py sets the marker): under a minute on 2 cores
+# no subprocess, server, browser, torchrun or whole-run training (tests/conftest.py sets the marker): under a minute on 2 cores
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit -q
 

@@ -126,11 +126,12 @@ def hookpoint_widths(model: nn.Module, hookpoints: list[str] | list[Hookpoint]) 
     already resolved), read on a one-token forward that stops after the last of them (any token
     will do: only the shape is read)."""
     ids = torch.zeros(1, 1, dtype=torch.long, device=next(model.parameters()).device)
-    acts = run_and_capture(model, ids, hookpoints)
+    # with the mask given, a model whose pad token is 0 does not warn about the missing one
+    acts = run_and_capture(model, ids, hookpoints, torch.ones_like(ids))
     return [acts[h.name if isinstance(h, Hookpoint) else h].shape[-1] for h in hookpoints]
 
 
-def hookpoint_width(model: nn.Module, hookpoint: str) -> int:
-    """The width of the activation at one hookpoint (a name or module path)."""
-    [width] = hookpoint_widths(model, [hookpoint])
+def hookpoint_width(model: nn.Module, hookpoint: str | Hookpoint) -> int:
+    """The width of the activation at one hookpoint (a name or module path, or resolved)."""
+    [width] = hookpoint_widths(model, [hookpoint])  # type: ignore[list-item]  (one kind in the list)
     return width

@@ -27,8 +27,10 @@ from monosemantic.config import ConfigError
 from monosemantic.data.corpora import Corpus, Document, kept_tokens, open_corpus, pack, prompt_ids
 from monosemantic.errors import MonosemanticError
 from monosemantic.experiments.interventions import Intervention, intervene
+from monosemantic.formats import load_sae
 from monosemantic.hooks import hookpoint_width, run_and_capture
 from monosemantic.models import (
+    Hookpoint,
     ModelError,
     context_length,
     device_of,
@@ -81,17 +83,22 @@ class RunModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     model_spec: str  # as configs record it: 'builtin' or an absolute path
-    hookpoint: str
+    hook: Hookpoint  # resolved once, read on every forward
     corpus: Corpus
     corpus_spec: str
     seq_len: int  # the run's row length: how the analysis packed its documents
     vocab: list[str]  # the text of every token id
 
+    @property
+    def hookpoint(self) -> str:
+        """The hookpoint's name, e.g. layers.3.resid.post."""
+        return self.hook.name
+
     @classmethod
     def of_run(cls, run_dir: str | Path, corpus: str | None = None, device: str = "cpu") -> RunModel:
         """Load the run's SAE and its model; `corpus` defaults to the run's training corpus."""
         run_dir = Path(run_dir)
-        sae = SAE.load(run_dir, device=device)
+        sae = load_sae(run_dir, device=device)  # ours, or any format another tool wrote
         saved = read_train_config(run_dir) if (run_dir / TRAIN_CONFIG_FILE).exists() else {}
         data = saved.get("data", {})
         model_spec, hookpoint = data.get("model") or sae.cfg.model, sae.cfg.hookpoint
@@ -110,13 +117,13 @@ class RunModel:
             model,
             tokenizer,
             model_name(model_spec),
-            hook.name,
+            hook,
             open_corpus(corpus_spec),
             corpus_spec,
             saved.get("harvest", {}).get("seq_len", 64),
             vocab,
         )
-        width = hookpoint_width(model, hook.name)
+        width = hookpoint_width(model, hook)
         if width != sae.d_in:
             raise ModelError(
                 f"the SAE reads d_in={sae.d_in}, but hookpoint {hook.name!r} of {model_spec} has width {width}"
@@ -129,9 +136,9 @@ class RunModel:
         acts = run_and_capture(
             self.model,
             input_ids.to(device),
-            self.hookpoint,
+            [self.hook],
             None if attention_mask is None else attention_mask.to(device),
-        )[self.hookpoint]
+        )[self.hook.name]
         return self.sae.encode(acts[keep.to(device)].float()).cpu()
 
     def text_latents(self, ids: list[int]) -> TextLatents:

@@ -1,8 +1,10 @@
 """Shared test setup: CPU only, two threads (the CI machine), no network; and the test tiers.
 
 Tiers: `slow` (end-to-end, minutes: `make test-slow`), `process` (starts a subprocess, a server, a
-browser or torchrun: marked by hand on the test, or found here by the fixtures it uses), and `unit`:
-every other test, marked here, run by `make test-unit`. `make test` runs everything but `slow`."""
+browser or torchrun: marked by hand on the test, or found here by the fixtures it uses),
+`integration` (in-process, but trains, harvests or analyses a whole run: seconds each; marked by
+hand), and `unit`: every other test, marked here, run by `make test-unit` in under a minute.
+`make test` runs everything but `slow`."""
 
 import os
 import socket
@@ -22,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if PROCESS_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.process)
-        if not any(item.iter_markers("slow")) and not any(item.iter_markers("process")):
+        if not any(any(item.iter_markers(tier)) for tier in ("slow", "process", "integration")):
             item.add_marker(pytest.mark.unit)
 
 

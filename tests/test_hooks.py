@@ -5,7 +5,7 @@ are gone after the block, also when the forward raised."""
 import pytest
 import torch
 
-from monosemantic.hooks import capture, patch, run_and_capture
+from monosemantic.hooks import capture, hookpoint_widths, patch, run_and_capture
 from monosemantic.models import load_model
 
 ALL = ["layers.1.resid.pre", "layers.1.attn.out", "layers.1.mlp.neurons", "layers.1.mlp.out", "layers.1.resid.post"]
@@ -119,3 +119,22 @@ def test_hooks_are_removed_when_the_forward_raises(models):
         with capture(model, "layers.0.mlp.out", stop=True):
             raise ValueError("not ours: must propagate")
     assert all_hooks_removed(model)
+
+
+def test_hookpoint_widths_match_the_captured_shapes_and_pass_an_attention_mask(models):
+    # without the mask, a model whose pad token is the probe's token warns on every command that loads it
+    for model, _ in models.values():
+        seen: list = []
+        handle = model.register_forward_pre_hook(
+            lambda m, args, kwargs, seen=seen: seen.append(kwargs.get("attention_mask")), with_kwargs=True
+        )
+        try:
+            widths = hookpoint_widths(model, ["layers.0.resid.post", "layers.1.mlp.neurons"])
+        finally:
+            handle.remove()
+        ids = torch.zeros(1, 3, dtype=torch.long)
+        acts = run_and_capture(model, ids, ["layers.0.resid.post", "layers.1.mlp.neurons"])
+        assert widths == [acts["layers.0.resid.post"].shape[-1], acts["layers.1.mlp.neurons"].shape[-1]]
+        assert widths[0] == model.config.hidden_size and widths[1] > widths[0]
+        assert len(seen) == 1 and seen[0] is not None and bool(seen[0].all())
+        assert all_hooks_removed(model)

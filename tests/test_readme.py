@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.integration  # trains or analyses whole runs: see tests/conftest.py
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

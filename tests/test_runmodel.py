@@ -12,7 +12,7 @@ from monosemantic.experiments.interventions import clamp, intervene, steer, zero
 from monosemantic.hooks import capture
 from monosemantic.runmodel import RunModel, RunModelError, latent_totals, token_features, top_latents
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

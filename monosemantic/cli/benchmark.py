@@ -1,4 +1,4 @@
-"""Command line for sweeps and the benchmark suite: `sweep`, `benchmark` (wired in by cli.py).
+"""Command line for sweeps and the benchmark suite: `sweep`, `benchmark` (wired in by cli/main.py).
 
     monosemantic sweep --model builtin --hookpoint layers.3.resid.post --arch topk,relu --k 8,16,32,64 \
         --l1-coefficient 2,5 --expansion-factor 8,32 --tokens 2M --out runs/sweep

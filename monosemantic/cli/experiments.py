@@ -1,4 +1,4 @@
-"""Command line for causal experiments: `ablate` and `steer` (wired in by cli.py).
+"""Command line for causal experiments: `ablate` and `steer` (wired in by cli/main.py).
 
 monosemantic ablate runs/demo --label '=' --task equality
 monosemantic ablate runs/demo --features 12,345 --task my_tasks.jsonl --mode zero

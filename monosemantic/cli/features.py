@@ -1,4 +1,4 @@
-"""Command line for feature analysis: `analyze`, `features`, `feature`, `inspect` (wired in by cli.py).
+"""Command line for feature analysis: `analyze`, `features`, `feature`, `inspect` (wired in by cli/main.py).
 
 monosemantic analyze runs/demo --tokens 200k
 monosemantic features runs/demo --search '='

@@ -20,12 +20,12 @@ from pathlib import Path
 from monosemantic.config import ConfigError, add_arguments, from_args, from_dict, non_negative_int, parse_int, to_dict
 from monosemantic.data.activations import ActivationDataError, load_activation_file
 from monosemantic.data.stream import HarvestConfig
-from monosemantic.distributed.multi_sae import PARENT_FILE
 from monosemantic.distributed.world import check_same_config, session
 from monosemantic.sae import ARCHITECTURES, SAEConfig
+from monosemantic.train.checkpoint import OPERATIONAL_FIELDS
 from monosemantic.train.config import DataConfig, RunConfig, SAEOptions, read_saved_run
-from monosemantic.train.rundir import TRAIN_CONFIG_FILE, read_train_config
-from monosemantic.train.trainer import OPERATIONAL_FIELDS, TrainConfig
+from monosemantic.train.rundir import PARENT_FILE, TRAIN_CONFIG_FILE, read_train_config
+from monosemantic.train.trainer import TrainConfig
 
 # input_norm comes only with SAEs of other tools, which the trainer refuses
 SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm")

@@ -1,4 +1,4 @@
-"""Command line for the dashboard: `monosemantic view RUN_DIR` (wired in by cli.py).
+"""Command line for the dashboard: `monosemantic view RUN_DIR` (wired in by cli/main.py).
 
 monosemantic view runs/demo                   # http://127.0.0.1:8000/
 monosemantic --threads 2 view runs/demo --port 8080

@@ -81,7 +81,7 @@ class ActivationStream:
         hooks = [h for h in hookpoint if isinstance(h, Hookpoint)]
         if len(hooks) == len(hookpoint):
             return hooks  # resolved by the caller, once per job
-        return resolve_hookpoints(self.model, [str(h) for h in hookpoint])
+        return resolve_hookpoints(self.model, [h if isinstance(h, str) else h.name for h in hookpoint])
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -28,8 +28,6 @@ from monosemantic.sae.base import SAE
 from monosemantic.train.checkpoint import checkpoint_dirs
 from monosemantic.train.trainer import SCALE_FLOATS, SCALE_TOKENS, Trainer, TrainingError
 
-PARENT_FILE = "hookpoints.json"
-
 
 def assign(n_hooks: int, world_size: int) -> list[list[int]]:
     """The ranks that train each hookpoint; see the module docstring."""

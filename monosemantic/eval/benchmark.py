@@ -21,6 +21,7 @@ from monosemantic.config import to_dict
 from monosemantic.data.corpora import document_meta, kept_tokens, open_corpus, pack
 from monosemantic.eval.probing import linear_probe, sparse_probe
 from monosemantic.eval.splitting import find_splits, match_fraction
+from monosemantic.formats import load_sae
 from monosemantic.sae import SAE
 
 SCHEMA = "monosemantic-benchmark/1"
@@ -147,7 +148,7 @@ def benchmark_run(
     from monosemantic.eval.splice import evaluate_run
 
     cfg = cfg or BenchmarkConfig()
-    sae = SAE.load(run_dir)
+    sae = load_sae(run_dir)
     core = evaluate_run(run_dir, tokens=cfg.eval_tokens, progress=progress).to_dict()
     x, z, meta = document_activations(run_dir, cfg.probe_documents)
     return {
@@ -172,7 +173,7 @@ def benchmark_run(
 
 def splitting_between(runs: list[str | Path], threshold: float = 0.6, examples: int = 5) -> list[dict]:
     """For SAEs of one hookpoint ordered by width: splits between each width and the next."""
-    saes = sorted(((SAE.load(r), str(r)) for r in runs), key=lambda s: s[0].d_sae)
+    saes = sorted(((load_sae(r), str(r)) for r in runs), key=lambda s: s[0].d_sae)
     out = []
     for (narrow, a), (wide, b) in zip(saes, saes[1:]):
         if narrow.cfg.hookpoint != wide.cfg.hookpoint or narrow.d_sae == wide.d_sae:

@@ -28,9 +28,9 @@ from monosemantic.atomic import atomic_write_json
 from monosemantic.config import ConfigError
 from monosemantic.data.corpora import Corpus, Packed, kept_tokens, open_corpus, pack
 from monosemantic.eval.metrics import ReconstructionStats, dense_fraction, density_histogram
+from monosemantic.formats import load_sae
 from monosemantic.hooks import capture, patch
 from monosemantic.models import ModelError, load_model, model_name, resolve_hookpoints
-from monosemantic.sae import SAE
 from monosemantic.train.rundir import EVAL_FILE, TRAIN_CONFIG_FILE, read_train_config
 
 
@@ -210,7 +210,7 @@ def evaluate_run(
 ) -> SplicedEval:
     """Spliced evaluation of the run's SAE on `tokens` tokens; written to RUN_DIR/eval.json."""
     run_dir = Path(run_dir)
-    sae = SAE.load(run_dir)
+    sae = load_sae(run_dir)  # ours, or any format another tool wrote
     saved = read_train_config(run_dir) if (run_dir / TRAIN_CONFIG_FILE).exists() else {}
     data = saved.get("data", {})
     model = model or data.get("model") or sae.cfg.model

@@ -9,6 +9,10 @@ sparsify, written back), with the format told from the files (`detect.py`).
 Every reader checks the tensors against the shapes the file declares, carries the format's input
 semantics (b_dec subtraction, input normalisation, thresholds) into our `SAEConfig`, and refuses
 what it cannot reproduce exactly. Pickled files are only ever read with torch.load(weights_only=True).
+
+    detect.py        which format a path holds, from its files
+    reading.py       what the readers share: shape and orientation checks, building our SAE
+    saelens.py, sparsify.py, openai.py, dictionary_learning.py, gemmascope.py    one format each
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from monosemantic.atomic import atomic_directory, atomic_write_json
+from monosemantic.config import ConfigError
 from monosemantic.data.corpora import Packed, pack
 from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.mathlm.corpus import MathCorpus
@@ -138,7 +139,7 @@ def restore(out: Path, model, optimizer, cfg: MathLMConfig) -> int:
         return 0
     state = json.loads((path / "state.json").read_text())
     if state["config"] != asdict(cfg):
-        raise ValueError(f"{path}: saved with another configuration; train into a new directory")
+        raise ConfigError(f"{path}: saved with another configuration; train into a new directory")
     safetensors.torch.load_model(model, str(path / "model.safetensors"))
     load_optimizer_tensors(
         optimizer, model.named_parameters(), safetensors.torch.load_file(str(path / "optimizer.safetensors")), str(path)

@@ -25,9 +25,8 @@ from typing import Literal
 
 from monosemantic.config import from_dict, to_dict
 from monosemantic.data.stream import HarvestConfig
-from monosemantic.distributed.multi_sae import PARENT_FILE
 from monosemantic.sae import SAEConfig
-from monosemantic.train.rundir import TRAIN_CONFIG_FILE, read_train_config
+from monosemantic.train.rundir import PARENT_FILE, TRAIN_CONFIG_FILE, read_train_config
 from monosemantic.train.trainer import TrainConfig
 
 

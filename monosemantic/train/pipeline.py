@@ -29,7 +29,6 @@ from monosemantic.data.cache import CachedActivations, build_cache
 from monosemantic.data.corpora import CorpusShard, open_corpus
 from monosemantic.data.stream import ActivationStream
 from monosemantic.distributed.multi_sae import (
-    PARENT_FILE,
     Exchange,
     assign,
     fit_together,
@@ -41,7 +40,7 @@ from monosemantic.models import Hookpoint, load_model, model_name, resolve_hookp
 from monosemantic.plots import plot_training
 from monosemantic.sae import SAE, SAEConfig
 from monosemantic.train.config import RunConfig, SavedRun, read_saved_run
-from monosemantic.train.rundir import check_new_run_dir, create_run_dir
+from monosemantic.train.rundir import PARENT_FILE, check_new_run_dir, create_run_dir
 from monosemantic.train.trainer import TrainConfig, Trainer
 
 if TYPE_CHECKING:
@@ -80,7 +79,9 @@ class NewSAE:
     """its train_config.json (for a new run)"""
 
 
-def train_on_model(out: str | Path, run: RunConfig, *, progress: bool = True, world: World | None = None):
+def train_on_model(
+    out: str | Path, run: RunConfig, *, progress: bool = True, world: World | None = None
+) -> SAE | dict[str, SAE | None] | None:
     """Train a new SAE on `run.data` into the run directory `out` and return it (it takes raw
     activations). When `run.data.hookpoint` names several hookpoints (a comma-separated list, or a
     glob), train one SAE per hookpoint from one model forward into `out/<hookpoint>/` (multi_sae.py)
@@ -95,7 +96,9 @@ def train_on_model(out: str | Path, run: RunConfig, *, progress: bool = True, wo
     return train_saes({0: new}, run.train, lambda: training_batches(job, stream, run), job.world)[0]
 
 
-def resume_on_model(saved: SavedRun | str | Path, *, progress: bool = True, world: World | None = None, **operational):
+def resume_on_model(
+    saved: SavedRun | str | Path, *, progress: bool = True, world: World | None = None, **operational: Any
+) -> SAE | dict[str, SAE | None] | None:
     """Continue a run (or the SAEs of several hookpoints under one parent) from its newest checkpoint,
     with its saved configuration (`read_saved_run`; `operational` may change device, checkpoint_every,
     keep_checkpoints, log_every); returns what `train_on_model` returns."""

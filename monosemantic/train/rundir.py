@@ -23,6 +23,7 @@ from monosemantic.errors import MonosemanticError
 TRAIN_CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
+PARENT_FILE = "hookpoints.json"  # a job over several hookpoints: their list, above their run directories
 
 
 class RunDirError(MonosemanticError, ValueError):

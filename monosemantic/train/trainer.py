@@ -42,7 +42,6 @@ from monosemantic.eval.metrics import fvu
 from monosemantic.sae.base import DTYPES, SAE, TrainOutput
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.train import checkpoint as ckpt
-from monosemantic.train.checkpoint import OPERATIONAL_FIELDS  # noqa: F401  (re-exported: the CLI's name for it)
 from monosemantic.train.data_init import geometric_median, resample_dead_latents
 from monosemantic.train.rundir import TRAIN_CONFIG_FILE, MetricsLog
 
@@ -389,7 +388,9 @@ class Trainer:
     def save_checkpoint(self, batches: Iterator[Tensor]) -> Path:
         s = self.state
         s.data_state = (
-            batches.state_dict() if hasattr(batches, "state_dict") else {"batches_consumed": self._batches_consumed}
+            batches.state_dict()
+            if isinstance(batches, ResumableBatches)
+            else {"batches_consumed": self._batches_consumed}
         )
         s.rng = {"torch": torch.get_rng_state(), "trainer": self.generator.get_state()}
         if self.world.distributed:  # training draws nothing from the CUDA generators; they differ per rank

@@ -20,7 +20,7 @@ from monosemantic.data.corpora import kept_tokens, pack
 from monosemantic.models import direct_logit_path, load_model
 from monosemantic.runmodel import RunModel, token_features
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 TOKENS, SHARD = "6000", "64"  # 256 latents -> 4 shards
 
 

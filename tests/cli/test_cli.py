@@ -66,7 +66,7 @@ def assert_one_error_line(err: str, *needles: str) -> None:
         assert needle in lines[0], (needle, err)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import torch
 from monosemantic import SAE, SAEConfig, create_sae, load_sae
 from monosemantic.cli.main import build_parser, main
 
+pytestmark = pytest.mark.integration  # trains or analyses whole runs: see tests/conftest.py
+
 
 def gemma_scope_params(path, d_in=8, d_sae=24):
     rng = np.random.default_rng(1)
@@ -87,3 +89,22 @@ def test_every_flag_has_help(command):
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
     for action in sub._actions:
         assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+
+
+def test_spliced_eval_reads_a_foreign_sae_as_it_reads_its_conversion(tmp_path, tiny_model_dirs, capsys):
+    """Commands that take a run directory load it with load_sae (any format), not SAE.load (ours only)."""
+    from monosemantic.hooks import hookpoint_width
+    from monosemantic.models import load_model
+
+    model_dir, hookpoint = str(tiny_model_dirs["gpt2"]), "layers.1.mlp.neurons"
+    d_in = hookpoint_width(load_model(model_dir)[0], hookpoint)
+    (tmp_path / "gs").mkdir()
+    gemma_scope_params(tmp_path / "gs" / "params.npz", d_in=d_in, d_sae=2 * d_in)
+    assert main(["-q", "convert", str(tmp_path / "gs"), "--out", str(tmp_path / "ours")]) == 0
+    metrics = {}
+    for name in ("gs", "ours"):
+        argv = ["-q", "eval", str(tmp_path / name), "--model", model_dir, "--hookpoint", hookpoint, "--tokens", "2000"]
+        assert main(argv) == 0
+        assert "CE loss recovered" in capsys.readouterr().out
+        metrics[name] = json.loads((tmp_path / name / "eval.json").read_text())["metrics"]
+    assert metrics["gs"] == metrics["ours"] and metrics["gs"]["n_tokens"] > 0 and metrics["gs"]["l0"] > 0

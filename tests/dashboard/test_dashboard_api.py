@@ -23,7 +23,7 @@ from monosemantic.dashboard import allowed_hosts, bind, is_loopback
 from monosemantic.data.corpora import prompt_ids
 from monosemantic.hooks import capture
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 TEXT = "12 + 7 = 19"
 
 

@@ -15,6 +15,8 @@ from monosemantic.mathlm.corpus import MathCorpus
 from monosemantic.mathlm.tokenizer import build_tokenizer
 from monosemantic.models import ModelError, load_model
 
+pytestmark = pytest.mark.integration  # trains or analyses whole runs: see tests/conftest.py
+
 HOOK = "layers.1.mlp.neurons"
 CFG = HarvestConfig(seq_len=64, batch_tokens=512, chunk_tokens=600, seed=3)
 

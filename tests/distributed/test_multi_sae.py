@@ -42,7 +42,7 @@ TRAIN = [
     *HARVEST,
 ]
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 def train_argv(model: Path, hookpoint: str, out: Path, *extra: str) -> list[str]:

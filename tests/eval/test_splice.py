@@ -13,6 +13,8 @@ from monosemantic.mathlm.corpus import MathCorpus
 from monosemantic.models import ModelError, load_model
 from monosemantic.sae import SAEConfig, create_sae
 
+pytestmark = pytest.mark.integration  # trains or analyses whole runs: see tests/conftest.py
+
 HOOK = "layers.1.mlp.neurons"
 
 

@@ -8,6 +8,8 @@ from monosemantic.eval.toy import ToyBatches, ToyConfig, ToyData, format_table, 
 from monosemantic.sae import SAEConfig, create_sae
 from monosemantic.train.trainer import TrainConfig
 
+pytestmark = pytest.mark.integration  # trains or analyses whole runs: see tests/conftest.py
+
 SMALL = ToyConfig(d=32, n_features=64, avg_active=3.0, seed=0)
 
 

@@ -25,7 +25,7 @@ from monosemantic.experiments.tasks import (
 )
 from monosemantic.runmodel import RunModel
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.mathlm.corpus import CATEGORIES, MINUS, WORDS, MathCorpus, generate, split_of
 from monosemantic.mathlm.tokenizer import build_tokenizer
 
+pytestmark = pytest.mark.integration  # trains or analyses whole runs: see tests/conftest.py
+
 SAMPLES = list(MathCorpus("train", seed=0).documents(limit=6000))
 
 

@@ -19,7 +19,7 @@ from monosemantic.hooks import patch
 from monosemantic.models import load_model
 from monosemantic.sae import SAE
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 # train_config.json and hookpoints.json as the code before RunConfig wrote them (main at ea9eb98), for
 # train_argv on the tiny GPT-2 ("MODEL_DIR": its directory)
 OLD_LAYOUT = Path(__file__).parent / "old_layout"

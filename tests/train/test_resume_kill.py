@@ -19,6 +19,8 @@ from monosemantic.cli.main import main
 from monosemantic.eval.toy import ToyConfig, ToyData
 from monosemantic.train.rundir import read_metrics
 
+pytestmark = pytest.mark.integration  # trains or analyses whole runs: see tests/conftest.py
+
 TIMING_FIELDS = {"tokens_per_s"}
 STEPS = 2000
 

@@ -9,7 +9,7 @@ import monosemantic.data.stream
 from monosemantic.cli.main import main
 from monosemantic.sae import SAE
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 COMMON = [
     "--hookpoint",
     "layers.1.mlp.neurons",
