@@ -77,38 +77,14 @@ def tiny_model_dirs(tmp_path_factory):
 def tiny_run(tiny_model_dirs, tmp_path_factory):
     """A run directory: a small TopK SAE (d_sae 256) trained on the tiny GPT-2's layer-1 MLP neurons over
     the math corpus. Tests that write into a run copy it first."""
+    from tiny_models import tiny_train_argv
+
     from monosemantic.cli.main import main
 
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    assert (
-        main(
-            [
-                "-q",
-                "train",
-                "--model_path",
-                str(tiny_model_dirs["gpt2"]),
-                "--hookpoint",
-                "layers.1.mlp.neurons",
-                "--expansion_factor",
-                "2",
-                "--k",
-                "8",
-                "--tokens",
-                "16k",
-                "--batch-size",
-                "512",
-                "--batch-tokens",
-                "1024",
-                "--chunk-tokens",
-                "4096",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_train_argv(tiny_model_dirs["gpt2"], out)) == 0
     torch.set_num_threads(threads)
     return out
 

@@ -51,3 +51,15 @@ def save_tiny_model(path: Path, family: str = "gpt2", seed: int = 0, **kwargs) -
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_train_argv(
+    model_dir: Path, out: Path, *extra: str, expansion_factor: int = 2, tokens: str = "16k"
+) -> list[str]:
+    """`monosemantic train` of a small TopK SAE (k 8) on the tiny GPT-2's layer-1 MLP neurons with small
+    batches: the run most tests train; `extra` adds or overrides flags."""
+    return (
+        ["-q", "train", "--model_path", str(model_dir), "--hookpoint", "layers.1.mlp.neurons"]
+        + ["--expansion_factor", str(expansion_factor), "--k", "8", "--tokens", tokens]
+        + ["--batch-size", "512", "--batch-tokens", "1024", "--chunk-tokens", "4096", "--out", str(out), *extra]
+    )

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_models import tiny_train_argv
 
 from monosemantic.cli.main import main
 
@@ -20,33 +21,7 @@ def runs(tiny_run, tiny_model_dirs, tmp_path_factory):
     shutil.copytree(tiny_run, narrow)
     assert main(["-q", "analyze", str(narrow), "--tokens", "4000", "--batch-tokens", "1024"]) == 0
     wide = root / "wide"
-    assert (
-        main(
-            [
-                "-q",
-                "train",
-                "--model_path",
-                str(tiny_model_dirs["gpt2"]),
-                "--hookpoint",
-                "layers.1.mlp.neurons",
-                "--expansion_factor",
-                "4",
-                "--k",
-                "8",
-                "--tokens",
-                "16k",
-                "--batch-size",
-                "512",
-                "--batch-tokens",
-                "1024",
-                "--chunk-tokens",
-                "4096",
-                "--out",
-                str(wide),
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_train_argv(tiny_model_dirs["gpt2"], wide, expansion_factor=4)) == 0
     return narrow, wide
 
 

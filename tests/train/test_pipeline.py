@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import tiny_train_argv
 
 import monosemantic.train.trainer
 from monosemantic.cli.main import main
@@ -26,35 +27,9 @@ OLD_LAYOUT = Path(__file__).parent / "old_layout"
 
 
 def train_argv(model_dir, out, *extra):
-    return [
-        "-q",
-        "train",
-        "--model_path",
-        str(model_dir),
-        "--hookpoint",
-        "layers.1.mlp.neurons",
-        "--expansion_factor",
-        "2",
-        "--k",
-        "8",
-        "--tokens",
-        "24k",
-        "--batch-size",
-        "512",
-        "--batch-tokens",
-        "1024",
-        "--chunk-tokens",
-        "4096",
-        "--checkpoint-every",
-        "15",
-        "--log-every",
-        "5",
-        "--dead-window",
-        "5k",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return tiny_train_argv(
+        model_dir, out, "--checkpoint-every", "15", "--log-every", "5", "--dead-window", "5k", *extra, tokens="24k"
+    )
 
 
 @pytest.fixture(scope="module")
