@@ -14,8 +14,8 @@ class MathLMConfig:
     n_head: int = 6
     """attention heads"""
     seq_len: int = 64
-    """context length in characters (one document per row; every math document fits)"""
-    tokens: int = 30_000_000
+    """context length in tokens (one document per row; every math document fits in half of it)"""
+    tokens: int = 54_000_000
     """training tokens (padding included)"""
     batch_tokens: int = 4096
     """tokens per step (rows of one document each, batched by length)"""
@@ -33,7 +33,7 @@ class MathLMConfig:
     """bf16 autocast for the matmuls (about 2x faster on CPUs with AVX-512 bf16); weights stay fp32"""
     seed: int = 0
     """seed of the initialisation and of the corpus"""
-    eval_every: int = 250
+    eval_every: int = 1000
     """steps between held-out loss evaluations"""
     checkpoint_every: int = 250
     """steps between checkpoints"""

@@ -31,7 +31,7 @@ from monosemantic.config import ConfigError
 from monosemantic.data.corpora import Packed, pack
 from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.mathlm.corpus import MathCorpus
-from monosemantic.mathlm.evaluate import heldout_samples
+from monosemantic.mathlm.evaluate import heldout_samples, solved
 from monosemantic.mathlm.tokenizer import build_tokenizer
 from monosemantic.models import greedy_complete
 from monosemantic.plots import plot_curves
@@ -105,7 +105,7 @@ def quick_accuracy(model, tokenizer, samples) -> dict[str, float]:
     model.train()
     hits: dict[str, list[bool]] = {}
     for s, g in zip(samples, got):
-        hits.setdefault(s.category, []).append(g == s.completion)
+        hits.setdefault(s.category, []).append(solved(s, g))
     return {c: round(sum(h) / len(h), 3) for c, h in sorted(hits.items())}
 
 
@@ -217,7 +217,7 @@ def export(out: Path, model, tokenizer, cfg: MathLMConfig) -> Path:
             "tokens",
             ["train_loss", "heldout_loss"],
             tmp / "loss.png",
-            title="built-in math LM: next-character loss",
-            ylabel="cross-entropy (nats / char)",
+            title="built-in math LM: next-token loss",
+            ylabel="cross-entropy (nats / token)",
         )
     return out / "model"
