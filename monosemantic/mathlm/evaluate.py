@@ -36,7 +36,7 @@ class CategoryScore:
         return self.correct_ascii / self.n_ascii if self.n_ascii else float("nan")
 
 
-def heldout_samples(per_category: int, seed: int = 0, max_documents: int = 2_000_000) -> list[Sample]:
+def heldout_samples(per_category: int, seed: int = 0, max_documents: int = 400_000) -> list[Sample]:
     """Up to `per_category` distinct held-out problems of each category (by canonical prompt), in
     corpus order, each in its symbol form."""
     counts = dict.fromkeys(CATEGORIES, 0)

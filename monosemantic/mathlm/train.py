@@ -157,7 +157,7 @@ def train_mathlm(cfg: MathLMConfig, out: str | Path, *, progress: bool = True) -
     optimizer = make_optimizer(model, cfg)
     step = restore(out, model, optimizer, cfg)
     held = list(islice(batches(cfg, tokenizer, "heldout"), 16))
-    probe = heldout_samples(20, cfg.seed)
+    probe = heldout_samples(20, cfg.seed, max_documents=40_000)
     stream = islice(batches(cfg, tokenizer), step, None)  # the stream is deterministic: replay to the step
     if step == 0:
         (out / "log.jsonl").write_text("")
