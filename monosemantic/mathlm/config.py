@@ -15,7 +15,7 @@ class MathLMConfig:
     """attention heads"""
     seq_len: int = 64
     """context length in tokens (one document per row; every math document fits in half of it)"""
-    tokens: int = 54_000_000
+    tokens: int = 38_000_000
     """training tokens (padding included)"""
     batch_tokens: int = 4096
     """tokens per step (rows of one document each, batched by length)"""
