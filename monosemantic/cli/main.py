@@ -159,7 +159,8 @@ def cmd_mathlm_train(args: argparse.Namespace) -> int:
 
 
 def cmd_mathlm_eval(args: argparse.Namespace) -> int:
-    """Greedy exact-match answer accuracy per category on the held-out math corpus."""
+    """Greedy answer accuracy per category on distinct held-out problems of the math corpus, with the
+    operators written as symbols and as ASCII (approximate answers: within one unit of the last digit)."""
     from monosemantic.mathlm.evaluate import answer_accuracy, format_scores
     from monosemantic.models import load_model
 
@@ -169,7 +170,18 @@ def cmd_mathlm_eval(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(
             args.json,
-            [{"category": s.category, "n": s.n, "correct": s.correct, "accuracy": s.accuracy} for s in scores],
+            [
+                {
+                    "category": s.category,
+                    "n": s.n,
+                    "correct": s.correct,
+                    "accuracy": s.accuracy,
+                    "n_ascii": s.n_ascii,
+                    "correct_ascii": s.correct_ascii,
+                    "accuracy_ascii": s.accuracy_ascii if s.n_ascii else None,
+                }
+                for s in scores
+            ],
         )
     return 0
 
@@ -270,7 +282,11 @@ def add_mathlm_commands(sub) -> None:
     p = _command(actions, "eval", cmd_mathlm_eval)
     p.add_argument("--model", default="builtin", metavar="PATH", help="model directory, or 'builtin'")
     p.add_argument(
-        "--per-category", type=positive_int, default=200, metavar="INT", help="held-out samples per category"
+        "--per-category",
+        type=positive_int,
+        default=200,
+        metavar="INT",
+        help="distinct held-out problems per category (fewer where the category has fewer)",
     )
     p.add_argument("--seed", type=int, default=0, metavar="INT", help="corpus seed")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the model on")

@@ -200,7 +200,9 @@ class _Builder:
     def words(self, n: int, lang: str, **attrs) -> _Builder:
         for piece in number_words(n, lang):
             if piece.strip() and piece != "-":
-                self.add(piece, Role("number_word", value=n, word_value=word_value(piece, lang), language=lang, **attrs))
+                self.add(
+                    piece, Role("number_word", value=n, word_value=word_value(piece, lang), language=lang, **attrs)
+                )
             else:
                 self.add(piece, Role("number_joiner", value=n, language=lang, **attrs))
         return self
@@ -369,8 +371,12 @@ def fraction(b: _Builder) -> Generated:
     if op == "simplify":
         k = rng.randint(2, 5)
         b.digits(str(x.numerator * k), "operand_digit", operation="simplify", operand=1)
-        b.add("/", Role("fraction_bar", "simplify")).digits(str(x.denominator * k), "operand_digit", operation="simplify", operand=1)
-        b.relation(True, "simplify").answer(lambda: _fraction(b, x, "answer_digit", operation="simplify", operand=0, exact=True))
+        b.add("/", Role("fraction_bar", "simplify")).digits(
+            str(x.denominator * k), "operand_digit", operation="simplify", operand=1
+        )
+        b.relation(True, "simplify").answer(
+            lambda: _fraction(b, x, "answer_digit", operation="simplify", operand=0, exact=True)
+        )
         return b, "fraction", "simplify", True
     if op == "sub" and y > x:
         x, y = y, x
@@ -414,7 +420,9 @@ def digits_in_words(b: _Builder, lang: str) -> Generated:
         x = y * rng.randint(1, 12) if rng.random() < 0.3 else rng.randint(1, 99)
     if op == "sub" and y > x:
         x, y = y, x
-    text, exact = _decimal(Fraction(x, y)) if op == "div" else (str({"add": x + y, "sub": x - y, "mul": x * y}[op]), True)
+    text, exact = (
+        _decimal(Fraction(x, y)) if op == "div" else (str({"add": x + y, "sub": x - y, "mul": x * y}[op]), True)
+    )
     b.digits(str(x), "operand_digit", operation=op, operand=1).space("before_operator")
     b.phrase(OPERATION_WORDS[op][lang], "operator_word", operation=op, form="word", language=lang)
     b.space("after_operator").digits(str(y), "operand_digit", operation=op, operand=2).relation(exact, op, lang)
@@ -445,7 +453,9 @@ def word_problem(b: _Builder, lang: str) -> Generated:
             b.digits(str(x if operand == 1 else y), "operand_digit", operation=op, operand=operand)
         else:
             _plain(b, piece, lang)
-    b.answer(lambda: b.digits(str(x + y if op == "add" else x - y), "answer_digit", operation=op, operand=0, exact=True))
+    b.answer(
+        lambda: b.digits(str(x + y if op == "add" else x - y), "answer_digit", operation=op, operand=0, exact=True)
+    )
     _plain(b, tail, lang)
     return b, f"problem_{lang}", op, True
 
@@ -478,7 +488,13 @@ TRIG_IDENTITIES = [  # exact identities in a variable v
     ("cos(−{v})", "cos({v})"),
 ]
 TRIG_VALUES = [("sin(0)", "0"), ("cos(0)", "1"), ("sin(π/2)", "1"), ("cos(π)", "−1"), ("sin(π/6)", "1/2")]
-TRIG_VALUES += [("cos(π/3)", "1/2"), ("tan(π/4)", "1"), ("sin(π/4)", "0.71"), ("cos(π/6)", "0.87"), ("tan(π/3)", "1.73")]
+TRIG_VALUES += [
+    ("cos(π/3)", "1/2"),
+    ("tan(π/4)", "1"),
+    ("sin(π/4)", "0.71"),
+    ("cos(π/6)", "0.87"),
+    ("tan(π/3)", "1.73"),
+]
 
 
 def trigonometry(b: _Builder) -> Generated:
@@ -567,7 +583,9 @@ def generate(seed: int, index: int) -> Sample:
     rng = _seeded(seed, f"sample-{index}")
     fns, weights = zip(*GENERATORS)
     (b, category, operation, exact), language = rng.choices(fns, weights=weights)[0](rng)
-    return Sample(index, b.text, category, operation, language, exact, b.answer_start, b.answer_end, b.form, tuple(b.spans))
+    return Sample(
+        index, b.text, category, operation, language, exact, b.answer_start, b.answer_end, b.form, tuple(b.spans)
+    )
 
 
 def split_of(sample: Sample) -> str:

@@ -103,13 +103,22 @@ PROBLEMS = {  # (language, operation) -> templates; {name} {a} {obj} {b} {p} (pr
         "{name} has {a} {obj} and gives away {b}. {p} has {ANS}.",
         "{name} has {a} {obj} and loses {b}. {p} has {ANS}.",
     ],
-    ("es", "add"): ["{name} tiene {a} {obj} y recibe {b} más. Tiene {ANS}.", "{name} tiene {a} {obj} y compra {b} más. Tiene {ANS}."],
-    ("es", "sub"): ["{name} tiene {a} {obj} y regala {b}. Tiene {ANS}.", "{name} tiene {a} {obj} y pierde {b}. Tiene {ANS}."],
+    ("es", "add"): [
+        "{name} tiene {a} {obj} y recibe {b} más. Tiene {ANS}.",
+        "{name} tiene {a} {obj} y compra {b} más. Tiene {ANS}.",
+    ],
+    ("es", "sub"): [
+        "{name} tiene {a} {obj} y regala {b}. Tiene {ANS}.",
+        "{name} tiene {a} {obj} y pierde {b}. Tiene {ANS}.",
+    ],
     ("fr", "add"): [
         "{name} a {a} {obj} et en reçoit {b} de plus. {p} a {ANS}.",
         "{name} a {a} {obj} et en achète {b} de plus. {p} a {ANS}.",
     ],
-    ("fr", "sub"): ["{name} a {a} {obj} et en donne {b}. {p} a {ANS}.", "{name} a {a} {obj} et en perd {b}. {p} a {ANS}."],
+    ("fr", "sub"): [
+        "{name} a {a} {obj} et en donne {b}. {p} a {ANS}.",
+        "{name} a {a} {obj} et en perd {b}. {p} a {ANS}.",
+    ],
 }
 FUNCTIONS = ["sin", "cos", "tan", "vs"]
 
