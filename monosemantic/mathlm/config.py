@@ -37,6 +37,25 @@ class MathLMConfig:
     """steps between held-out loss evaluations"""
     checkpoint_every: int = 250
     """steps between checkpoints"""
+    init_from: str = ""
+    """a model directory to continue from (a second phase of training; 'builtin' for the shipped
+    model); empty: random initialisation"""
+    mixture: str = ""
+    """corpus generator weights overriding the defaults, e.g. 'add_3d=60,sub_3d=60' (a curriculum
+    towards the categories that lag); the held-out loss always uses the default mixture"""
+
+    def mixture_weights(self) -> dict[str, float]:
+        """`mixture` as {generator: weight}."""
+        out: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in self.mixture.split(","))):
+            name, sep, value = item.partition("=")
+            try:
+                out[name.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise ValueError(f"mixture entries must be NAME=WEIGHT, got {item!r}")
+        return out
 
     @property
     def steps(self) -> int:

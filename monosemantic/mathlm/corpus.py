@@ -539,26 +539,27 @@ def _language(fn: Callable[..., Generated], lang: str) -> Callable[[random.Rando
     return lambda rng: (fn(_Builder(rng), lang), lang)
 
 
-GENERATORS: list[tuple[Callable[[random.Random], tuple[Generated, str]], float]] = [
-    # 3-digit carries and multiplication need the most examples; ≈ is 25-50% of all relations
-    (_symbols(arithmetic, "add", 1), 2),
-    (_symbols(arithmetic, "add", 2), 8),
-    (_symbols(arithmetic, "add", 3), 24),
-    (_symbols(arithmetic, "sub", 1), 2),
-    (_symbols(arithmetic, "sub", 2), 8),
-    (_symbols(arithmetic, "sub", 3), 24),
-    (_symbols(multiplication), 14),
-    (_symbols(division), 24),
-    (_symbols(square_root), 8),
-    (_symbols(constant), 1),
-    (_symbols(comparison), 4),
-    (_symbols(linear), 5),
-    (_symbols(fraction), 3),
-    (_symbols(trigonometry), 2),
-    *[(_language(number_words_statement, lang), 5) for lang in LANGUAGES],
-    *[(_language(digits_in_words, lang), 4) for lang in LANGUAGES],
-    *[(_language(word_problem, lang), 4) for lang in LANGUAGES],
-]
+GENERATORS: dict[str, tuple[Callable[[random.Random], tuple[Generated, str]], float]] = {
+    # name: (generator, default weight). 3-digit carries and multiplication need the most examples;
+    # ≈ is 25-50% of all relations (the add/sub generators write estimates too, div inexact quotients)
+    "add_1d": (_symbols(arithmetic, "add", 1), 2),
+    "add_2d": (_symbols(arithmetic, "add", 2), 8),
+    "add_3d": (_symbols(arithmetic, "add", 3), 24),
+    "sub_1d": (_symbols(arithmetic, "sub", 1), 2),
+    "sub_2d": (_symbols(arithmetic, "sub", 2), 8),
+    "sub_3d": (_symbols(arithmetic, "sub", 3), 24),
+    "mul": (_symbols(multiplication), 14),
+    "div": (_symbols(division), 24),
+    "root": (_symbols(square_root), 8),
+    "const": (_symbols(constant), 1),
+    "compare": (_symbols(comparison), 4),
+    "linear": (_symbols(linear), 5),
+    "fraction": (_symbols(fraction), 3),
+    "trig": (_symbols(trigonometry), 2),
+    **{f"words_{lang}": (_language(number_words_statement, lang), 5) for lang in LANGUAGES},
+    **{f"digits_{lang}": (_language(digits_in_words, lang), 4) for lang in LANGUAGES},
+    **{f"problem_{lang}": (_language(word_problem, lang), 4) for lang in LANGUAGES},
+}
 CATEGORIES = (
     *(f"{op}_{n}d" for op in ("add", "sub") for n in (1, 2, 3)),
     "mul",
@@ -578,10 +579,25 @@ def _seeded(seed: int, purpose: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(f"mathlm:{purpose}:{seed}".encode()).digest()[:8], "little"))
 
 
-def generate(seed: int, index: int) -> Sample:
-    """Sample number `index` of the corpus with this seed (a pure function)."""
+DEFAULT_WEIGHTS = tuple(weight for _, weight in GENERATORS.values())
+
+
+def mixture_weights(mixture: dict[str, float] | None) -> tuple[float, ...]:
+    """The generators' weights with `mixture`'s overrides ({"add_3d": 60}); unknown names are errors."""
+    if not mixture:
+        return DEFAULT_WEIGHTS
+    unknown = sorted(set(mixture) - set(GENERATORS))
+    if unknown:
+        raise ValueError(f"unknown corpus generator(s) {', '.join(unknown)}; expected some of {', '.join(GENERATORS)}")
+    if any(not (w >= 0 and math.isfinite(w)) for w in mixture.values()):
+        raise ValueError(f"generator weights must be finite and >= 0, got {mixture}")
+    return tuple(mixture.get(name, weight) for name, (_, weight) in GENERATORS.items())
+
+
+def generate(seed: int, index: int, weights: tuple[float, ...] = DEFAULT_WEIGHTS) -> Sample:
+    """Sample number `index` of the corpus with this seed (a pure function of seed, index, weights)."""
     rng = _seeded(seed, f"sample-{index}")
-    fns, weights = zip(*GENERATORS)
+    fns = [fn for fn, _ in GENERATORS.values()]
     (b, category, operation, exact), language = rng.choices(fns, weights=weights)[0](rng)
     return Sample(
         index, b.text, category, operation, language, exact, b.answer_start, b.answer_end, b.form, tuple(b.spans)
@@ -609,15 +625,16 @@ def token_roles(sample: Sample, tokenizer) -> list[Role]:
 class MathCorpus:
     """The documents of one split, in index order; `documents(start=i)` resumes at index i."""
 
-    def __init__(self, split: str = "train", seed: int = 0):
+    def __init__(self, split: str = "train", seed: int = 0, mixture: dict[str, float] | None = None):
         if split not in ("train", "heldout"):
             raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-        self.split, self.seed = split, seed
+        self.split, self.seed, self.mixture = split, seed, dict(mixture or {})
+        self.weights = mixture_weights(self.mixture)
 
     def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Sample]:
         index, produced = start, 0
         while limit is None or produced < limit:
-            sample = generate(self.seed, index)
+            sample = generate(self.seed, index, self.weights)
             index += 1
             if split_of(sample) == self.split:
                 produced += 1
@@ -625,7 +642,12 @@ class MathCorpus:
 
     def sample(self, doc_id: int) -> Sample:
         """Document `doc_id` (its index in the stream), e.g. to read the roles of a harvested token."""
-        return generate(self.seed, doc_id)
+        return generate(self.seed, doc_id, self.weights)
 
     def describe(self) -> dict:
-        return {"kind": "mathlm", "split": self.split, "seed": self.seed}
+        return {
+            "kind": "mathlm",
+            "split": self.split,
+            "seed": self.seed,
+            **({"mixture": self.mixture} if self.mixture else {}),
+        }

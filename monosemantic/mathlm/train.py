@@ -78,7 +78,25 @@ def lr_at(step: int, cfg: MathLMConfig) -> float:
 
 
 def batches(cfg: MathLMConfig, tokenizer, split: str = "train"):
-    return pack(MathCorpus(split, seed=cfg.seed).documents(), tokenizer, cfg.seq_len, cfg.batch_tokens, seed=cfg.seed)
+    """The packed stream of a split: training follows cfg.mixture, the held-out split the default mixture."""
+    corpus = MathCorpus(split, seed=cfg.seed, mixture=cfg.mixture_weights() if split == "train" else None)
+    return pack(corpus.documents(), tokenizer, cfg.seq_len, cfg.batch_tokens, seed=cfg.seed)
+
+
+def init_weights(model, cfg: MathLMConfig) -> Path | None:
+    """Load cfg.init_from's weights into `model` (a second phase of training); its directory, or None."""
+    if not cfg.init_from:
+        return None
+    from monosemantic.mathlm import BUILTIN_MODEL_DIR
+
+    source = BUILTIN_MODEL_DIR if cfg.init_from == "builtin" else Path(cfg.init_from)
+    if not (source / "model.safetensors").is_file():
+        raise ConfigError(f"--init-from {cfg.init_from}: expected a model directory with model.safetensors")
+    try:
+        safetensors.torch.load_model(model, str(source / "model.safetensors"))
+    except RuntimeError as e:
+        raise ConfigError(f"--init-from {cfg.init_from}: not a model of this recipe ({str(e).splitlines()[0]})") from e
+    return source
 
 
 @torch.no_grad()
@@ -154,6 +172,7 @@ def train_mathlm(cfg: MathLMConfig, out: str | Path, *, progress: bool = True) -
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     model = build_model(cfg, len(tokenizer), tokenizer)
+    init_weights(model, cfg)
     optimizer = make_optimizer(model, cfg)
     step = restore(out, model, optimizer, cfg)
     held = list(islice(batches(cfg, tokenizer, "heldout"), 16))
@@ -204,20 +223,47 @@ def train_mathlm(cfg: MathLMConfig, out: str | Path, *, progress: bool = True) -
     return export(out, model, tokenizer, cfg)
 
 
+def _read_log(path: Path) -> list[dict]:
+    return [json.loads(r) for r in path.read_text().splitlines() if r.strip()] if path.is_file() else []
+
+
+def training_history(cfg: MathLMConfig, rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(phases, log rows) of the model this run exports: the phases of the model it started from
+    (`init_from`), if any, then this run; log rows carry their phase and cumulative tokens."""
+    phases: list[dict] = []
+    log_rows: list[dict] = []
+    if cfg.init_from:
+        from monosemantic.mathlm import BUILTIN_MODEL_DIR
+
+        source = BUILTIN_MODEL_DIR if cfg.init_from == "builtin" else Path(cfg.init_from)
+        if (source / "phases.json").is_file():
+            phases = json.loads((source / "phases.json").read_text())
+        elif (source / "train_config.json").is_file():
+            phases = [{"config": json.loads((source / "train_config.json").read_text())}]
+        log_rows = [{"phase": 0, **r} for r in _read_log(source / "log.jsonl")]  # rows keep a phase they have
+    offset = max((r["tokens"] for r in log_rows), default=0)
+    phase = len(phases)
+    phases.append({"config": asdict(cfg), "tokens": cfg.steps * cfg.batch_tokens})
+    log_rows += [{**r, "phase": phase, "tokens": r["tokens"] + offset, "phase_tokens": r["tokens"]} for r in rows]
+    return phases, log_rows
+
+
 def export(out: Path, model, tokenizer, cfg: MathLMConfig) -> Path:
-    """Write the finished model as a standard Hugging Face directory, with its recipe and curves."""
+    """Write the finished model as a standard Hugging Face directory, with its recipe and curves
+    (all phases of training when it continued from another model)."""
+    phases, rows = training_history(cfg, _read_log(out / "log.jsonl"))
     with atomic_directory(out / "model") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "train_config.json", asdict(cfg))
-        shutil.copy(out / "log.jsonl", tmp / "log.jsonl")
-        rows = [json.loads(r) for r in (out / "log.jsonl").read_text().splitlines() if r.strip()]
+        atomic_write_json(tmp / "phases.json", phases)
+        (tmp / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         plot_curves(
             rows,
             "tokens",
             ["train_loss", "heldout_loss"],
             tmp / "loss.png",
-            title="built-in math LM: next-token loss",
+            title="built-in math LM: next-token loss" + (f" ({len(phases)} phases)" if len(phases) > 1 else ""),
             ylabel="cross-entropy (nats / token)",
         )
     return out / "model"
