@@ -7,6 +7,7 @@
     monosemantic train-tensors ACTS.npy --out runs/y --arch topk --k 32
     monosemantic eval runs/y ACTS.npy           # SAE-level metrics on saved activations
     monosemantic mathlm eval                    # the built-in model's accuracy per category
+    monosemantic mathlm ablate-layers           # CE cost of zero-/mean-ablating each MLP and attention layer
     monosemantic convert gemma-scope/layer_12/width_16k/average_l0_71 --out runs/gemmascope_l12
     monosemantic export runs/x --format saelens --out exported/x
     monosemantic analyze runs/x --tokens 200k    # every feature: statistics, contexts, labels -> runs/x/features
@@ -186,6 +187,42 @@ def cmd_mathlm_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mathlm_ablate_layers(args: argparse.Namespace) -> int:
+    """CE cost (nats/token) of zero- and mean-ablating each MLP and attention layer, on held-out text.
+
+    Each layer's sublayer output is replaced at every position by zeros, or by its mean over as many
+    other distinct documents; the scored documents are distinct and each is read alone."""
+    from monosemantic.data.corpora import open_corpus
+    from monosemantic.eval.layer_ablation import (
+        ablate_layers,
+        answer_spans,
+        distinct_documents,
+        format_layer_ablation,
+        texts,
+    )
+    from monosemantic.models import load_model, model_name
+
+    corpus = open_corpus(args.corpus, seed=args.seed)
+    model, tokenizer = load_model(args.model, device=args.device)
+    scored, for_means = distinct_documents(corpus, args.documents, progress=not args.quiet)
+    result = ablate_layers(
+        model,
+        tokenizer,
+        texts(scored),
+        texts(for_means),
+        answer_spans(scored),
+        batch_tokens=args.batch_tokens,
+        progress=not args.quiet,
+    )
+    print(format_layer_ablation(result))
+    if args.json:
+        atomic_write_json(
+            args.json,
+            {"model": model_name(args.model), "corpus": args.corpus, "seed": args.seed, **result.to_dict()},
+        )
+    return 0
+
+
 # ---- the parser -------------------------------------------------------------------------------
 
 
@@ -268,12 +305,12 @@ def add_eval_command(sub) -> None:
 
 
 def add_mathlm_commands(sub) -> None:
-    """`mathlm train`, `mathlm eval`: the built-in model."""
+    """`mathlm train`, `mathlm eval`, `mathlm ablate-layers`: the built-in model."""
     mathlm = sub.add_parser(
         "mathlm",
         help="the built-in math language model",
         formatter_class=HelpFormatter,
-        description="The built-in math language model: train it, evaluate it.",
+        description="The built-in math language model: train it, evaluate it, ablate its layers.",
     )
     actions = mathlm.add_subparsers(dest="mathlm", required=True, metavar="ACTION")
     p = _command(actions, "train", cmd_mathlm_train)
@@ -291,6 +328,31 @@ def add_mathlm_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="INT", help="corpus seed")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the model on")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the scores to this JSON file")
+    p = _command(actions, "ablate-layers", cmd_mathlm_ablate_layers)
+    p.add_argument("--model", default="builtin", metavar="PATH", help="model directory, or 'builtin'")
+    p.add_argument(
+        "--documents",
+        type=positive_int,
+        default=2000,
+        metavar="INT",
+        help="distinct documents to score (as many others give the means)",
+    )
+    p.add_argument(
+        "--corpus",
+        default="mathlm:heldout",
+        metavar="SPEC",
+        help="the text: mathlm:heldout, a .txt / .jsonl file or a saved dataset (answer columns: mathlm only)",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="INT", help="corpus seed (mathlm)")
+    p.add_argument(
+        "--batch-tokens",
+        type=positive_int,
+        default=2048,
+        metavar="INT",
+        help="tokens per forward pass, padding included",
+    )
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the model on")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
 
 
 def add_bench_commands(sub) -> None:
