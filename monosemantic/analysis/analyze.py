@@ -8,7 +8,8 @@ Latents are analysed in shards of `shard_latents` (one pass over the tokens each
 bounded for any dictionary size); each finished shard is on disk for good, and a restarted analysis
 goes on with the next one. Per latent: statistics, histogram, top and quantile examples in context
 (`latent_stats.py`), labels with held-out precision and recall (`labels.py`), logit effects along
-the direct path, next-token statistics, nearest latents by decoder cosine, and a multilingual flag.
+the direct path, next-token statistics, nearest latents by decoder cosine, and a multilingual flag;
+on the built-in math corpus, the token role of every example (`mathlm/roles.py`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from monosemantic.analysis.labels import KeySpace, LabelStats, MetaVocab, Scored, rule_keys
-from monosemantic.analysis.latent_stats import Batch, LatentStats
+from monosemantic.analysis.latent_stats import Batch, Examples, LatentStats
 from monosemantic.analysis.store import features_dir
 from monosemantic.analysis.writer import StoreWriter
 from monosemantic.config import ConfigError, derive_seed, to_dict
 from monosemantic.data.corpora import Corpus, document_meta, kept_tokens, pack
+from monosemantic.mathlm.roles import document_roles, math_corpus
 from monosemantic.models import direct_logit_path
 from monosemantic.runmodel import RunModel
 
@@ -128,7 +130,8 @@ def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int) -> Itera
 
 
 def analyze_shard(run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, *, progress: bool = True):
-    """One pass over the tokens for latents [lo, hi): (tensors for the shard file, feature rows, label rows)."""
+    """One pass over the tokens for latents [lo, hi): (tokens, tensors for the shard file, feature rows,
+    label rows, example roles)."""
     n = hi - lo
     stats = LatentStats(
         n, len(run.vocab), top_k=cfg.top_k, samples=cfg.samples, window=cfg.window, seed=derive_seed(cfg.seed, lo)
@@ -158,7 +161,25 @@ def analyze_shard(run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, to_logits
         )
     scored = labels.scored()
     rows = feature_rows(run, stats, scored, space, meta, doc_words, languages, lo, to_logits)
-    return stats.tokens, stats.tensors(), rows, label_rows(run.vocab, scored, space, meta, lo)
+    roles = example_roles(run.corpus, run.tokenizer, [stats.top, stats.samples])
+    return stats.tokens, stats.tensors(), rows, label_rows(run.vocab, scored, space, meta, lo), roles
+
+
+def example_roles(corpus: Corpus, tokenizer, examples: list[Examples]) -> list[tuple[int, int, str]]:
+    """(document, position, role in words) of the token of every example, each document read once;
+    none unless the corpus is the built-in math corpus (the only one whose tokens have roles)."""
+    if math_corpus(corpus) is None:
+        return []
+    positions: dict[int, set[int]] = {}
+    for ex in examples:
+        for doc, pos in zip(ex.doc.flatten().tolist(), ex.pos.flatten().tolist()):
+            if doc >= 0:
+                positions.setdefault(doc, set()).add(pos)
+    out = []
+    for doc in sorted(positions):
+        roles = document_roles(corpus, doc, tokenizer) or []
+        out += [(doc, pos, roles[pos].describe()) for pos in sorted(positions[doc])]
+    return out
 
 
 def rule_text(vocab: list[str], space: KeySpace, meta: MetaVocab, keys: list[int]) -> tuple[str, str, str]:

@@ -5,6 +5,8 @@
     latents_<lo>_<hi>.safetensors
                          fixed-shape arrays per shard of latents: histograms, top and quantile
                          examples with their context windows
+                         and the token roles of the examples (math corpus; stores made before
+                         roles have no roles table, and their examples no role)
     manifest.json        the analysis settings and every finished shard with its sha256; a shard
                          counts only once it is listed here (written after the shard and its rows)
 
@@ -67,6 +69,7 @@ CREATE TABLE IF NOT EXISTS features (
 CREATE TABLE IF NOT EXISTS labels (
     latent INTEGER, kind TEXT, text TEXT, precision REAL, recall REAL, f1 REAL, support INTEGER, hits INTEGER);
 CREATE INDEX IF NOT EXISTS labels_by_latent ON labels (latent);
+CREATE TABLE IF NOT EXISTS roles (doc INTEGER, position INTEGER, role TEXT NOT NULL, PRIMARY KEY (doc, position));
 CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5 (
     label, rules, tokens, contexts, tokenize = "unicode61 remove_diacritics 0 tokenchars '{SEARCH_CHARS}'");
 """
@@ -107,7 +110,8 @@ def read_manifest(directory: Path) -> dict:
 @dataclass
 class Example:
     """A context in which a feature fires: `tokens[active]` is the token, `acts` the feature's
-    activation on every token of the window."""
+    activation on every token of the window, `role` the token's role in its sample (math corpus:
+    'answer_digit operation=add operand=0 place=tens value=936 exact=True'), else None."""
 
     doc: int
     position: int
@@ -115,6 +119,7 @@ class Example:
     tokens: list[str]
     acts: list[float]
     active: int
+    role: str | None = None
 
 
 @dataclass
@@ -242,8 +247,22 @@ class FeatureStore:
             raise StoreError(f"feature {i} is listed as analysed but has no row in {DB_FILE}")
         return row
 
+    def roles(self, where: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        """The stored token role of each (document, position) that has one (examples, math corpus)."""
+        has_table = self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'roles'").fetchone()
+        docs = sorted({d for d, _ in where})
+        if not has_table or not docs:
+            return {}
+        rows = self.db.execute(
+            f"SELECT doc, position, role FROM roles WHERE doc IN ({', '.join('?' * len(docs))})", docs
+        )
+        wanted = set(where)
+        return {(r[0], r[1]): r[2] for r in rows if (r[0], r[1]) in wanted}
+
     def _examples(self, a: dict[str, Tensor], prefix: str) -> list[Example]:
         before = self.settings["analysis"]["window"] * 3 // 4
+        docs, positions = a[f"{prefix}_doc"].tolist(), a[f"{prefix}_pos"].tolist()
+        roles = self.roles([(d, p) for d, p in zip(docs, positions) if d >= 0])
         out = []
         for slot in range(a[f"{prefix}_doc"].shape[0]):
             doc = int(a[f"{prefix}_doc"][slot])
@@ -260,6 +279,7 @@ class FeatureStore:
                     [self.vocab[ids[j]] for j in present],
                     [acts[j] for j in present],
                     present.index(before),
+                    roles.get((doc, positions[slot])),
                 )
             )
         return out

@@ -21,6 +21,13 @@ def _visible(token: str) -> str:
     return token.replace("\n", "⏎")
 
 
+def _role(ex: Example, color: bool) -> str:
+    """The example token's role (math corpus), after its context."""
+    if ex.role is None:
+        return ""
+    return f"  \x1b[2m{ex.role}\x1b[0m" if color else f"  ({ex.role})"
+
+
 def context_line(ex: Example, color: bool) -> str:
     peak = max(ex.acts) or 1.0
     parts = []
@@ -87,12 +94,12 @@ def format_feature(f: Feature, *, color: bool = False, examples: int = 8) -> str
             + ", ".join(f"{j} ({s:.2f}{', ' + label if label else ''})" for j, s, label in f.neighbours[:5])
         )
     lines.append("top contexts:")
-    lines += [f"  {ex.value:7.3f}  {context_line(ex, color)}" for ex in f.top_examples[:examples]]
+    lines += [f"  {ex.value:7.3f}  {context_line(ex, color)}{_role(ex, color)}" for ex in f.top_examples[:examples]]
     if f.samples:
         lines.append("samples by activation range:")
         for r in f.samples:
             lines.append(f"  [{r.low:.3g}, {r.high:.3g}): {r.count} activations")
-            lines += [f"    {ex.value:7.3f}  {context_line(ex, color)}" for ex in r.examples[:2]]
+            lines += [f"    {ex.value:7.3f}  {context_line(ex, color)}{_role(ex, color)}" for ex in r.examples[:2]]
     return "\n".join(lines)
 
 

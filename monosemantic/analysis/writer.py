@@ -69,8 +69,16 @@ class StoreWriter:
         ]
 
     def write_shard(
-        self, lo: int, hi: int, tokens: int, tensors: dict[str, Tensor], rows: list[dict], labels: list[tuple]
+        self,
+        lo: int,
+        hi: int,
+        tokens: int,
+        tensors: dict[str, Tensor],
+        rows: list[dict],
+        labels: list[tuple],
+        roles: list[tuple[int, int, str]] = (),
     ) -> None:
+        """`roles`: (document, position, role) of the shard's examples (math corpus only)."""
         name = shard_file(lo, hi)
         data = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
         atomic_write_bytes(self.directory / name, data)
@@ -84,6 +92,7 @@ class StoreWriter:
                 [tuple(r.get(c) for c in FEATURE_COLUMNS) for r in rows],
             )
             self.db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", labels)
+            self.db.executemany("INSERT OR REPLACE INTO roles VALUES (?, ?, ?)", roles)  # shared by shards
             rules: dict[int, list[str]] = {}
             for latent, _, text, *_ in labels:
                 rules.setdefault(latent, []).append(text)

@@ -25,11 +25,12 @@ def histogram_svg(f: Feature) -> str:
 
 
 def example_html(i: int, ex: Example, peak: float) -> str:
-    """One context: its value, its tokens shaded by the feature's activation, a link to its document."""
+    """One context: its value, its tokens shaded by the feature's activation (the token's role on
+    hover, math corpus), a link to its document."""
     href = f"/document/{ex.doc}?feature={i}&position={ex.position}"
     return (
         f'<div class="example"><span class="value">{ex.value:.3f}</span>'
-        f"{tokens_html(ex.tokens, ex.acts, peak, ex.active)}"
+        f"{tokens_html(ex.tokens, ex.acts, peak, ex.active, ex.role)}"
         f'<a class="source" href="{esc(href)}" title="the full document">doc {ex.doc} ↗</a></div>'
     )
 

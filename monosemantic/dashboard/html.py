@@ -52,12 +52,16 @@ def heat(act: float, peak: float) -> str:
     return f"background: rgba(255, 122, 0, {share:.3f})"
 
 
-def tokens_html(tokens: list[str], acts: list[float], peak: float, active: int | None = None) -> str:
-    """A run of tokens, each shaded by its activation (hover: the value); `active` is outlined."""
+def tokens_html(
+    tokens: list[str], acts: list[float], peak: float, active: int | None = None, role: str | None = None
+) -> str:
+    """A run of tokens, each shaded by its activation (hover: the value); `active` is outlined, and
+    its hover text adds `role` (its token role in the math corpus) when given."""
     spans = []
     for j, (tok, act) in enumerate(zip(tokens, acts)):
         cls = "t active" if j == active else "t"
-        spans.append(f'<span class="{cls}" style="{heat(act, peak)}" title="{act:.4g}">{esc(visible(tok))}</span>')
+        title = f"{act:.4g} · {role}" if j == active and role else f"{act:.4g}"
+        spans.append(f'<span class="{cls}" style="{heat(act, peak)}" title="{esc(title)}">{esc(visible(tok))}</span>')
     return f'<span class="tokens">{"".join(spans)}</span>'
 
 

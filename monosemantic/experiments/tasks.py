@@ -1,21 +1,26 @@
 """Task sets for causal experiments: prompts with the target the model should produce next.
 
-Built-in tasks come from the held-out math corpus and its metadata:
-    equality          the answer after "="            approximation   the answer after "≈"
+Built-in tasks come from the held-out math corpus, its metadata and its token roles:
+    equality          the answer after an exact relation: "=", "equals", "es igual a", "égale"
+    approximation     the answer after an approximate one: "≈", "is approximately", "égale environ", ...
     addition, subtraction, multiplication, division   (any language)
     english, spanish, french, symbols                 (any operation)
 User tasks are JSONL files, one {"prompt": ..., "target": ..., "contrast": ...} per line ("contrast"
 optional: a wrong answer whose first token the logit difference compares against).
+
+A built-in task's items keep their corpus sample, so `role_positions(item, tokenizer, "relation")`
+finds the prompt tokens of a role (the positions an intervention on a concept touches).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from monosemantic.errors import MonosemanticError
-from monosemantic.mathlm.corpus import MathCorpus, Sample
+from monosemantic.mathlm.corpus import MathCorpus, Role, Sample
+from monosemantic.mathlm.roles import answer_relation, prompt_roles
 
 OPERATIONS = {"addition": "add", "subtraction": "sub", "multiplication": "mul", "division": "div"}
 LANGUAGES = {"english": "en", "spanish": "es", "french": "fr", "symbols": "symbols"}
@@ -31,6 +36,8 @@ class TaskItem:
     prompt: str
     target: str
     contrast: str | None = None
+    sample: Sample | None = field(default=None, compare=False, repr=False)
+    """the corpus sample of a built-in task's item (its token roles); None for items from a file"""
 
 
 @dataclass
@@ -40,10 +47,9 @@ class Task:
 
 
 def _selects(name: str):
-    if name == "equality":
-        return lambda s: s.prompt.endswith("= ")
-    if name == "approximation":
-        return lambda s: s.prompt.endswith("≈ ")
+    if name in ("equality", "approximation"):
+        exact = name == "equality"
+        return lambda s: (relation := answer_relation(s)) is not None and relation.exact is exact
     if name in OPERATIONS:
         return lambda s: s.operation == OPERATIONS[name]
     return lambda s: s.language == LANGUAGES[name]
@@ -73,12 +79,31 @@ def builtin_task(name: str, n: int = 200, seed: int = 0, max_documents: int = 1_
     sample: Sample
     for i, sample in enumerate(MathCorpus("heldout", seed=seed).documents()):
         if keep(sample):
-            items.append(TaskItem(sample.prompt, sample.answer, contrast_of(sample.answer)))
+            items.append(TaskItem(sample.prompt, sample.answer, contrast_of(sample.answer), sample))
             if len(items) >= n:
                 break
         if i >= max_documents:
             break
     return Task(name, items)
+
+
+def role_positions(item: TaskItem, tokenizer, kind: str, **attrs) -> list[int]:
+    """Positions of the prompt tokens whose role is `kind` (and has the attributes `attrs`, e.g.
+    exact=True), in the prompt as the model reads it (`data.corpora.prompt_ids`: BOS at 0).
+
+        role_positions(item, tok, "relation_word", exact=True)  # "es igual a": three positions
+    """
+    if item.sample is None:
+        raise TaskError(f"task item {item.prompt!r} has no corpus sample, so no token roles (it comes from a file)")
+    fields = set(Role.__dataclass_fields__)
+    unknown = sorted(set(attrs) - fields)
+    if unknown:
+        raise TaskError(f"roles have no attribute(s) {unknown}; they have {sorted(fields - {'kind'})}")
+    return [
+        i
+        for i, role in enumerate(prompt_roles(item.sample, tokenizer))
+        if role.kind == kind and all(getattr(role, k) == v for k, v in attrs.items())
+    ]
 
 
 def task_from_file(path: str | Path, n: int | None = None) -> Task:

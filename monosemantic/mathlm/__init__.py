@@ -5,7 +5,10 @@ shipped weights (`monosemantic/mathlm/model/`, a standard Hugging Face directory
     model, tokenizer = load_model("builtin")
 
     corpus.py        the generator of math problems in several languages, with document metadata
-    tokenizer.py     the model's tokenizer, built from the corpus' alphabet
+                     and the role of every token
+    language.py      the words of the corpus in English, Spanish and French
+    roles.py         token roles of harvested tokens (document, position) and of task prompts
+    tokenizer.py     the model's tokenizer: a token per word of the corpus, per digit, bytes otherwise
     config.py        MathLMConfig: the model's and the training's settings
     train.py         training (resumable from atomic checkpoints) and export to a model directory
     evaluate.py      greedy exact-match answer accuracy per category on the held-out split

@@ -53,9 +53,10 @@ OPERATION_NAMES = {"add": "addition", "sub": "subtraction", "mul": "multiplicati
 class Role:
     """What one span of a sample's text is, as the generator wrote it.
 
-    kind: operand_digit, operand_point, operator, operator_word, relation, relation_word, answer_digit,
-    answer_point, answer_sign, number_word, number_joiner, space, name, pronoun, object, word,
-    punctuation, variable, function, constant, fraction_bar, root, versus, bos, eos.
+    kind: operand_digit, operand_point, operand_sign, operator, operator_word, relation, relation_word,
+    answer_digit, answer_point, answer_sign, answer_relation (`<` of a comparison), number_word,
+    number_joiner (the hyphens, spaces, "y" and "et" inside a number in words), space, name, pronoun,
+    object, word, punctuation, variable, function, constant, fraction_bar, power, root, versus, bos, eos.
     """
 
     kind: str
@@ -199,10 +200,9 @@ class _Builder:
 
     def words(self, n: int, lang: str, **attrs) -> _Builder:
         for piece in number_words(n, lang):
-            if piece.strip() and piece != "-":
-                self.add(
-                    piece, Role("number_word", value=n, word_value=word_value(piece, lang), language=lang, **attrs)
-                )
+            own = word_value(piece, lang)  # None for the joiners: "-", " ", "y", "et"
+            if own is not None:
+                self.add(piece, Role("number_word", value=n, word_value=own, language=lang, **attrs))
             else:
                 self.add(piece, Role("number_joiner", value=n, language=lang, **attrs))
         return self
@@ -227,7 +227,8 @@ class _Builder:
         if lang is None:
             self.add("=" if exact else "≈", Role("relation", operation, exact=exact, form="symbol"))
         else:
-            self.phrase(RELATION_WORDS[exact][lang], "relation_word", operation=operation, exact=exact, language=lang)
+            words = RELATION_WORDS[exact][lang]
+            self.phrase(words, "relation_word", operation=operation, exact=exact, form="word", language=lang)
         return self.space("after_relation")
 
     def answer(self, build: Callable[[], object]) -> _Builder:
@@ -332,7 +333,7 @@ def comparison(b: _Builder) -> Generated:
     sign = "<" if x < y else ">" if x > y else "="
     b.digits(str(x), "operand_digit", operation="compare", operand=1).space().add("vs", Role("versus", "compare"))
     b.space().digits(str(y), "operand_digit", operation="compare", operand=2).add(":", Role("punctuation")).space()
-    b.answer(lambda: b.add(sign, Role("answer_relation", "compare", operand=0)))
+    b.answer(lambda: b.add(sign, Role("answer_relation", "compare", operand=0, exact=True)))
     return b, "compare", "compare", True
 
 
@@ -487,6 +488,7 @@ TRIG_IDENTITIES = [  # exact identities in a variable v
     ("sin({v})/cos({v})", "tan({v})"),
     ("cos(−{v})", "cos({v})"),
 ]
+TRIG_OPERATORS = {"+": "add", MINUS: "neg"}  # `−` of a trigonometric formula negates: cos(−x)
 TRIG_VALUES = [("sin(0)", "0"), ("cos(0)", "1"), ("sin(π/2)", "1"), ("cos(π)", "−1"), ("sin(π/6)", "1/2")]
 TRIG_VALUES += [
     ("cos(π/3)", "1/2"),
@@ -508,26 +510,33 @@ def trigonometry(b: _Builder) -> Generated:
         left, right = rng.choice(TRIG_VALUES)
         exact, op = "." not in right, "value"
     _formula(b, left, op)
-    b.relation(exact, op).answer(lambda: _formula(b, right, op, answer=True))
+    b.relation(exact, op).answer(lambda: _formula(b, right, op, exact=exact))
     return b, "trig", op, exact
 
 
-def _formula(b: _Builder, text: str, op: str, answer: bool = False) -> None:
+def _formula(b: _Builder, text: str, op: str, exact: bool | None = None) -> None:
+    """A trigonometric expression; `exact` given: it is the answer (answer digits, `=` or `≈`)."""
     import re
 
-    for piece in re.findall(r"sin|cos|tan|[0-9]+(?:\.[0-9]+)?|.", text):
+    pieces = re.findall(r"sin|cos|tan|−?[0-9]+(?:\.[0-9]+)?|.", text)
+    for i, piece in enumerate(pieces):
         if piece in ("sin", "cos", "tan"):
             b.add(piece, Role("function", op))
-        elif piece[0] in "0123456789":
-            b.digits(piece, "answer_digit" if answer else "operand_digit", operation=op, operand=0 if answer else 1)
-        elif piece == " ":
-            b.space()
+        elif piece.lstrip(MINUS)[:1] in tuple("0123456789"):  # a number, with its sign ("−1")
+            if exact is None:
+                b.digits(piece, "operand_digit", operation=op, operand=1)
+            else:
+                b.digits(piece, "answer_digit", operation=op, operand=0, exact=exact)
+        elif piece == " ":  # formulas have spaces only around an operator ("sin²(x) + cos²(x)")
+            b.space("before_operator" if pieces[i + 1] in TRIG_OPERATORS else "after_operator")
+        elif piece in TRIG_OPERATORS:
+            b.add(piece, Role("operator", TRIG_OPERATORS[piece], form="symbol"))
         elif piece in ("π",):
             b.add(piece, Role("constant", op))
         elif piece.isalpha():
             b.add(piece, Role("variable", op))
         else:
-            kind = {"(": "punctuation", ")": "punctuation", "/": "fraction_bar", "²": "power"}.get(piece, "operator")
+            kind = {"(": "punctuation", ")": "punctuation", "/": "fraction_bar", "²": "power"}[piece]
             b.add(piece, Role(kind, op))
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,10 +14,15 @@ import time
 import pytest
 import torch
 
-from monosemantic.analysis.analyze import AnalyzeConfig, analyze, multilingual
+from monosemantic.analysis.analyze import AnalyzeConfig, analyze, example_roles, multilingual
+from monosemantic.analysis.latent_stats import Examples
 from monosemantic.analysis.store import DB_FILE, MANIFEST, FeatureStore, StoreError, features_dir
+from monosemantic.analysis.terminal import format_feature
+from monosemantic.analysis.writer import StoreWriter
 from monosemantic.cli.main import main
-from monosemantic.data.corpora import kept_tokens, pack
+from monosemantic.data.corpora import TextFileCorpus, encode, kept_tokens, pack
+from monosemantic.mathlm.corpus import MathCorpus
+from monosemantic.mathlm.tokenizer import build_tokenizer
 from monosemantic.models import direct_logit_path, load_model
 from monosemantic.runmodel import RunModel, token_features
 
@@ -88,8 +94,9 @@ def test_statistics_and_top_contexts_match_a_brute_force_pass(analysed):
             assert f.mean_act == pytest.approx(col[col > 0].mean().item(), rel=1e-4)
         top = col.topk(min(6, f.fires))
         assert [e.value for e in f.top_examples] == pytest.approx(top.values.tolist(), rel=1e-5)
-        for e, j in zip(f.top_examples, top.indices.tolist()):
-            assert (e.doc, e.position) == tuple(where[j].tolist())
+        row = {tuple(w): j for j, w in enumerate(where.tolist())}
+        for e in f.top_examples:  # the activation there (documents that begin alike tie at their first tokens)
+            assert col[row[e.doc, e.position]].item() == pytest.approx(e.value, rel=1e-5)
         assert sum(f.histogram) == f.fires
         assert sum(r.count for r in f.samples) == f.fires
 
@@ -183,8 +190,66 @@ def test_search_list_inspect_and_trace(analysed):
         assert [j for j, _, _ in t.features] == [j for j in row.topk(3).indices.tolist() if row[j] > 0]
     traced = store.trace(best.index, 3)
     for doc, ex in zip(traced, best.top_examples):
-        assert doc.doc == ex.doc and ex.tokens[ex.active] == doc.text[ex.position - 1]  # position 0 is BOS
+        token = src.tokenizer.convert_ids_to_tokens(encode(src.tokenizer, doc.text)[ex.position])
+        assert doc.doc == ex.doc and ex.tokens[ex.active] == token
         assert doc.meta["language"] in ("symbols", "English", "Spanish", "French")
+
+
+def role_by_hand(tok, doc: int, position: int) -> tuple[str, str]:
+    """(token, role in words) of token `position` of math document `doc`: the role of the character the
+    token starts at, counting characters from the text of the tokens before it."""
+    sample = MathCorpus().sample(doc)
+    ids = encode(tok, sample.text)
+    token = tok.convert_ids_to_tokens(ids[position])
+    if position in (0, len(ids) - 1):
+        return token, "bos" if position == 0 else "eos"
+    start = len("".join(tok.convert_ids_to_tokens(ids[1:position])))
+    return token, sample.role_at(start).describe()
+
+
+def test_examples_carry_the_token_role_of_their_token(analysed):
+    store, tok = FeatureStore.open(analysed), build_tokenizer()  # the tiny model's tokenizer
+    kinds = set()
+    for i in range(0, store.n_latents, 3):
+        f = store.feature(i)
+        for ex in f.top_examples + [e for r in f.samples for e in r.examples]:
+            token, role = role_by_hand(tok, ex.doc, ex.position)
+            assert ex.tokens[ex.active] == token and ex.role == role, (i, ex)
+            kinds.add(role.split()[0])
+    assert {"operand_digit", "operator", "relation", "answer_digit", "space"} <= kinds
+    text = format_feature(store.feature(3))
+    assert all(f"({ex.role})" in text for ex in store.feature(3).top_examples[:8])
+
+
+def test_stores_without_roles_still_load(analysed, tmp_path):
+    """A store from before token roles: no roles table. It reads, without roles; continuing it adds one."""
+    old = tmp_path / "run"
+    shutil.copytree(analysed, old)
+    with sqlite3.connect(features_dir(old) / DB_FILE) as db:
+        db.execute("DROP TABLE roles")
+    store = FeatureStore.open(old)
+    f = store.feature(3)
+    assert f.top_examples and all(ex.role is None for ex in f.top_examples + f.samples[0].examples)
+    assert "operand_digit" not in format_feature(f)
+    assert [ex.value for ex in f.top_examples] == [
+        ex.value for ex in FeatureStore.open(analysed).feature(3).top_examples
+    ]
+    store.close()
+    manifest = json.loads((features_dir(old) / MANIFEST).read_text())
+    StoreWriter(features_dir(old), manifest["settings"], 256, 64, store.vocab).finish()
+    with sqlite3.connect(features_dir(old) / DB_FILE) as db:
+        assert db.execute("SELECT COUNT(*) FROM roles").fetchone() == (0,)  # the table is back, empty
+
+
+def test_only_the_math_corpus_gives_roles(tmp_path):
+    tok = build_tokenizer()
+    examples = Examples(2, 3, 4)
+    examples.doc[0, :2], examples.pos[0, :2] = torch.tensor([7, 2]), torch.tensor([1, 3])
+    examples.doc[1, 0], examples.pos[1, 0] = 7, 1  # the same token twice: one row
+    rows = example_roles(MathCorpus(), tok, [examples])
+    assert rows == [(2, 3, role_by_hand(tok, 2, 3)[1]), (7, 1, role_by_hand(tok, 7, 1)[1])]
+    (tmp_path / "plain.txt").write_text("3 + 4 = 7\n" * 10)
+    assert example_roles(TextFileCorpus(tmp_path / "plain.txt"), tok, [examples]) == []
 
 
 def test_the_cli_commands(analysed, capsys):

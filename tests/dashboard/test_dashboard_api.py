@@ -5,7 +5,9 @@ ones with no hooks left on the model, an oversized upload leaves it responsive; 
 as a real process."""
 
 import concurrent.futures
+import html
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -154,6 +156,17 @@ def test_pages_render(client, dash):
     for path in ("/static/common.js", "/static/text.js", "/static/dashboard.css"):
         assert client.get(path).status_code == 200
     assert "script-src 'self'" in home.headers["content-security-policy"]
+
+
+def test_example_tokens_show_their_role_on_hover(client, dash):
+    f = dash.store.feature(82)
+    page = client.get("/feature/82").text
+    actives = re.findall(r'<span class="t active" style="[^"]*" title="([^"]*)">', page)
+    examples = f.top_examples + [e for r in f.samples for e in r.examples]
+    assert len(actives) == len(examples) and all(ex.role for ex in examples)
+    for title, ex in zip(actives, examples):
+        assert html.unescape(title) == f"{ex.acts[ex.active]:.4g} · {ex.role}"
+    assert client.get("/api/feature/82").json()["top_examples"][0]["role"] == f.top_examples[0].role
 
 
 # ---- limits -------------------------------------------------------------------------------------
