@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # (dictionary-learning -> nnsight, torchvision); the modules the tests use need only torch and einops
 NO_DEPS_PEERS := dictionary-learning==0.1.0
 
-.PHONY: demo toy test test-unit test-slow lint bench install clean
+.PHONY: demo view toy test test-unit test-slow lint bench install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ demo: $(STAMP)
 	$(BIN)/monosemantic eval $(DEMO_RUN)
 	$(BIN)/monosemantic analyze $(DEMO_RUN) --tokens 200k
 	$(BIN)/monosemantic view $(DEMO_RUN)
+
+# The dashboard on a pretrained SAE shipped with the package (layer 3's residual stream, the demo's
+# hookpoint; `--layer N` for another): no training; the first use analyses its features into
+# ~/.cache/monosemantic/builtin (or $$MONOSEMANTIC_CACHE/builtin), in under a minute on 2 cores.
+view: $(STAMP)
+	$(BIN)/monosemantic view builtin
 
 toy: $(STAMP)
 	$(BIN)/monosemantic bench toy

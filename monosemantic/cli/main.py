@@ -8,6 +8,7 @@
     monosemantic eval runs/y ACTS.npy           # SAE-level metrics on saved activations
     monosemantic mathlm eval                    # the built-in model's accuracy per category
     monosemantic mathlm ablate-layers           # CE cost of zero-/mean-ablating each MLP and attention layer
+    monosemantic mathlm train-saes --out runs/s # the shipped SAEs: one per layer, exported in bf16
     monosemantic convert gemma-scope/layer_12/width_16k/average_l0_71 --out runs/gemmascope_l12
     monosemantic export runs/x --format saelens --out exported/x
     monosemantic analyze runs/x --tokens 200k    # every feature: statistics, contexts, labels -> runs/x/features
@@ -15,6 +16,7 @@
     monosemantic ablate runs/x --label '=' --task equality   # vs random features of similar density
     monosemantic steer runs/x --feature 123 --alpha=-4..8    # dose-response curve
     monosemantic view runs/x                    # the dashboard: http://127.0.0.1:8000/
+    monosemantic view builtin --layer 3         # the dashboard on a shipped SAE (analysed on first use)
     monosemantic bench toy
 """
 
@@ -33,7 +35,7 @@ from monosemantic.atomic import atomic_write_json
 from monosemantic.cli.benchmark import add_benchmark_commands
 from monosemantic.cli.experiments import add_experiment_commands
 from monosemantic.cli.features import add_feature_commands
-from monosemantic.cli.train import add_train_commands
+from monosemantic.cli.train import add_train_commands, add_train_saes_command
 from monosemantic.cli.view import add_view_command
 from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, parse_int, positive_int, to_dict
 from monosemantic.data.activations import ActivationDataError, load_activation_file
@@ -310,7 +312,7 @@ def add_mathlm_commands(sub) -> None:
         "mathlm",
         help="the built-in math language model",
         formatter_class=HelpFormatter,
-        description="The built-in math language model: train it, evaluate it, ablate its layers.",
+        description="The built-in math language model: train, evaluate, ablate its layers, train its shipped SAEs.",
     )
     actions = mathlm.add_subparsers(dest="mathlm", required=True, metavar="ACTION")
     p = _command(actions, "train", cmd_mathlm_train)
@@ -353,6 +355,7 @@ def add_mathlm_commands(sub) -> None:
     )
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the model on")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
+    add_train_saes_command(actions, _command)
 
 
 def add_bench_commands(sub) -> None:

@@ -5,6 +5,7 @@ activation vectors), new or `--resume`d (wired in by main.py).
         --tokens 2M --out runs/x
     monosemantic train --out runs/x --resume
     monosemantic train-tensors ACTS.npy --out runs/y --arch topk --k 32
+    monosemantic mathlm train-saes --out runs/builtin_saes     # the shipped SAEs, one per layer
 
 The flags compose a `RunConfig` (train/config.py); train/pipeline.py does the rest. `--resume` takes
 the saved configuration, and refuses flags that would change it (only operational ones may).
@@ -21,6 +22,7 @@ from monosemantic.config import ConfigError, add_arguments, from_args, from_dict
 from monosemantic.data.activations import ActivationDataError, load_activation_file
 from monosemantic.data.stream import HarvestConfig
 from monosemantic.distributed.world import check_same_config, session
+from monosemantic.mathlm.pretrained import PRETRAINED_DIR, PretrainedConfig, export_pretrained, train_pretrained
 from monosemantic.sae import ARCHITECTURES, SAEConfig
 from monosemantic.train.checkpoint import OPERATIONAL_FIELDS
 from monosemantic.train.config import DataConfig, RunConfig, SAEOptions, read_saved_run
@@ -184,6 +186,22 @@ def cmd_train_tensors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_saes(args: argparse.Namespace) -> int:
+    """Train the pretrained SAEs of the built-in model (one TopK SAE per layer on layers.*.resid.post,
+    from one harvest) into OUT, going on from its newest checkpoint if OUT holds them already; then
+    round them to bf16, measure FVU and L0 on held-out text, and export the set with its manifest."""
+    cfg = from_args(PretrainedConfig, args)
+    saes = train_pretrained(args.out, cfg, model=args.model, progress=not args.quiet)
+    export = args.export or PRETRAINED_DIR
+    manifest = export_pretrained(args.out, export, heldout_tokens=cfg.heldout_tokens)
+    print(f"trained {len(saes)} SAEs in {args.out}; exported in bf16 to {export}:")
+    for name, entry in manifest["saes"].items():
+        m = entry["heldout"]
+        print(f"  {name}: FVU {m['fvu']:.4f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.1%} on {m['tokens']} tokens")
+    print(f"next: monosemantic view builtin{'' if args.export is None else ' --saes ' + args.export}")
+    return 0
+
+
 # ---- the parsers ------------------------------------------------------------------------------
 
 
@@ -223,3 +241,20 @@ def add_train_commands(sub, command) -> None:
     add_sae_arguments(p)
     add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
     add_parallel_arguments(p)
+
+
+def add_train_saes_command(sub, command) -> None:
+    """`mathlm train-saes` (on the subparsers of `mathlm`)."""
+    p = command(sub, "train-saes", cmd_train_saes)
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="training directory (goes on from its checkpoints if it has some)"
+    )
+    p.add_argument(
+        "--export",
+        default=None,
+        metavar="DIR",
+        help="where the bf16 set and its manifest go, replaced in one step (default: monosemantic/mathlm/saes/ "
+        "in the package, the set `monosemantic view builtin` opens)",
+    )
+    p.add_argument("--model", default="builtin", metavar="PATH", help="model directory, or 'builtin'")
+    add_arguments(p, PretrainedConfig)

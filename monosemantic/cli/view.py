@@ -2,6 +2,7 @@
 
 monosemantic view runs/demo                   # http://127.0.0.1:8000/
 monosemantic --threads 2 view runs/demo --port 8080
+monosemantic view builtin --layer 5           # a shipped SAE, analysed on first use (mathlm/pretrained_run.py)
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from monosemantic.config import ConfigError, parse_int
+from monosemantic.config import ConfigError, non_negative_int, parse_int
+from monosemantic.mathlm.pretrained import PRETRAINED_DIR
+from monosemantic.mathlm.pretrained_run import DEFAULT_LAYER, pretrained_run
+from monosemantic.models import BUILTIN
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -24,15 +28,31 @@ def cmd_view(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     hosts = allowed_hosts(args.host, tuple(args.allow_host))
-    print(f"loading {args.run_dir} (feature store, model, SAE) ...", flush=True)
-    app = create_app(args.run_dir, hosts=hosts, device=args.device)
+    run_dir = resolve_run_dir(args)
+    print(f"loading {run_dir} (feature store, model, SAE) ...", flush=True)
+    app = create_app(run_dir, hosts=hosts, device=args.device)
     try:
         sock = bind(args.host, args.port)
     except OSError as e:
         raise ConfigError(str(e)) from e
-    print(f"dashboard of {args.run_dir}: {url_of(sock)}  (Ctrl-C to stop)", flush=True)
+    print(f"dashboard of {run_dir}: {url_of(sock)}  (Ctrl-C to stop)", flush=True)
     serve(app, sock)
     return 0
+
+
+def resolve_run_dir(args: argparse.Namespace) -> str:
+    """RUN_DIR as given, or for 'builtin' the cached run directory of a shipped SAE (made on first use)."""
+    if args.run_dir != BUILTIN:
+        for flag, value in (("--layer", args.layer), ("--saes", args.saes)):
+            if value is not None:
+                raise ConfigError(
+                    f"{flag} picks a pretrained SAE; it goes with RUN_DIR 'builtin', not {args.run_dir!r}"
+                )
+        return args.run_dir
+    layer = DEFAULT_LAYER if args.layer is None else args.layer
+    return str(
+        pretrained_run(layer, directory=args.saes or PRETRAINED_DIR, device=args.device, progress=not args.quiet)
+    )
 
 
 def port(text: str) -> int:
@@ -45,7 +65,25 @@ def port(text: str) -> int:
 def add_view_command(sub, command) -> None:
     """Register `view` on the subparsers `sub`; `command(sub, name, func)` makes a parser."""
     p = command(sub, "view", cmd_view)
-    p.add_argument("run_dir", metavar="RUN_DIR", help="analysed run directory (after `monosemantic analyze`)")
+    p.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="analysed run directory (after `monosemantic analyze`), or 'builtin': a pretrained SAE of the "
+        "built-in model, analysed on first use into ~/.cache/monosemantic/builtin (or $MONOSEMANTIC_CACHE/builtin)",
+    )
+    p.add_argument(
+        "--layer",
+        type=non_negative_int,
+        default=None,
+        metavar="INT",
+        help=f"with 'builtin': the layer whose residual-stream SAE to open (default: {DEFAULT_LAYER}, the demo's)",
+    )
+    p.add_argument(
+        "--saes",
+        default=None,
+        metavar="DIR",
+        help="with 'builtin': a set made by `monosemantic mathlm train-saes --export DIR` (default: the shipped one)",
+    )
     p.add_argument("--port", type=port, default=8000, metavar="INT", help="port to listen on (0: any free port)")
     p.add_argument(
         "--host",

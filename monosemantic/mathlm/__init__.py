@@ -1,5 +1,6 @@
-"""The built-in math language model: corpus, tokenizer, model recipe, training, evaluation, and the
-shipped weights (`monosemantic/mathlm/model/`, a standard Hugging Face directory).
+"""The built-in math language model: corpus, tokenizer, model recipe, training, evaluation, the
+shipped weights (`monosemantic/mathlm/model/`, a standard Hugging Face directory), and pretrained
+SAEs on its residual stream (`monosemantic/mathlm/saes/`).
 
     from monosemantic.models import load_model
     model, tokenizer = load_model("builtin")
@@ -13,6 +14,9 @@ shipped weights (`monosemantic/mathlm/model/`, a standard Hugging Face directory
     train.py         training (resumable from atomic checkpoints) and export to a model directory
     evaluate.py      greedy exact-match answer accuracy per category on the held-out split
     model/           the shipped weights, config and tokenizer
+    pretrained.py    the shipped SAEs (one per layer): recipe, training, bf16 export with a manifest, loading
+    pretrained_run.py    one of them as an analysed run directory in the user's cache (`monosemantic view builtin`)
+    saes/            the shipped SAEs and their manifest.json
 """
 
 from pathlib import Path

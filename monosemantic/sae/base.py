@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import math
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import safetensors
 import safetensors.torch
@@ -344,6 +344,17 @@ class SAE(nn.Module):
             sae = arch_cls(cfg)
         check_state(sae.state_dict(), tensors, str(weights))
         return sae.assign_(tensors, device)
+
+    def with_dtype(self, dtype: Literal["float32", "bfloat16", "float16", "float64"]) -> SAE:
+        """A copy in eval mode with weights and floating-point buffers in `dtype` ('bfloat16' to
+        ship an SAE at half the size, 'float32' to compute with one stored in bf16; the upcast is
+        exact); `cfg.dtype` follows, so the copy saves and loads as such."""
+        cfg = dataclasses.replace(self.cfg, dtype=dtype)  # checked again: an unknown dtype is refused
+        with torch.device("meta"):
+            sae = type(self)(cfg)
+        want = sae.state_dict()
+        tensors = {k: v.detach().to(want[k].dtype, copy=True) for k, v in self.state_dict().items()}
+        return sae.assign_(tensors, self.W_enc.device)
 
     def assign_(self, tensors: dict[str, Tensor], device: torch.device | str | None = None) -> SAE:
         """Take `tensors` (already checked against `state_dict()`) as this SAE's state, built on the

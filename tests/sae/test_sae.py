@@ -307,6 +307,48 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, arch, dtype):
     )
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bf16_copy_saves_at_half_the_size_and_upcasts_exactly(tmp_path, arch):
+    """What the shipped SAEs do: trained in fp32, stored in bf16 (every tensor rounded to nearest,
+    buffers such as thresholds included), loaded and upcast to fp32 for compute, bit for bit."""
+    sae = make(arch, d_in=16, d_sae=64, k=4, dtype="float32")
+    with torch.no_grad():
+        sae.b_enc.normal_()
+        sae.b_dec.normal_()
+        for name in sae.scaled_buffers:
+            getattr(sae, name).fill_(0.3)
+    sae.save(tmp_path / "f32")
+    sae.with_dtype("bfloat16").save(tmp_path / "bf16")
+    size = lambda d: (tmp_path / d / WEIGHTS_FILE).stat().st_size  # noqa: E731
+    n = sum(t.numel() for t in sae.state_dict().values())
+    assert abs(size("f32") - size("bf16") - 2 * n) < 64  # 2 bytes fewer per number; headers alike
+
+    stored = SAE.load(tmp_path / "bf16")
+    assert stored.cfg.dtype == "bfloat16" and stored.cfg.d_sae == 64 and not stored.training
+    for name, original in sae.state_dict().items():
+        got = stored.state_dict()[name]
+        assert got.dtype == torch.bfloat16 and torch.equal(got, original.to(torch.bfloat16)), name
+    up = stored.with_dtype("float32")
+    assert up.cfg.dtype == "float32" and up.cfg == SAE.load(tmp_path / "f32").cfg
+    for name, original in sae.state_dict().items():
+        got = up.state_dict()[name]
+        assert got.dtype == torch.float32 and torch.equal(got, original.to(torch.bfloat16).float()), name
+    assert torch.equal(stored.W_enc, sae.W_enc.to(torch.bfloat16))  # the copy left its source alone
+
+    x = torch.randn(7, 16)
+    z = up.encode(x)
+    assert z.dtype == torch.float32
+    if arch in ("relu", "topk"):  # by hand, in fp32 from the rounded weights
+        W_enc, b_enc, b_dec = (t.to(torch.bfloat16).float() for t in (sae.W_enc, sae.b_enc, sae.b_dec))
+        pre = torch.relu((x - b_dec) @ W_enc + b_enc)
+        if arch == "topk":
+            kept = pre.topk(4, dim=1)
+            pre = torch.zeros_like(pre).scatter(1, kept.indices, kept.values)
+        torch.testing.assert_close(z, pre, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="dtype 'int8' not supported"):
+        sae.with_dtype("int8")
+
+
 def test_arch_class_load_refuses_another_architecture(tmp_path):
     make("relu").save(tmp_path)
     with pytest.raises(SAEFormatError, match="holds a 'relu' SAE, not 'topk'"):
