@@ -17,7 +17,7 @@ def models(tiny_model_dirs):
 
 
 def ids_for(tokenizer):
-    return torch.tensor([tokenizer("12 + 30 = 42")["input_ids"], tokenizer("7 vs 19: <  ")["input_ids"]])
+    return torch.tensor([tokenizer("12 + 30 = 42")["input_ids"], tokenizer("70 vs 19: <  ")["input_ids"]])
 
 
 def all_hooks_removed(model) -> bool:
@@ -100,7 +100,7 @@ def test_stop_cuts_the_forward_after_the_last_hookpoint(models):
     assert calls == [] and acts["layers.0.mlp.neurons"].shape == (2, 13, 128)
     with capture(model, "layers.0.mlp.neurons") as full:  # without stop the model runs to the end
         logits = model(input_ids=ids_for(tok)).logits
-    assert torch.equal(full["layers.0.mlp.neurons"], acts["layers.0.mlp.neurons"]) and logits.shape[-1] == 156
+    assert torch.equal(full["layers.0.mlp.neurons"], acts["layers.0.mlp.neurons"]) and logits.shape[-1] == len(tok)
     assert all_hooks_removed(model)
 
 

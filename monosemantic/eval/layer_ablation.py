@@ -20,7 +20,7 @@ character lies in the span, as `mathlm.corpus.token_roles` assigns roles) is rep
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -219,7 +219,11 @@ def ablated_ce_sums(
     out: dict[tuple[int, str], dict[str, tuple[float, float]]] = {}
     for key, hook in hooks.items():
         mean = means[hook.name]  # [d_model] float64
-        ablations = {"zero": torch.zeros_like, "mean": lambda x, m=mean: m.to(x.dtype).expand_as(x)}
+
+        def to_mean(x: Tensor, m: Tensor = mean) -> Tensor:
+            return m.to(x.dtype).expand_as(x)
+
+        ablations: dict[str, Callable[[Tensor], Tensor]] = {"zero": torch.zeros_like, "mean": to_mean}
         out[key] = {}
         for kind, fn in ablations.items():
             with patch(model, {hook.name: fn}):

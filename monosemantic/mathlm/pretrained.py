@@ -59,7 +59,7 @@ class PretrainedConfig:
     """latents per SAE"""
     k: int = 32
     """active latents per token (TopK)"""
-    tokens: int = 10_000_000
+    tokens: int = 2_000_000
     """training tokens; every SAE sees the same ones, from one forward per batch"""
     batch_size: int = 4096
     """tokens per optimiser step"""

@@ -178,8 +178,11 @@ def test_steering_curve_is_flat_at_zero_and_the_cli_generates(run, capsys):
 def test_tasks_and_their_errors(tmp_path, run, capsys):
     assert contrast_of("28") == "38" and contrast_of("−9") == "−0" and contrast_of("siete") == "tiete"
     eq = builtin_task("equality", 30)
-    assert len(eq.items) == 30 and all(i.prompt.endswith("= ") for i in eq.items)
-    assert all(i.prompt.endswith("≈ ") for i in builtin_task("approximation", 5).items)
+    exact_relations = ("= ", "equals ", "es igual a ", "égale ")
+    assert len(eq.items) == 30 and all(i.prompt.endswith(exact_relations) for i in eq.items)
+    assert any(i.prompt.endswith("= ") for i in eq.items) and not any(i.prompt.endswith("≈ ") for i in eq.items)
+    approx_relations = ("≈ ", "is approximately ", "es aproximadamente ", "égale environ ")
+    assert all(i.prompt.endswith(approx_relations) for i in builtin_task("approximation", 5).items)
     with pytest.raises(TaskError, match="unknown task 'equalty'; built-in tasks are equality"):
         builtin_task("equalty")
     bad = tmp_path / "bad.jsonl"
