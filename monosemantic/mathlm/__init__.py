@@ -5,8 +5,9 @@ SAEs on its residual stream (`monosemantic/mathlm/saes/`).
     from monosemantic.models import load_model
     model, tokenizer = load_model("builtin")
 
-    corpus.py        the generator of math problems in several languages, with document metadata
-                     and the role of every token
+    corpus.py        the corpus: samples drawn from the generators, held-out split, token roles
+    problems.py      the problem generators (arithmetic, =/≈ pairs, words, word problems, ...)
+    sample.py        Sample, Role and the Builder that writes a text span by span with roles
     language.py      the words of the corpus in English, Spanish and French
     roles.py         token roles of harvested tokens (document, position) and of task prompts
     tokenizer.py     the model's tokenizer: a token per word of the corpus, per digit, bytes otherwise
