@@ -8,26 +8,25 @@ import sys
 import threading
 import time
 
-import uvicorn
-
-from monosemantic.dashboard import bind, url_of
+from monosemantic.dashboard import bind, server, url_of
 
 
 @contextlib.contextmanager
-def running(app):
-    """Yields the server's URL ("http://127.0.0.1:PORT/"); stops it on exit."""
+def running(app, **settings):
+    """Yields the server's URL ("http://127.0.0.1:PORT/"); stops it on exit. The server is the one
+    `monosemantic view` runs (`settings`: its request deadline and connection cap, if not the defaults)."""
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    uv = server(app, **settings)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 30
-    while not server.started:
+    while not uv.started:
         assert thread.is_alive() and time.time() < deadline, "the dashboard server did not start"
         time.sleep(0.01)
     try:
         yield url_of(sock)
     finally:
-        server.should_exit = True
+        uv.should_exit = True
         thread.join(timeout=10)
         sock.close()
 

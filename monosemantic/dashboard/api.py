@@ -8,7 +8,7 @@ and so can any client:
     GET  /api/feature/{i}/summary       its label, precision, recall, density, max activation
     POST /api/feature/{i}/activations   {"text"}: feature i's activation on every token
     GET  /api/feature/{i}/trace?n=      the full documents of its top examples
-    GET  /api/document/{doc}?feature=   a corpus document, with a feature's activations
+    GET  /api/document/{doc}?feature=   a corpus document an example comes from, with a feature's activations
     POST /api/playground                {"prompt", "interventions": [{"feature", "kind", "value"}], "new_tokens"}
     GET  /api/run                       configs, training curves, evaluation, store summary
     GET  /api/health

@@ -1,11 +1,12 @@
-"""The FastAPI application over one run directory, and serving it with uvicorn.
+"""The FastAPI application over one run directory, and the socket it listens on (`server.py` serves it).
 
     app = create_app("runs/demo")                 # loads the feature store, the model and the SAE
     serve(app, bind("127.0.0.1", 8000))           # what `monosemantic view runs/demo` runs
 
 Errors become JSON {"detail": message} with a 4xx status: 400 for a refused value (the message names
-it and what was expected), 404 for a feature or document that does not exist, 413 for a body over
-the limit, 422 for a request of the wrong shape.
+it and what was expected), 404 for a feature that does not exist or a document no stored example
+comes from, 413 for a body over the limit, 422 for a request of the wrong shape (and from `server.py`,
+408 for a request that does not arrive in time, 503 for a connection over the cap).
 """
 
 from __future__ import annotations
@@ -131,11 +132,3 @@ def url_of(sock: socket.socket) -> str:
     if host in WILDCARD:
         host = "127.0.0.1"
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-
-
-def serve(app, sock: socket.socket, *, log_level: str = "warning"):
-    """Serve `app` on `sock` with uvicorn until interrupted."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2))
-    server.run(sockets=[sock])

@@ -5,6 +5,8 @@ scripts in static/ make the text view, search, playground and "try your own text
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, HTMLResponse
 
@@ -12,8 +14,10 @@ from monosemantic.dashboard.feature_page import document_page, feature_page
 from monosemantic.dashboard.html import esc, num, page, summaries_table, table
 from monosemantic.dashboard.service import Dashboard, RequestError
 from monosemantic.dashboard.svg import bars, line_chart
+from monosemantic.train.rundir import EVAL_FILE
 
 PLOTS = ("training.png", "feature_density.png", "label_precision.png")  # the only files served from the run
+MAX_BINS = 1000  # of a density histogram read from eval.json
 CURVES = (("loss", True), ("fvu", True), ("l0", False), ("dead_fraction", False))
 
 
@@ -36,12 +40,14 @@ def text_page(dash: Dashboard, text: str) -> str:
     )
 
 
-def search_page(dash: Dashboard, q: str) -> str:
+def search_page(dash: Dashboard, q: str) -> tuple[str, int]:
+    """The page and its status: 400 (the page still shows, with the message) for a refused query."""
+    status = 200
     try:
         rows = dash.search(q) if q.strip() else dash.listing("f1", 50, labelled=True)
         results = summaries_table(rows) if rows else '<p class="muted">no features match</p>'
     except (RequestError, ValueError) as e:
-        results = f'<p class="error">{esc(e)}</p>'
+        results, status = f'<p class="error">{esc(e)}</p>', getattr(e, "status", 400)
     title = f"Features matching {esc(q)}" if q.strip() else "Best-labelled features"
     body = (
         f'<h1>Search</h1><p class="muted">By label, by token (which features fire on <code>=</code>?), or by '
@@ -49,7 +55,7 @@ def search_page(dash: Dashboard, q: str) -> str:
         f'placeholder="label, token or feature number"><span id="status" class="muted"></span></div>'
         f'<h2 id="results-title">{title}</h2><div id="results">{results}</div>'
     )
-    return page("Search", body, name="search", run=dash.run_dir.name, scripts=("search.js",))
+    return page("Search", body, name="search", run=dash.run_dir.name, scripts=("search.js",)), status
 
 
 def playground_page(dash: Dashboard, feature: int | None) -> str:
@@ -77,46 +83,85 @@ def playground_page(dash: Dashboard, feature: int | None) -> str:
     )
 
 
-def _config_table(cfg: dict | None) -> str:
-    if not cfg:
+def _config_table(cfg: object) -> str:
+    if not isinstance(cfg, dict) or not cfg:
         return '<p class="muted">missing</p>'
     return table(["field", "value"], [[esc(k), esc(v)] for k, v in cfg.items() if not isinstance(v, dict)], "config")
 
 
+def _real(value: object) -> float | None:
+    """`value` (read from a file) as a float, or None unless it is a number a float can hold."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond 1.8e308
+        return None
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _density_histogram(hist: object) -> str:
+    """eval.json's density histogram, drawn only if it is what `eval` writes: counts, one more edge
+    (log10 of densities, increasing, in [-100, 0]) and never_fired."""
+    counts, edges, never = (hist.get(k) if isinstance(hist, dict) else None for k in ("counts", "edges", "never_fired"))
+    logs = [_real(e) for e in edges] if isinstance(edges, list) else []
+    valid = (
+        isinstance(counts, list)
+        and 1 <= len(counts) <= MAX_BINS
+        and all(_count(c) for c in counts)
+        and len(logs) == len(counts) + 1
+        and all(x is not None and -100 <= x <= 0 for x in logs)
+        and all(a < b for a, b in zip(logs, logs[1:]))
+        and (never is None or _count(never))
+    )
+    if not valid:
+        return (
+            f'<p class="muted">the density histogram in {EVAL_FILE} is not drawn: expected counts (1 to {MAX_BINS} '
+            "non-negative integers), edges (one more: increasing log10 densities in [-100, 0]) and never_fired "
+            "(a non-negative integer)</p>"
+        )
+    return (
+        f"<h3>Feature density (log10 of the fraction of tokens each feature fires on); "
+        f"{never or 0} never fired</h3>"
+        + bars(counts, logs, title="feature density histogram", cls="histogram density")
+    )
+
+
 def _eval_section(ev: dict | None) -> str:
     if not ev:
-        return '<p class="muted">no eval.json yet: run <code>monosemantic eval RUN_DIR</code></p>'
-    m = ev.get("metrics", {})
-    rows = [[esc(k.replace("_", " ")), num(v, 4)] for k, v in m.items() if isinstance(v, (int, float))]
+        return f'<p class="muted">no {EVAL_FILE} yet: run <code>monosemantic eval RUN_DIR</code></p>'
+    m = ev.get("metrics") if isinstance(ev.get("metrics"), dict) else {}
+    rows = [[esc(k.replace("_", " ")), num(x, 4)] for k, v in m.items() if (x := _real(v)) is not None]
     out = table(["metric", "value"], rows, "config")
-    hist = m.get("density_histogram")
-    if hist:
-        out += (
-            f"<h3>Feature density (log10 of the fraction of tokens each feature fires on); "
-            f"{hist.get('never_fired', 0)} never fired</h3>"
-            + bars(hist["counts"], hist["edges"], title="feature density histogram", cls="histogram density")
-        )
+    if "density_histogram" in m:
+        out += _density_histogram(m["density_histogram"])
     return out
+
+
+def _curve(metrics: list[dict], key: str) -> list[tuple[float, float]]:
+    """(tokens, value) of the metrics rows that have both as numbers."""
+    points = [(_real(row.get("tokens")), _real(row.get(key))) for row in metrics]
+    return [(x, y) for x, y in points if x is not None and y is not None and math.isfinite(x)]
 
 
 def run_page(dash: Dashboard) -> str:
     r = dash.run()
     curves = "".join(
-        line_chart(
-            [(row.get("tokens"), row.get(key)) for row in r["metrics"] if row.get("tokens")],
-            title=key.replace("_", " "),
-            logy=logy,
-        )
-        for key, logy in CURVES
+        line_chart(_curve(r["metrics"], key), title=key.replace("_", " "), logy=logy) for key, logy in CURVES
     )
     pngs = "".join(
         f'<figure><img src="/files/plots/{p}" alt="{p}"><figcaption>{p}</figcaption></figure>'
         for p in PLOTS
-        if (dash.run_dir / "plots" / p).is_file()
+        if dash.run_file(f"plots/{p}")
     )
+    problems = "".join(f"<li><code>{esc(name)}</code>: {esc(why)}</li>" for name, why in r["problems"].items())
+    problems = f'<ul class="error">{problems}</ul>' if problems else ""
     store = r["store"]
     body = (
-        f'<h1>Run {esc(r["name"])}</h1><div class="columns"><section><h2>SAE</h2>{_config_table(r["sae"])}'
+        f'<h1>Run {esc(r["name"])}</h1>{problems}<div class="columns"><section><h2>SAE</h2>{_config_table(r["sae"])}'
         f"</section>"
         f"<section><h2>Training</h2>{_config_table((r['train'] or {}).get('train'))}"
         f"<h3>Data</h3>{_config_table((r['train'] or {}).get('data'))}</section></div>"
@@ -138,8 +183,8 @@ def page_router(dash: Dashboard) -> APIRouter:
         return text_page(dash, text)
 
     @pages.get("/search")
-    def search(q: str = Query("", max_length=200)) -> str:
-        return search_page(dash, q)
+    def search(q: str = Query("", max_length=200)) -> HTMLResponse:
+        return HTMLResponse(*search_page(dash, q))
 
     @pages.get("/playground")
     def playground(feature: int | None = None) -> str:
@@ -161,8 +206,13 @@ def page_router(dash: Dashboard) -> APIRouter:
 
     @pages.get("/files/plots/{name}", response_class=FileResponse)
     def plot(name: str):
-        if name not in PLOTS or not (dash.run_dir / "plots" / name).is_file():
-            raise RequestError(f"no plot {name!r}; the dashboard serves {', '.join(PLOTS)} when the run has them", 404)
-        return FileResponse(dash.run_dir / "plots" / name)
+        path = dash.run_file(f"plots/{name}") if name in PLOTS else None
+        if path is None:
+            raise RequestError(
+                f"no plot {name!r}; the dashboard serves {', '.join(PLOTS)} when the run has them "
+                "(regular files inside the run directory)",
+                404,
+            )
+        return FileResponse(path)
 
     return pages

@@ -9,18 +9,20 @@ Two locks make concurrent requests behave as if they came one after another: one
 from __future__ import annotations
 
 import json
-import math
+import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from monosemantic.analysis.store import Feature, FeatureStore, Summary
+from safetensors import SafetensorError, safe_open
+
+from monosemantic.analysis.store import Feature, FeatureStore, StoreError, Summary
 from monosemantic.data.corpora import document_meta, prompt_ids
 from monosemantic.errors import MonosemanticError
 from monosemantic.experiments.interventions import Intervention, clamp, mean_ablate, steer, zero
 from monosemantic.models import context_length
 from monosemantic.runmodel import RunModel, latent_totals, top_latents
-from monosemantic.train.rundir import EVAL_FILE, read_metrics
+from monosemantic.train.rundir import EVAL_FILE, METRICS_FILE, TRAIN_CONFIG_FILE, read_metrics
 
 KINDS = ("zero", "mean", "clamp", "steer")
 
@@ -49,9 +51,30 @@ class RequestError(MonosemanticError, ValueError):
         self.status = status
 
 
+def shown(value: object) -> str:
+    """A value as a message shows it: an integer of more than 40 digits by its length (a request may
+    send 10**400; str() refuses integers of over 4300 digits)."""
+    if not isinstance(value, int) or abs(value) < 10**40:
+        return str(value)
+    digits = len(str(abs(value))) if value.bit_length() < 13000 else "over 3900"
+    return f"{'minus ' if value < 0 else ''}an integer of {digits} digits"
+
+
 def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not (math.isfinite(value) and low <= value <= high):
-        raise RequestError(f"{name} = {value} is out of range; expected {low:g} to {high:g}")
+    # compared as given: ints against floats exactly (no float(value), which overflows at 10**309);
+    # NaN fails every comparison
+    if not low <= value <= high:
+        raise RequestError(f"{name} = {shown(value)} is out of range; expected {low:g} to {high:g}")
+
+
+def _check_unicode(name: str, text: str) -> None:
+    """JSON may carry a lone surrogate ("\\ud800"), which no tokenizer or UTF-8 encoder takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(
+            f"{name} has a lone surrogate (U+{ord(text[e.start]):04X}) at character {e.start}; expected valid Unicode"
+        ) from None
 
 
 class Dashboard:
@@ -63,6 +86,7 @@ class Dashboard:
         self.store = FeatureStore.open(self.run_dir)
         self.run_model = RunModel.of_run(self.run_dir, self.store.settings["corpus"], device)
         self.model_lock, self.db_lock = threading.Lock(), threading.Lock()
+        self._example_docs: tuple[tuple[str, ...], frozenset[int]] = ((), frozenset())
         context = context_length(self.run_model.model)
         self.max_tokens = min(limits.tokens, context) if context else limits.tokens
         self.text("1 + 1 = 2", k=1)  # warm-up: the first real request should not pay for kernel setup
@@ -73,12 +97,17 @@ class Dashboard:
 
     def check_feature(self, i: int, *, status: int = 404) -> None:
         if not 0 <= i < self.n_latents:
-            raise RequestError(f"feature {i} does not exist; this SAE has features 0-{self.n_latents - 1}", status)
+            raise RequestError(
+                f"feature {shown(i)} does not exist; this SAE has features 0-{self.n_latents - 1}", status
+            )
 
-    def _ids(self, text: str, *, spare: int = 0) -> list[int]:
+    def _ids(self, text: str, *, spare: int = 0, name: str = "text") -> list[int]:
         """Token ids of `text` (the model lock held), refused beyond the token limit."""
         if len(text) > self.limits.text_chars:
-            raise RequestError(f"text of {len(text)} characters; the dashboard takes at most {self.limits.text_chars}")
+            raise RequestError(
+                f"{name} of {len(text)} characters; the dashboard takes at most {self.limits.text_chars}"
+            )
+        _check_unicode(name, text)
         ids = prompt_ids(self.run_model.tokenizer, text)
         limit = self.max_tokens - spare
         if len(ids) > limit:
@@ -127,6 +156,9 @@ class Dashboard:
         query = query.strip()
         if not query:
             raise RequestError("empty search; give a word, a token such as '=', or a feature number")
+        if "\x00" in query:  # SQLite's full-text query parser stops at a NUL ("unterminated string")
+            raise RequestError(f"search has a NUL character (\\x00) at character {query.index(chr(0))}; remove it")
+        _check_unicode("search", query)
         number = query.removeprefix("#")
         first = [self.summary(int(number))] if number.isdigit() and int(number) < self.n_latents else []
         with self.db_lock:
@@ -159,16 +191,44 @@ class Dashboard:
             return [asdict(t) for t in self.store.trace(i, n)]
 
     def document(self, doc: int, feature: int | None = None) -> dict:
-        """Document `doc` of the analysed corpus, with `feature`'s activation on each of its tokens."""
+        """Document `doc` of the analysed corpus, with `feature`'s activation on each of its tokens; only
+        a document one of the store's examples comes from (404 for any other)."""
         if feature is not None:
             self.check_feature(feature, status=400)
         with self.db_lock:
+            # the math corpus makes a document for any number: serving one the analysis never read
+            # would pass off made-up text as training data
+            if doc not in self.example_documents():
+                raise RequestError(
+                    f"document {shown(doc)} holds none of the feature store's examples; the dashboard serves "
+                    "only the documents the analysis took examples from (each example links to its own)",
+                    404,
+                )
             found = self.store.document(doc)
         out = {"doc": doc, "text": found.text, "meta": document_meta(found)}
         if feature is not None:
             with self.model_lock:
                 out |= asdict(self.run_model.document_activations(found, feature))
         return out
+
+    def example_documents(self) -> frozenset[int]:
+        """The documents the feature store holds an example from (top or sampled, of any feature), read
+        from the shard files once per set of finished shards (an analysis still running adds some).
+        Call with the db lock held."""
+        key = tuple(sorted(self.store.manifest["shards"]))
+        if key != self._example_docs[0]:
+            docs: set[int] = set()
+            for name in key:
+                path = self.store.directory / name
+                try:
+                    with safe_open(path, "pt") as f:
+                        for array in ("top_doc", "sample_doc"):  # [latents, slots], -1 where a slot is empty
+                            docs.update(f.get_tensor(array).unique().tolist())
+                except (OSError, SafetensorError) as e:
+                    raise StoreError(f"{path}: cannot read its examples ({e}); rerun `monosemantic analyze`") from e
+            docs.discard(-1)
+            self._example_docs = (key, frozenset(docs))
+        return self._example_docs[1]
 
     def interventions(self, specs: list[dict]) -> list[Intervention]:
         """[{"feature", "kind", "value"}] -> library interventions (mean ablation to the store's means)."""
@@ -195,7 +255,7 @@ class Dashboard:
         _check_range("top", top, 1, 50)
         edits = self.interventions(specs)
         with self.model_lock:
-            ids = self._ids(prompt, spare=new_tokens)
+            ids = self._ids(prompt, spare=new_tokens, name="prompt")
             before = self.run_model.predict(ids, (), top=top, new_tokens=new_tokens)
             after = self.run_model.predict(ids, edits, top=top, new_tokens=new_tokens)
         return {
@@ -207,13 +267,47 @@ class Dashboard:
             ],
         }
 
+    def run_file(self, name: str) -> Path | None:
+        """RUN_DIR/name if it is a regular file whose real path lies inside the run directory, else
+        None: a link out of it (to /etc/passwd, say) is never followed."""
+        root = self.run_dir.resolve()
+        path = (root / name).resolve()
+        return path if path.is_relative_to(root) and path.is_file() else None
+
+    def _read_json(self, name: str, problems: dict[str, str]) -> dict | None:
+        """RUN_DIR/name as a JSON object; None if absent, and None with a line in `problems` if it is
+        not a regular file inside the run directory or not a JSON object."""
+        path = self.run_file(name)
+        if path is None:
+            if os.path.lexists(self.run_dir / name):
+                problems[name] = "not a regular file inside the run directory; not read"
+            return None
+        try:
+            value = json.loads(path.read_text())
+        except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, an integer over 4300 digits, deep nesting
+            problems[name] = f"not valid JSON ({type(e).__name__}: {str(e)[:120]}); not read"
+            return None
+        if not isinstance(value, dict):
+            problems[name] = f"a JSON {type(value).__name__}, not an object; not read"
+            return None
+        return value
+
+    def _metrics(self, problems: dict[str, str]) -> list[dict]:
+        if self.run_file(METRICS_FILE) is None:
+            if os.path.lexists(self.run_dir / METRICS_FILE):
+                problems[METRICS_FILE] = "not a regular file inside the run directory; not read"
+            return []
+        try:
+            rows = read_metrics(self.run_dir)
+        except (ValueError, RecursionError) as e:
+            problems[METRICS_FILE] = f"not valid JSON lines ({type(e).__name__}: {str(e)[:120]}); not read"
+            return []
+        return [row for row in rows if isinstance(row, dict)]
+
     def run(self) -> dict:
-        """The run's SAE config, training config and curves, evaluation and feature-store summary."""
-
-        def read(name: str) -> dict | None:
-            path = self.run_dir / name
-            return json.loads(path.read_text()) if path.is_file() else None
-
+        """The run's SAE config, training config and curves, evaluation and feature-store summary, and
+        `problems`: the files among these that were there but could not be read, and why."""
+        problems: dict[str, str] = {}
         with self.db_lock:
             summary = {
                 "features": self.store.count(),
@@ -223,11 +317,12 @@ class Dashboard:
             }
         return {
             "name": self.run_dir.name,
-            "sae": read("cfg.json"),
-            "train": read("train_config.json"),
-            "eval": read(EVAL_FILE),
-            "metrics": read_metrics(self.run_dir),
+            "sae": self._read_json("cfg.json", problems),
+            "train": self._read_json(TRAIN_CONFIG_FILE, problems),
+            "eval": self._read_json(EVAL_FILE, problems),
+            "metrics": self._metrics(problems),
             "store": summary,
             "max_tokens": self.max_tokens,
             "limits": asdict(self.limits),
+            "problems": problems,
         }
