@@ -2,20 +2,16 @@
 
 Every effect is a difference to the clean model, written `mean [low, high]` with its 95% bootstrap
 interval; a control's as `mean ± sd [low, high]` (sd over the draws; the interval over items and
-draws, `controls.py`).
+draws, `controls.py`). The results are passed in (`ablate.AblationResult`, `locate.LocateResult`),
+never imported: those modules import this one.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from monosemantic.experiments.relation import ANSWER_KINDS
 from monosemantic.experiments.scoring import METRICS, bootstrap_ci
-
-if TYPE_CHECKING:
-    from monosemantic.experiments.ablate import AblationResult
-    from monosemantic.experiments.locate import LocateResult
 
 GROUP_METRICS = ("greedy", "contrast")  # the metrics shown per group: where the answers go
 
@@ -52,7 +48,7 @@ def _ratio(features: float, bound: float) -> str:
     return f"{100 * features / bound:.0f}%"
 
 
-def _ablation_block(result: AblationResult, metric: str, group: str | None, items: list[int]) -> list[str]:
+def _ablation_block(result, metric: str, group: str | None, items: list[int]) -> list[str]:
     clean = ci(bootstrap_ci(getattr(result.clean, metric)[items]))
     lines = [f"{METRICS[metric]}, {group_title(group, len(items))}: clean {clean}"]
     head = ["positions", "features Δ", "control Δ: mean ± sd [CI]", "features − control"]
@@ -74,7 +70,7 @@ def _columns(rows: list[list[str]]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
 
 
-def ablation_table(result: AblationResult) -> str:
+def ablation_table(result) -> str:
     shown = result.features[:12]
     more = " ..." if len(result.features) > 12 else ""
     header = [
@@ -95,7 +91,7 @@ def ablation_table(result: AblationResult) -> str:
     return "\n".join(header) + "\n\n" + "\n\n".join(blocks)
 
 
-def locate_table(result: LocateResult, metric: str = "greedy") -> str:
+def locate_table(result, metric: str = "greedy") -> str:
     """Hookpoints down, position sets across: the bound's effect on `metric` in each cell."""
     header = [
         f"task {result.task} ({result.n_items} prompts): the whole activation replaced by its {result.mean_note}",
