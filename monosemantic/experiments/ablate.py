@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from monosemantic.analysis.store import FeatureStore
 from monosemantic.experiments.bound import activation_means, first_documents, mean_replaced
@@ -167,11 +168,11 @@ def run_ablation(
     bound_mean: Tensor | None = None,
     progress: bool = False,
 ) -> AblationResult:
-    """Score the task clean, then at each site with `features` ablated, with each control set
-    ablated, and (given the hookpoint's mean activation `bound_mean`) with the bound."""
-    from tqdm.auto import tqdm
-
-    sites = sites or [PositionSet(name) for name in DEFAULT_SITES]
+    """Score the task clean, then at each site (`all` first, always) with `features` ablated, with each
+    control set ablated, and (given the hookpoint's mean activation `bound_mean`) with the bound."""
+    sites = [PositionSet(name) for name in DEFAULT_SITES] if sites is None else list(sites)
+    if all(site.name != "all" for site in sites):
+        sites.insert(0, PositionSet("all"))  # the summary, the plot and `scores` read it
     hookpoint = sae.cfg.hookpoint
 
     def ablation(ids: list[int]):
@@ -185,13 +186,13 @@ def run_ablation(
     clean, clean_logp = score(model, tokenizer, task)
     out: dict[str, Site] = {}
     bar = tqdm(total=len(sites) * (1 + len(controls) + (bound_mean is not None)), desc="ablate", disable=not progress)
+
+    def run(at, condition):
+        bar.update()
+        return score_at(model, tokenizer, task, at, condition, clean, clean_logp)
+
     for site in sites:
         where = resolve(site, task, tokenizer, features)
-
-        def run(at, condition):
-            bar.update()
-            return score_at(model, tokenizer, task, at, condition, clean, clean_logp)
-
         ablated = run(where, ablation(features))
         control_runs = [  # at `firing`, each control set where its own features fire
             run(resolve(site, task, tokenizer, ids) if site.name == "firing" else where, ablation(ids))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tqdm.auto import tqdm
+
 from monosemantic.data.corpora import open_corpus
 from monosemantic.experiments.bound import activation_means, first_documents, mean_replaced
 from monosemantic.experiments.positions import PositionError, PositionSet, parse_positions, resolve, score_at
@@ -83,8 +85,6 @@ def run_locate(
 ) -> LocateResult:
     """Score the task clean, then with the bound at each (hookpoint, position set); `means` holds each
     hookpoint's mean activation (`bound.activation_means`)."""
-    from tqdm.auto import tqdm
-
     if any(site.name == "firing" for site in sites):
         raise PositionError("locate measures the bound by position, before any SAE: 'firing' needs features")
     clean, clean_logp = score(model, tokenizer, task)

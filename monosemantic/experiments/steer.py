@@ -195,7 +195,7 @@ class AnswerShift:
         return {
             "target": bootstrap_ci(target),
             "contrast": bootstrap_ci(contrast),
-            "other": bootstrap_ci(1.0 - target - contrast),
+            "other": bootstrap_ci(1.0 - np.maximum(target, contrast)),  # both: one answer a prefix of the other
         }
 
     def table(self) -> str:
