@@ -1,8 +1,10 @@
-"""Command line for causal experiments: `ablate` and `steer` (wired in by cli/main.py).
+"""Command line for causal experiments: `ablate`, `steer` and `locate` (wired in by cli/main.py).
 
-monosemantic ablate runs/demo --label '=' --task equality
+monosemantic ablate runs/demo --label '=' --task equality --positions relation --bound
 monosemantic ablate runs/demo --features 12,345 --task my_tasks.jsonl --mode zero
 monosemantic steer runs/demo --feature 123 --alpha=-4..8 --generate "12 + 7 = "
+monosemantic steer runs/demo --feature 123 --alpha=0..8 --steps 5 --task relation_approximate --answers
+monosemantic locate --model builtin --task relation --positions relation --positions answer_start
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ from pathlib import Path
 from monosemantic.config import positive_int
 from monosemantic.experiments.ablate import ablate
 from monosemantic.experiments.interventions import steer as steer_latent
-from monosemantic.experiments.scoring import AFTER_BOS, save_json
-from monosemantic.experiments.steer import side_by_side, steer
+from monosemantic.experiments.locate import DEFAULT_HOOKPOINTS, locate
+from monosemantic.experiments.positions import parse_positions
+from monosemantic.experiments.scoring import AFTER_BOS, METRICS, save_json
+from monosemantic.experiments.steer import side_by_side, steer, steer_answers
 from monosemantic.experiments.tasks import BUILTIN_TASKS
 from monosemantic.runmodel import RunModel
 
 EXPERIMENTS_DIR = "experiments"
+POSITIONS_HELP = (
+    "all (after BOS), prompt, answer_start (the prompt's last token), answer, or a token role with optional "
+    "attributes: relation, relation|relation_word, relation:exact=true, space:where=after_relation"
+)
 MAX_ALPHA = 1000.0
 
 
@@ -50,6 +58,18 @@ def alpha_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def position_spec(text: str) -> str:
+    """A position set, checked when the command line is read (see experiments/positions.py)."""
+    try:
+        return parse_positions(text).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def hookpoint_list(text: str) -> list[str]:
+    return [h.strip() for h in text.split(",") if h.strip()]
+
+
 def _out(run_dir: str, name: str) -> Path:
     out = Path(run_dir) / EXPERIMENTS_DIR
     out.mkdir(exist_ok=True)
@@ -57,8 +77,10 @@ def _out(run_dir: str, name: str) -> Path:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    """Ablate features on a task set, against as many random features of similar density; prints the
-    table and writes RUN_DIR/experiments/NAME.json and NAME.png."""
+    """Ablate features on a task set at every position after BOS, where they fire and at the named
+    --positions, against random features of similar density (--controls draws: mean, sd and CI) and,
+    with --bound, against the whole activation replaced by its mean there; prints the table and writes
+    RUN_DIR/experiments/NAME.json and NAME.png."""
     result = ablate(
         args.run_dir,
         args.features,
@@ -67,10 +89,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         mode=args.mode,
         n=args.n,
         controls=args.controls,
+        positions=args.positions or [],
+        bound=args.bound,
+        mean_documents=args.mean_documents,
         seed=args.seed,
         max_features=args.max_features,
         min_precision=args.min_precision,
         device=args.device,
+        progress=not args.quiet,
     )
     print(result.table())
     name = args.name or f"ablate_{args.label or 'features'}_{result.task}_{args.mode}"
@@ -82,8 +108,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_steer(args: argparse.Namespace) -> int:
     """Steer a feature: a dose-response curve of the target token's probability and the KL against
-    alpha (PNG + JSON in RUN_DIR/experiments), and with --generate the greedy continuation of a
-    prompt without and with steering."""
+    alpha (PNG + JSON in RUN_DIR/experiments); with --answers, where the task's greedy answers go
+    (target, contrast, other: on the relation tasks, exact or rounded) per alpha; with --generate the
+    greedy continuation of a prompt without and with steering."""
     lo, hi = args.alpha
     alphas = [lo + (hi - lo) * i / max(args.steps - 1, 1) for i in range(args.steps)] if hi > lo else [lo]
     result = steer(
@@ -93,12 +120,27 @@ def cmd_steer(args: argparse.Namespace) -> int:
         task=args.task,
         n=args.n,
         target=args.target,
+        positions=args.positions,
         seed=args.seed,
         device=args.device,
     )
     print(result.table())
     base = _out(args.run_dir, args.name or f"steer_{args.feature}_{args.task}")
-    save_json(base.with_suffix(".json"), result.to_dict())
+    saved = result.to_dict()
+    if args.answers:
+        shift = steer_answers(
+            args.run_dir,
+            args.feature,
+            alphas,
+            task=args.task,
+            n=args.n,
+            positions=args.positions,
+            seed=args.seed,
+            device=args.device,
+        )
+        print(shift.table())
+        saved["answers"] = shift.to_dict()["answers"]
+    save_json(base.with_suffix(".json"), saved)
     print(f"wrote {base.with_suffix('.json')} and {result.plot(base.with_suffix('.png'))}")
     if args.generate is not None:
         run = RunModel.of_run(args.run_dir, device=args.device)
@@ -112,6 +154,29 @@ def cmd_steer(args: argparse.Namespace) -> int:
                 args.max_new,
             )
             print(f"prompt {args.generate!r}\n  without steering: {before!r}\n  alpha = {alpha:g}:{'':>8}{after!r}")
+    return 0
+
+
+def cmd_locate(args: argparse.Namespace) -> int:
+    """Where a task's information is: the ablation bound (the whole activation replaced by its mean) at
+    each hookpoint and position set, before any SAE; prints one table per metric shown (--metric)."""
+    result = locate(
+        args.model,
+        task=args.task,
+        hookpoints=args.hookpoints,
+        positions=args.positions,
+        n=args.n,
+        corpus=args.corpus,
+        mean_documents=args.mean_documents,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    for metric in args.metric or ["greedy"]:
+        print(result.table(metric))
+    if args.json:
+        save_json(args.json, result.to_dict())
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -130,7 +195,35 @@ def add_experiment_commands(sub, command) -> None:
         help="set the features to their mean activation over the corpus, or to zero",
     )
     p.add_argument("--n", type=positive_int, default=200, metavar="INT", help="task items (built-in tasks)")
-    p.add_argument("--controls", type=positive_int, default=3, metavar="INT", help="random control draws")
+    p.add_argument(
+        "--controls",
+        type=positive_int,
+        default=10,
+        metavar="INT",
+        help="draws of as many random features of similar density (their effect's mean, sd and CI)",
+    )
+    p.add_argument(
+        "--positions",
+        action="append",
+        type=position_spec,
+        default=None,
+        metavar="SPEC",
+        help="also ablate only at these positions (repeatable; 'all' and 'firing', where the features fire, "
+        f"always run): {POSITIONS_HELP}",
+    )
+    p.add_argument(
+        "--bound",
+        action="store_true",
+        help="also replace the whole activation at the hookpoint by its mean at the positions the "
+        "ablation touches: the most any features there are expected to cost (error term kept)",
+    )
+    p.add_argument(
+        "--mean-documents",
+        type=positive_int,
+        default=1000,
+        metavar="INT",
+        help="with --bound: the activation's mean is over the first INT documents of the run's corpus",
+    )
     p.add_argument(
         "--max-features", type=positive_int, default=20, metavar="INT", help="at most this many with --label"
     )
@@ -171,7 +264,55 @@ def add_experiment_commands(sub, command) -> None:
         metavar="PROMPT",
         help="also print the greedy continuation of PROMPT without and with steering (at the lowest and highest alpha)",
     )
+    p.add_argument(
+        "--positions",
+        type=position_spec,
+        default="all",
+        metavar="SPEC",
+        help=f"where to add the direction: firing (where the feature fires), {POSITIONS_HELP}",
+    )
+    p.add_argument(
+        "--answers",
+        action="store_true",
+        help="also score the greedy answers per alpha: the share that is the target, the contrast (on the "
+        "relation tasks: the other relation's answer, exact or rounded), or neither",
+    )
     p.add_argument("--max-new", type=positive_int, default=20, metavar="INT", help="tokens to generate")
     p.add_argument("--name", default=None, metavar="NAME", help="name of the output files in RUN_DIR/experiments")
+    p.add_argument("--seed", type=int, default=0, metavar="INT", help="seed of the task items")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the model on")
+
+    p = command(sub, "locate", cmd_locate)
+    p.add_argument("--model", default="builtin", metavar="PATH", help="model directory, or 'builtin'")
+    p.add_argument("--task", default="equality", metavar="TASK", help=tasks)
+    p.add_argument(
+        "--hookpoints",
+        type=hookpoint_list,
+        default=",".join(DEFAULT_HOOKPOINTS),
+        metavar="LIST",
+        help="comma-separated hookpoints or globs; the default is the embedding and every layer's residual stream",
+    )
+    p.add_argument(
+        "--positions",
+        action="append",
+        type=position_spec,
+        default=None,
+        metavar="SPEC",
+        help="position sets, one per column (repeatable; default: all, prompt, answer_start, answer and, on "
+        f"built-in tasks, relation|relation_word): {POSITIONS_HELP}",
+    )
+    p.add_argument(
+        "--metric",
+        action="append",
+        choices=list(METRICS),
+        default=None,
+        help="metric of the printed tables (repeatable; default greedy: answer accuracy); the JSON has all",
+    )
+    p.add_argument("--n", type=positive_int, default=200, metavar="INT", help="task items (built-in tasks)")
+    p.add_argument("--corpus", default="mathlm", metavar="SPEC", help="the text the activations' means are taken over")
+    p.add_argument(
+        "--mean-documents", type=positive_int, default=1000, metavar="INT", help="documents of --corpus for the means"
+    )
+    p.add_argument("--json", default=None, metavar="PATH", help="also write every metric's table to this JSON file")
     p.add_argument("--seed", type=int, default=0, metavar="INT", help="seed of the task items")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run the model on")

@@ -9,15 +9,16 @@ intervention changes exactly the edited latents' contribution to the reconstruct
         logits = model(input_ids=ids).logits
 
 Interventions compose in order, can be limited to token positions (a list of positions, negative
-from the end, a slice such as `slice(1, None)`: all but the first, or a [B, T] bool mask),
-and the hooks are removed when the block ends, also on error.
+from the end, a slice such as `slice(1, None)`: all but the first, a [B, T] bool mask, or
+`Firing(latents)`: wherever one of those latents fires in the forward being run), and the hooks are
+removed when the block ends, also on error.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -26,11 +27,21 @@ from torch import Tensor, nn
 from monosemantic.errors import MonosemanticError
 from monosemantic.hooks import patch
 
-Positions = Sequence[int] | slice | Tensor | None
-
 
 class InterventionError(MonosemanticError, ValueError):
     """An intervention that cannot apply: unknown latents, bad values or positions."""
+
+
+@dataclass(frozen=True)
+class Firing:
+    """The positions, among `within`, where any of `latents` is nonzero in the SAE's encoding of the
+    activation of the forward being run (so a greedy continuation's new tokens count too)."""
+
+    latents: tuple[int, ...]
+    within: Sequence[int] | slice | None = field(default_factory=lambda: slice(1, None))
+
+
+Positions = Sequence[int] | slice | Tensor | Firing | None
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,8 @@ class Intervention:
     positions: Positions = None
 
     def check(self, d_sae: int) -> None:
-        bad = [i for i in self.latents if not 0 <= i < d_sae]
+        firing = self.positions.latents if isinstance(self.positions, Firing) else ()
+        bad = sorted({i for i in (*self.latents, *firing) if not 0 <= i < d_sae})
         if bad:
             raise InterventionError(f"feature(s) {bad} do not exist; this SAE has features 0-{d_sae - 1}")
         if self.kind != "zero" and len(self.values) not in (1, len(self.latents)):
@@ -83,8 +95,13 @@ def steer(latents: int | Sequence[int], alpha: float | Sequence[float], position
     return Intervention("steer", _ids(latents), values, positions)
 
 
-def position_mask(positions: Positions, shape: tuple[int, int], device) -> Tensor:
-    """[B, T] bool: where an intervention applies."""
+def position_mask(positions: Positions, shape: tuple[int, int], device, z: Tensor | None = None) -> Tensor:
+    """[B, T] bool: where an intervention applies; `Firing` positions read the latents z [B*T, d_sae]."""
+    if isinstance(positions, Firing):
+        if z is None:
+            raise InterventionError("positions where latents fire need the SAE's latents of the activation")
+        fires = (z[:, list(positions.latents)] != 0).any(-1).reshape(shape)
+        return fires & position_mask(positions.within, shape, device)
     if positions is None:
         return torch.ones(shape, dtype=torch.bool, device=device)
     if isinstance(positions, slice):
@@ -111,7 +128,7 @@ def edit_activations(sae: nn.Module, x: Tensor, interventions: Sequence[Interven
     edited = z.clone()
     steering = torch.zeros_like(flat)
     for iv in interventions:
-        mask = position_mask(iv.positions, shape, x.device).reshape(-1)  # [B*T]
+        mask = position_mask(iv.positions, shape, x.device, z).reshape(-1)  # [B*T]
         ids = torch.tensor(iv.latents, device=x.device)
         if iv.kind == "steer":
             alpha = torch.tensor(iv.values, device=x.device, dtype=flat.dtype).expand(len(iv.latents))

@@ -1,11 +1,13 @@
 """What ablation and steering studies share: per-item scores of a model on a task, bootstrap
 confidence intervals, choosing the features to intervene on, and saving results.
 
-Per task item (prompt, target, contrast) the scores are: greedy answer accuracy (exact match of the
-greedy continuation), next-token accuracy on the target tokens (teacher forced), logit difference
-of the target's first token against the contrast's, CE loss on the target tokens, and KL(clean ||
-condition) of the next-token distributions there. Means come with bootstrap 95% confidence
-intervals over items (percentile method).
+Per task item (prompt, target, contrast) the scores are: greedy answer accuracy (the greedy
+continuation starts with the target), whether the greedy answer is the contrast instead (on the
+relation task: the other relation's answer, the rounded result after `=`, the exact one after `≈`),
+next-token accuracy on the target tokens (teacher forced), logit difference of target against
+contrast at the first token where they differ (teacher forced on their common prefix), CE loss on
+the target tokens, and KL(clean || condition) of the next-token distributions there. Means come
+with bootstrap 95% confidence intervals over items (percentile method).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 METRICS = {
     "greedy": "answer accuracy (greedy)",
+    "contrast": "answer = contrast (greedy)",
     "next_token": "next-token accuracy",
     "logit_diff": "logit diff (target - contrast)",
     "ce": "CE loss on target",
@@ -56,44 +59,62 @@ class Scores:
     """Per-item scores of one condition (arrays of length n_items)."""
 
     greedy: np.ndarray
+    contrast: np.ndarray
     next_token: np.ndarray
     logit_diff: np.ndarray
     ce: np.ndarray
     kl: np.ndarray
 
     @classmethod
+    def empty(cls, n: int) -> Scores:
+        return cls(**{m: np.full(n, np.nan) for m in METRICS})
+
+    @classmethod
     def mean_of(cls, runs: list[Scores]) -> Scores:
-        return cls(*(np.mean([getattr(r, m) for r in runs], axis=0) for m in METRICS))
+        return cls(**{m: np.mean([getattr(r, m) for r in runs], axis=0) for m in METRICS})
+
+    def take(self, idx: list[int]) -> Scores:
+        return Scores(**{m: getattr(self, m)[idx] for m in METRICS})
+
+    def put(self, idx: list[int], part: Scores) -> None:
+        for m in METRICS:
+            getattr(self, m)[idx] = getattr(part, m)
 
 
-def _sequences(tokenizer, task: Task) -> list[tuple[list[int], list[int], int | None]]:
-    """(prompt ids with BOS, target ids, contrast's first token id or None) per item."""
-    out = []
-    for item in task.items:
-        prompt = prompt_ids(tokenizer, item.prompt)
-        target = tokenizer(item.target, add_special_tokens=False)["input_ids"]
-        contrast = tokenizer(item.contrast, add_special_tokens=False)["input_ids"][0] if item.contrast else None
-        out.append((prompt, target, contrast))
-    return out
+def _ids(tokenizer, text: str | None) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def first_difference(target: list[int], contrast: list[int]) -> int | None:
+    """The first token index where the two answers differ, None if one is a prefix of the other."""
+    for k, (a, b) in enumerate(zip(target, contrast)):
+        if a != b:
+            return k
+    return None
 
 
 def score(model, tokenizer, task: Task, clean: list[torch.Tensor] | None = None) -> tuple[Scores, list[torch.Tensor]]:
     """Scores of the model as it runs now (inside `intervene` for a condition); `clean` = the clean
     model's target log-probabilities, for the KL."""
-    seqs = _sequences(tokenizer, task)
-    logp = target_logprobs(model, [(p, t) for p, t, _ in seqs], tokenizer.pad_token_id or 0)
-    max_new = max(len(t) for _, t, _ in seqs)
+    prompts = [prompt_ids(tokenizer, i.prompt) for i in task.items]
+    targets = [_ids(tokenizer, i.target) for i in task.items]
+    contrasts = [_ids(tokenizer, i.contrast) for i in task.items]
+    logp = target_logprobs(model, list(zip(prompts, targets)), tokenizer.pad_token_id or 0)
+    max_new = max(len(t) for t in targets + contrasts)
     with torch.inference_mode():
         completions = greedy_complete(model, tokenizer, [i.prompt for i in task.items], max_new)
-    n = len(seqs)
-    s = Scores(*(np.zeros(n) for _ in METRICS))
-    for i, ((_, target, contrast), lp, item) in enumerate(zip(seqs, logp, task.items)):
+    s = Scores.empty(len(prompts))
+    for i, (target, contrast, lp, item) in enumerate(zip(targets, contrasts, logp, task.items)):
         t = torch.tensor(target)
         s.greedy[i] = float(completions[i][: len(item.target)] == item.target)
         s.next_token[i] = (lp.argmax(-1) == t).float().mean().item()
         s.ce[i] = -lp.gather(1, t[:, None]).mean().item()
-        s.logit_diff[i] = (lp[0, target[0]] - lp[0, contrast]).item() if contrast is not None else np.nan
         s.kl[i] = 0.0 if clean is None else (clean[i].exp() * (clean[i] - lp)).sum(-1).mean().item()
+        if item.contrast:
+            s.contrast[i] = float(completions[i][: len(item.contrast)] == item.contrast)
+            k = first_difference(target, contrast)
+            if k is not None:  # lp[k] is teacher forced on target[:k], the answers' common prefix
+                s.logit_diff[i] = (lp[k, target[k]] - lp[k, contrast[k]]).item()
     return s, logp
 
 

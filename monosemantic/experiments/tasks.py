@@ -5,6 +5,9 @@ Built-in tasks come from the held-out math corpus, its metadata and its token ro
     approximation     the answer after an approximate one: "≈", "is approximately", "égale environ", ...
     addition, subtraction, multiplication, division   (any language)
     english, spanish, french, symbols                 (any operation)
+    relation          the same operands after `=` and after `≈` (`347 + 589 = ` -> 936, `347 + 589 ≈ ` -> 940),
+                      each item's contrast the other relation's answer; relation_exact and
+                      relation_approximate are its `=` and its `≈` halves (`relation.py`)
 User tasks are JSONL files, one {"prompt": ..., "target": ..., "contrast": ...} per line ("contrast"
 optional: a wrong answer whose first token the logit difference compares against).
 
@@ -19,12 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monosemantic.errors import MonosemanticError
+from monosemantic.experiments.relation import relation_pairs
 from monosemantic.mathlm.corpus import MathCorpus, Role, Sample
 from monosemantic.mathlm.roles import answer_relation, prompt_roles
 
 OPERATIONS = {"addition": "add", "subtraction": "sub", "multiplication": "mul", "division": "div"}
 LANGUAGES = {"english": "en", "spanish": "es", "french": "fr", "symbols": "symbols"}
-BUILTIN_TASKS = ("equality", "approximation", *OPERATIONS, *LANGUAGES)
+RELATION_TASKS = {"relation": ("=", "≈"), "relation_exact": ("=",), "relation_approximate": ("≈",)}
+BUILTIN_TASKS = ("equality", "approximation", *OPERATIONS, *LANGUAGES, *RELATION_TASKS)
 
 
 class TaskError(MonosemanticError, ValueError):
@@ -38,12 +43,19 @@ class TaskItem:
     contrast: str | None = None
     sample: Sample | None = field(default=None, compare=False, repr=False)
     """the corpus sample of a built-in task's item (its token roles); None for items from a file"""
+    group: str | None = None
+    """the part of the task the item belongs to, reported apart: the relation task's '=' and '≈'"""
 
 
 @dataclass
 class Task:
     name: str
     items: list[TaskItem]
+
+    @property
+    def groups(self) -> list[str]:
+        """The items' groups, in order of first appearance ([] when no item has one)."""
+        return list(dict.fromkeys(i.group for i in self.items if i.group is not None))
 
 
 def _selects(name: str):
@@ -74,6 +86,8 @@ def builtin_task(name: str, n: int = 200, seed: int = 0, max_documents: int = 1_
             f"unknown task {name!r}; built-in tasks are {', '.join(BUILTIN_TASKS)}, "
             'or give a .jsonl file of {"prompt", "target", "contrast"} lines'
         )
+    if name in RELATION_TASKS:
+        return relation_task(name, n, seed)
     keep = _selects(name)
     items: list[TaskItem] = []
     sample: Sample
@@ -84,6 +98,20 @@ def builtin_task(name: str, n: int = 200, seed: int = 0, max_documents: int = 1_
                 break
         if i >= max_documents:
             break
+    return Task(name, items)
+
+
+def relation_task(name: str, n: int = 200, seed: int = 0) -> Task:
+    """`relation`: n items, n/2 problems each after `=` and after `≈` (rounded up); `relation_exact`,
+    `relation_approximate`: n items, the `=` or the `≈` half of the same problems."""
+    relations = RELATION_TASKS[name]
+    items = []
+    for pair in relation_pairs(-(-n // len(relations)), seed):
+        for sample in pair:
+            relation = "=" if sample.exact else "≈"
+            if relation in relations:
+                other = pair[1] if sample.exact else pair[0]
+                items.append(TaskItem(sample.prompt, sample.answer, other.answer, sample, relation))
     return Task(name, items)
 
 

@@ -106,15 +106,31 @@ def test_ablate_by_label_and_the_cli_outputs(run, capsys):
                 "0",
                 "--name",
                 "t",
+                "--positions",
+                "relation",
+                "--bound",
+                "--mean-documents",
+                "20",
             ]
         )
         == 0
     )
     out = capsys.readouterr().out
-    assert "answer accuracy (greedy)" in out and "random features of similar density" in out
+    assert "answer accuracy (greedy)" in out and "2 draws of as many random features of similar density" in out
+    assert "bound: the whole activation replaced by its mean over the 20 first documents of mathlm" in out
+    assert "positions relation: tokens of role relation" in out and "features / bound" in out
     saved = json.loads((run / "experiments" / "t.json").read_text())
     assert saved["n_items"] == 20 and len(saved["controls"]) == 2 and labelled.index in saved["features"]
     assert set(saved["summary"]) == {"clean", "ablated", "control", "Δ ablated", "Δ control"}
+    assert list(saved["sites"]) == ["all", "firing", "relation"]
+    greedy = saved["sites"]["relation"]["effects"]["all"]["greedy"]
+    assert set(greedy) == {"clean", "features", "control", "bound"} and "sd" in greedy["control"]
+    for line in out.splitlines():
+        if line.startswith("relation ") and "±" in line:
+            assert line.split()[1] == f"{greedy['features']['mean']:.3g}"
+            break
+    else:
+        raise AssertionError("no relation row in the table")
     assert (run / "experiments" / "t.png").stat().st_size > 5000
 
 
@@ -167,12 +183,18 @@ def test_steering_curve_is_flat_at_zero_and_the_cli_generates(run, capsys):
                 "3 + 4 = ",
                 "--max-new",
                 "6",
+                "--answers",
+                "--positions",
+                "answer_start",
             ]
         )
         == 0
     )
     out = capsys.readouterr().out
     assert "without steering" in out and "alpha = 50" in out and (run / "experiments" / "steer_5_equality.png").exists()
+    assert "steering feature 5 at positions answer_start" in out and "answer = contrast" in out
+    saved = json.loads((run / "experiments" / "steer_5_equality.json").read_text())
+    assert [row["alpha"] for row in saved["answers"]["all"]] == [-50.0, 0.0, 50.0]
 
 
 def test_tasks_and_their_errors(tmp_path, run, capsys):
