@@ -290,6 +290,7 @@ KILL_TRAIN = [*SAE_FLAGS, "--total-tokens", str(KILL_STEPS * BATCH), "--checkpoi
 
 
 @pytest.mark.process
+@pytest.mark.slow  # minutes of whole-run training on 2 cores: `make test-slow` (CI runs it)
 def test_resume_after_a_kill_at_other_world_sizes(tmp_path, acts):
     reference = tmp_path / "reference"
     assert main(["-q", "train-tensors", str(acts), "--out", str(reference), *KILL_TRAIN]) == 0

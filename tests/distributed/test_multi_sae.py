@@ -154,6 +154,7 @@ def assert_weights(run: Path, expected: dict[str, torch.Tensor]) -> None:
 
 
 @pytest.mark.process
+@pytest.mark.slow  # minutes of whole-run training on 2 cores: `make test-slow` (CI runs it)
 def test_two_ranks_harvest_their_own_shards_and_train_each_hookpoint_on_the_global_batch(tmp_path, gpt2):
     expected = {h: reference(gpt2, h) for h in range(2)}
     spread = tmp_path / "spread"
@@ -182,6 +183,7 @@ def test_a_data_parallel_harvest_resumes_with_its_number_of_ranks(tmp_path, gpt2
 
 
 @pytest.mark.process
+@pytest.mark.slow  # minutes of whole-run training on 2 cores: `make test-slow` (CI runs it)
 def test_latent_sharded_training_on_a_model_equals_one_process(tmp_path, gpt2):
     alone, sharded = tmp_path / "alone", tmp_path / "sharded"
     assert main(["-q", *train_argv(gpt2, HOOKS[1], alone)]) == 0

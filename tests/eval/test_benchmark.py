@@ -56,6 +56,7 @@ def report(runs, tmp_path_factory):
 
 
 @pytest.mark.process
+@pytest.mark.slow  # minutes of whole-run training on 2 cores: `make test-slow` (CI runs it)
 def test_benchmark_writes_json_markdown_and_html(report):
     out, printed = report
     assert "narrow (topk, 256, k=8)" in printed and "wide (topk, 512, k=8)" in printed
@@ -75,6 +76,7 @@ def test_benchmark_writes_json_markdown_and_html(report):
     assert page.count("data:image/png;base64,") == 4 and "<table>" in page and 'src="http' not in page
 
 
+@pytest.mark.slow  # shares the report fixture above: `make test-slow`
 @pytest.mark.process
 def test_the_report_renders_in_chromium(report):
     playwright = pytest.importorskip("playwright.sync_api")

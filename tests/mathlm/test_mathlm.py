@@ -57,6 +57,7 @@ def quick_probe(monkeypatch):
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # minutes of whole-run training on 2 cores: `make test-slow` (CI runs it)
 def test_training_resumes_exactly_and_exports_a_loadable_model(tmp_path, monkeypatch, quick_probe):
     from monosemantic.mathlm import train as lm_train
     from monosemantic.models import load_model

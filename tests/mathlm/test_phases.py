@@ -34,6 +34,7 @@ def test_mixture_overrides_only_the_named_generators():
     assert MathLMConfig(mixture="add_3d=60, sub_3d=40").mixture_weights() == {"add_3d": 60.0, "sub_3d": 40.0}
 
 
+@pytest.mark.slow  # minutes of whole-run training on 2 cores: `make test-slow` (CI runs it)
 def test_a_second_phase_starts_from_the_first_and_exports_both(tmp_path):
     from monosemantic.mathlm import train as lm_train
     from monosemantic.models import load_model
