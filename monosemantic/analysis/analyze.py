@@ -173,7 +173,8 @@ def example_roles(
 ) -> list[tuple[int, int, str]]:
     """(document, position, role in words) of the token of every example that has a role, each
     document read once: the math corpus' Role ('answer_digit operation=add ...'), a `.jsonl` corpus'
-    `roles` ('relation exact=exact'); none for corpora without roles (`has_roles` False)."""
+    `roles` (kind, then the attributes by name: 'relation exact=exact'); none for corpora without roles
+    (`has_roles` False)."""
     positions: dict[int, set[int]] = {}
     for ex in examples:
         for doc, pos in zip(ex.doc.flatten().tolist(), ex.pos.flatten().tolist()):

@@ -34,6 +34,7 @@ from monosemantic.analysis.latent_stats import KeyedSums, top_per_group
 MIN_SUPPORT = 10  # held-out tokens a label's rule must hold on
 MIN_HITS = 5  # held-out firings on which it must hold
 PRECISION_FLOOR = 0.5  # below this held-out precision a feature has "no label"
+MIN_LIFT = 2.0  # nor when its precision is below this many times the rule's base rate (support / tokens)
 DENSE = 0.1  # features firing on more than this share of tokens are labelled "dense"
 POSITIONS = (1, 2, 4)
 SET_COVERAGE = 0.8  # a token set grows until it covers this share of the latent's firings
@@ -356,10 +357,13 @@ class LabelStats:
 
 def choose_labels(scored: Scored, priority: Tensor) -> Tensor:
     """[n_latents] each latent's label (a candidate index), -1 for "no label": its rule of best F1
-    among those that hold on >= MIN_SUPPORT held-out tokens and >= MIN_HITS held-out firings with
-    precision >= PRECISION_FLOOR; ties go to the higher `priority` [C] (concepts before tokens)."""
+    among those that hold on >= MIN_SUPPORT held-out tokens and >= MIN_HITS held-out firings, with
+    precision >= PRECISION_FLOOR and >= MIN_LIFT x the rule's base rate (a rule that holds on most
+    tokens, "result: exact", says nothing about a feature); ties go to the higher `priority` [C]
+    (concepts before tokens)."""
     ok = scored.valid & (scored.support >= MIN_SUPPORT) & (scored.hits >= MIN_HITS)
     ok &= scored.precision >= PRECISION_FLOOR
+    ok &= scored.precision >= MIN_LIFT * scored.support / max(scored.tokens, 1)
     score = torch.where(ok, scored.f1 + 1e-9 * priority[None, :], -1.0)
     best_score, best = score.max(1)
     return torch.where(best_score >= 0, best, -1)

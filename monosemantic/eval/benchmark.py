@@ -134,8 +134,8 @@ def label_quality(run_dir: str | Path) -> dict | None:
         store = FeatureStore.open(run_dir)
     except StoreError:
         return None
-    rows = store.db.execute("SELECT precision, recall, label_kind FROM features WHERE label IS NOT NULL AND dense = 0")
-    rows = rows.fetchall()
+    query = "SELECT precision, recall, label_kind FROM features WHERE label IS NOT NULL AND dense = 0"
+    rows = store.db.execute(query).fetchall()
     p = torch.tensor([r[0] for r in rows], dtype=torch.float64)
     r = torch.tensor([r[1] for r in rows], dtype=torch.float64)
     q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)

@@ -16,6 +16,7 @@ On `tokens` tokens of distinct held-out documents of a corpus with token roles (
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from monosemantic.analysis.concepts import concept_phrase, concepts_of, document_roles
-from monosemantic.data.corpora import kept_tokens, open_corpus, pack
+from monosemantic.data.corpora import Document, kept_tokens, open_corpus, pack
 
 GOOD_PRECISION, GOOD_RECALL = 0.8, 0.5
 
@@ -60,8 +61,11 @@ class ConceptCounts:
         for name, a in acts.items():
             tok, feat = torch.nonzero(a > 0, as_tuple=True)
             self.fires[name] += torch.bincount(feat, minlength=a.shape[1]).double()
-            fired = torch.sparse_coo_tensor(
-                torch.stack([feat, tok]), torch.ones(feat.numel(), dtype=torch.float64), (a.shape[1], a.shape[0])
+            fired = torch.sparse_coo_tensor(  # [n, tokens]: the indices come from nonzero(), valid by construction
+                torch.stack([feat, tok]),
+                torch.ones(feat.numel(), dtype=torch.float64),
+                (a.shape[1], a.shape[0]),
+                check_invariants=False,
             )
             joint = torch.cat([self.joint[name], torch.zeros(a.shape[1], grow, dtype=torch.float64)], 1)
             self.joint[name] = joint + torch.sparse.mm(fired, onehot)
@@ -99,14 +103,14 @@ def concept_scores(fires: Tensor, support: Tensor, joint: Tensor, names: list[st
     good = (precision[rows, own] >= GOOD_PRECISION) & (recall[rows, own] >= GOOD_RECALL) & (fires > 0)
     summary = {
         "features": fires.numel(),
-        "concept_recall": sum(c["f1"] for c in per_concept) / max(len(per_concept), 1),
+        "concept_recall": f1[best, torch.arange(len(names))].mean().item(),
         "concept_labelled": int(good.sum()),
         "concept_labelled_share": int(good.sum()) / max(fires.numel(), 1),
     }
     return per_concept, summary
 
 
-def _documents(corpus, tokenizer, roles: dict) -> object:
+def _documents(corpus, tokenizer, roles: dict) -> Iterator[Document]:
     """Distinct texts of the corpus, each with its token roles (in `roles`), skipping those without."""
     seen = set()
     for doc in corpus.documents():

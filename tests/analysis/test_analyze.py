@@ -16,13 +16,14 @@ import pytest
 import torch
 from label_rules import holds
 
+from monosemantic.analysis import concepts
 from monosemantic.analysis.analyze import AnalyzeConfig, analyze, example_roles
 from monosemantic.analysis.latent_stats import Examples
 from monosemantic.analysis.store import DB_FILE, MANIFEST, FeatureStore, StoreError, features_dir
 from monosemantic.analysis.terminal import format_feature
 from monosemantic.analysis.writer import StoreWriter
 from monosemantic.cli.main import main
-from monosemantic.data.corpora import TextFileCorpus, encode, kept_tokens, open_corpus, pack
+from monosemantic.data.corpora import TextFileCorpus, document_meta, encode, kept_tokens, open_corpus, pack
 from monosemantic.mathlm.corpus import MathCorpus
 from monosemantic.mathlm.tokenizer import build_tokenizer
 from monosemantic.models import direct_logit_path, load_model
@@ -312,6 +313,29 @@ def test_a_store_with_the_old_label_definition_is_refused_and_analyze_redoes_it(
     assert [again.feature(i) for i in (0, 100, 255)] == [reference.feature(i) for i in (0, 100, 255)]
 
 
+def test_labels_agree_with_their_top_contexts(analysed):
+    """Where a label's rule holds on the top contexts of its feature (read from the corpus): on average
+    over the labelled features, on a share within 0.1 of the labels' held-out precision P(rule | fires).
+    Per label it holds for about three quarters of them on this random tiny model, whose features
+    fire in narrow activation ranges where the top few are not their typical firings."""
+    store, tok = FeatureStore.open(analysed), build_tokenizer()
+    vocab, specials = store.vocab, set(tok.all_special_ids)
+    precision, share = [], []
+    for summary in store.list(limit=store.n_latents, labelled=True):
+        f = store.feature(summary.index)
+        holding = []
+        for ex in f.top_examples:
+            doc = store.document(ex.doc)
+            roles = [None if r is None else dict(r) for r in concepts.document_roles(doc, tok)]
+            ids = encode(tok, doc.text)
+            assert ids[ex.position] == tok.convert_tokens_to_ids(ex.tokens[ex.active])
+            holding.append(holds(f.label.rule, ids, roles, document_meta(doc), ex.position, vocab, specials))
+        precision.append(f.label.precision)
+        share.append(sum(holding) / len(holding))
+    assert len(share) >= 50
+    assert sum(share) / len(share) >= sum(precision) / len(precision) - 0.1
+
+
 # ---- a .jsonl corpus with token roles ------------------------------------------------------------
 
 
@@ -398,5 +422,7 @@ def test_labels_on_a_jsonl_corpus_with_roles_match_a_brute_force_count(jsonl_run
     ex = f.top_examples[0]
     role = roles_by_hand(tok, encode(tok, records[ex.doc]["text"]), records[ex.doc]["roles"])[ex.position]
     assert ex.role == (
-        None if role is None else " ".join([role["kind"], *(f"{k}={v}" for k, v in role.items() if k != "kind")])
+        None
+        if role is None
+        else " ".join([role["kind"], *(f"{k}={v}" for k, v in sorted(role.items()) if k != "kind")])
     )

@@ -10,7 +10,15 @@ import torch
 
 from monosemantic.analysis.concepts import LabelInputs
 from monosemantic.analysis.label_text import Describer, label_fields
-from monosemantic.analysis.labels import MAX_LANGUAGES, KeySpace, LabelStats, Names, TokenRules
+from monosemantic.analysis.labels import (
+    MAX_LANGUAGES,
+    KeySpace,
+    LabelStats,
+    Names,
+    Scored,
+    TokenRules,
+    choose_labels,
+)
 from monosemantic.data.corpora import Document, encode, kept_tokens, pack
 from monosemantic.data.roles import parse_roles
 from monosemantic.mathlm.tokenizer import build_tokenizer
@@ -245,6 +253,30 @@ def test_labels_are_concepts_with_floors_dense_and_the_multilingual_flag(labelle
     assert fields[3]["concept"] == "operator, multiplication"
     assert fields[4]["label"] is None  # never fires on held-out text: "no label"
     assert fields[5]["label"] == "dense (fires on 100% of tokens)" and fields[5]["precision"] is None
+
+
+def test_a_label_needs_support_firings_precision_and_lift():
+    """Latents 0-3 each have one candidate that misses exactly one floor; latent 4's meets them all;
+    latent 5's best F1 misses the support floor, so its other rule is the label. 1000 held-out tokens."""
+    #          (support, hits) of candidates 0 and 1, held-out firings
+    latents = [
+        ([(9, 9)], 10),  # support 9 < 10
+        ([(10, 4)], 8),  # 4 firings < 5 (precision 0.5)
+        ([(100, 9)], 20),  # precision 0.45 < 0.5
+        ([(600, 19)], 20),  # precision 0.95 < 2 x base rate 0.6
+        ([(40, 16)], 20),  # precision 0.8, recall 0.4
+        ([(9, 9), (40, 8)], 10),  # F1 0.95 (support 9) and 0.32
+    ]
+    support = torch.tensor([[s for s, _ in c] + [1] * (2 - len(c)) for c, _ in latents])
+    hits = torch.tensor([[h for _, h in c] + [0] * (2 - len(c)) for c, _ in latents])
+    fires = torch.tensor([f for _, f in latents])
+    valid = torch.tensor([[True] * len(c) + [False] * (2 - len(c)) for c, _ in latents])
+    n = len(latents)
+    empty = (torch.zeros(n, 0, 3), torch.zeros(n, 0), [], torch.zeros(n, 0), torch.zeros(n))
+    scored = Scored(
+        *empty, valid, hits / fires[:, None], hits / support, support, hits, hits[:, None], fires, 1000, None, None
+    )
+    assert choose_labels(scored, torch.zeros(2)).tolist() == [-1, -1, -1, -1, 0, 1]
 
 
 def test_ngram_keys_name_their_tokens():
