@@ -9,7 +9,7 @@ bounded for any dictionary size); each finished shard is on disk for good, and a
 goes on with the next one. Per latent: statistics, histogram, top and quantile examples in context
 (`latent_stats.py`), labels with held-out precision and recall (`labels.py`), logit effects along
 the direct path, next-token statistics, nearest latents by decoder cosine, and a multilingual flag;
-on the built-in math corpus, the token role of every example (`mathlm/roles.py`).
+on corpora with token roles (the math corpus, `.jsonl` with `roles`), the token role of every example.
 """
 
 from __future__ import annotations

@@ -122,18 +122,18 @@ class Describer:
 def label_rows(describer: Describer, scored: Scored, lo: int, per_latent: int = 8) -> list[tuple]:
     """(latent, kind, text, precision, recall, f1, support, hits, rule JSON) of each latent's
     `per_latent` candidates of best F1 among those that hold on some of its held-out firings."""
-    out = []
-    f1 = scored.f1
+    out, described = [], {}  # many latents share rules: each is put in words once
     usable = scored.valid & (scored.hits > 0)
-    best = torch.where(usable, f1, -1.0).topk(min(per_latent, f1.shape[1]), dim=1)
-    for i, row in enumerate(best.indices.tolist()):
-        for c in row:
-            if not usable[i, c]:
-                continue
-            kind, text, rule = describer.describe(scored.rule(i, c))
-            p, r = scored.precision[i, c].item(), scored.recall[i, c].item()
-            support, hits = int(scored.support[i, c]), int(scored.hits[i, c])
-            out.append((lo + i, kind, text, p, r, f1[i, c].item(), support, hits, json.dumps(rule)))
+    best = torch.where(usable, scored.f1, -1.0).topk(min(per_latent, scored.f1.shape[1]), dim=1).indices
+    chosen = torch.zeros_like(usable).scatter_(1, best, True) & usable
+    rows = torch.nonzero(chosen).tolist()
+    values = [t[chosen].tolist() for t in (scored.precision, scored.recall, scored.f1, scored.support, scored.hits)]
+    for (i, c), p, r, f1, support, hits in zip(rows, *values):
+        rule = scored.rule(i, c)
+        if rule not in described:
+            kind, text, spec = describer.describe(rule)
+            described[rule] = kind, text, json.dumps(spec)
+        out.append((lo + i, *described[rule][:2], p, r, f1, int(support), int(hits), described[rule][2]))
     return out
 
 

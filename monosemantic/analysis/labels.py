@@ -24,6 +24,7 @@ problem cannot inflate a score. As `PRODUCT.md` defines them:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -184,7 +185,7 @@ class Scored:
     top_tokens: Tensor  # [n_latents, set_size] the tokens it fired on most in the fit part, -1 padding
     occurrences: KeyedSums  # held-out tokens each key holds on (conjunction keys too)
 
-    @property
+    @functools.cached_property
     def f1(self) -> Tensor:
         return 2 * self.precision * self.recall / (self.precision + self.recall).clamp(min=1e-12)
 
