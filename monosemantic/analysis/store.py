@@ -315,23 +315,14 @@ class FeatureStore:
 
     def feature(self, i: int) -> Feature:
         row, a = self._row(i), self._arrays(i)
+        scores = ("precision", "recall", "f1", "support")
         rules = [
-            Rule(r["kind"], r["text"], r["precision"], r["recall"], r["f1"], r["support"], json.loads(r["rule"]))
+            Rule(r["kind"], r["text"], *(r[k] for k in scores), json.loads(r["rule"]))
             for r in self.db.execute("SELECT * FROM labels WHERE latent = ? ORDER BY f1 DESC", (i,))
         ]
-        label = (
-            None
-            if row["label"] is None
-            else Rule(
-                row["label_kind"],
-                row["label"],
-                row["precision"],
-                row["recall"],
-                row["f1"],
-                row["support"],
-                json.loads(row["rule"]),
-            )
-        )
+        label = None
+        if row["label"] is not None:
+            label = Rule(row["label_kind"], row["label"], *(row[k] for k in scores), json.loads(row["rule"]))
         neighbours = json.loads(row["neighbours"])
         names = self.labels([j for j, _ in neighbours])
         return Feature(
