@@ -204,14 +204,21 @@ class RunModel:
         )
 
 
-def top_latents(z: Tensor, k: int) -> list[list[tuple[int, float]]]:
-    """Per row of z [n, d_sae], its (at most) k most active latents that fire, highest first."""
+def top_latents(z: Tensor, k: int, last: set[int] | None = None) -> list[list[tuple[int, float]]]:
+    """Per row of z [n, d_sae], its (at most) k most active latents that fire, highest first; the
+    latents in `last` (dense features) only after all others that fire."""
     if z.shape[0] == 0:
         return []
-    top = z.topk(min(k, z.shape[1]), dim=1)
-    return [
-        [(j, v) for j, v in zip(idx, vals) if v > 0] for idx, vals in zip(top.indices.tolist(), top.values.tolist())
-    ]
+    ranked = z
+    if last:
+        ranked = z.clone()
+        ahead = torch.ones(z.shape[1], dtype=torch.bool)
+        ahead[torch.tensor(sorted(last), dtype=torch.long)] = False
+        lift = (z > 0) & ahead  # firing and not demoted: ranked above every demoted activation
+        ranked[lift] += z.max() + 1
+    top = ranked.topk(min(k, z.shape[1]), dim=1).indices
+    values = z.gather(1, top)
+    return [[(j, v) for j, v in zip(idx, vals) if v > 0] for idx, vals in zip(top.tolist(), values.tolist())]
 
 
 @dataclass
@@ -223,25 +230,27 @@ class LatentTotal:
     acts: list[float]  # its activation on every token
 
 
-def latent_totals(z: Tensor, limit: int) -> list[LatentTotal]:
-    """The `limit` latents of largest total activation over the rows of z [n, d_sae] (those that fire)."""
+def latent_totals(z: Tensor, limit: int, last: set[int] | None = None) -> list[LatentTotal]:
+    """The `limit` latents of largest total activation over the rows of z [n, d_sae] (those that
+    fire), those in `last` (dense features) after all others."""
     if z.shape[0] == 0:
         return []
     totals = z.sum(0)
-    best = totals.topk(min(limit, z.shape[1]))
-    return [
-        LatentTotal(j, t, float(z[:, j].max()), int((z[:, j] > 0).sum()), z[:, j].tolist())
-        for j, t in zip(best.indices.tolist(), best.values.tolist())
-        if t > 0
-    ]
+    best = top_latents(totals[None, :], limit, last)[0]
+    return [LatentTotal(j, t, float(z[:, j].max()), int((z[:, j] > 0).sum()), z[:, j].tolist()) for j, t in best]
 
 
 def token_features(
-    run: RunModel, text: str, k: int, labels: Callable[[list[int]], dict[int, str | None]]
+    run: RunModel,
+    text: str,
+    k: int,
+    labels: Callable[[list[int]], dict[int, str | None]],
+    dense: set[int] | None = None,
 ) -> list[TokenFeatures]:
     """Per token of `text` (cut to the run's `seq_len`), its `k` most active features, named by
-    `labels` (e.g. `FeatureStore.labels`: latent ids -> their labels)."""
+    `labels` (e.g. `FeatureStore.labels`: latent ids -> their labels), `dense` ones (e.g.
+    `FeatureStore.dense_latents()`) after all others."""
     lat = run.text_latents(prompt_ids(run.tokenizer, text)[: run.seq_len])
-    top = top_latents(lat.z, k)
+    top = top_latents(lat.z, k, dense)
     names = labels(sorted({j for row in top for j, _ in row}))
     return [TokenFeatures(tok, [(j, v, names.get(j)) for j, v in row]) for tok, row in zip(lat.tokens, top)]

@@ -109,7 +109,7 @@ def test_the_demo_job_on_the_built_in_model(tmp_path):
         cwd=ROOT,
     )
     assert analysis.returncode == 0, analysis.stderr
-    assert "labelled with precision >= 0.9" in analysis.stdout and "some labelled features:" in analysis.stdout
+    assert "at precision >= 0.9" in analysis.stdout and "some labelled features:" in analysis.stdout
     from monosemantic.analysis.store import FeatureStore
 
     store = FeatureStore.open(run)

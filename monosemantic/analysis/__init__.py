@@ -1,7 +1,9 @@
 """Feature analysis: every latent of a run -> the feature store.
 
 latent_stats.py  streaming per-latent statistics, histograms, top and quantile examples
-labels.py        automatic labels with held-out precision and recall
+labels.py        automatic labels: rules, held-out precision and recall, the label chosen
+concepts.py      token roles as concepts; the per-token inputs of the label rules
+label_text.py    labels in words and as JSON rules; the multilingual flag
 analyze.py       the analysis of a run: model + SAE over a corpus -> store
 store.py         the feature store: read features, examples, labels, search (files only)
 writer.py        the feature store: write it (SQLite + shards, atomically)

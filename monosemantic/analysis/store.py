@@ -8,7 +8,8 @@
                          and the token roles of the examples (math corpus; stores made before
                          roles have no roles table, and their examples no role)
     manifest.json        the analysis settings and every finished shard with its sha256; a shard
-                         counts only once it is listed here (written after the shard and its rows)
+                         counts only once it is listed here (written after the shard and its rows);
+                         "labels": the version of the label definitions (LABELS_VERSION)
 
 `writer.StoreWriter` fills it shard by shard (`analyze.py`); `FeatureStore` reads it, and only
 reads files: what needs the run's model builds a `runmodel.RunModel`.
@@ -36,6 +37,9 @@ FEATURES_DIR = "features"
 DB_FILE = "features.sqlite"
 MANIFEST = "manifest.json"
 FORMAT = "monosemantic-features/1"
+# 2: precision = P(rule | fires), recall = P(fires | rule) (PRODUCT.md), concept / output-side / position
+# rules, "dense", floors. Stores without it (version 1 swapped the two) are refused; `analyze` redoes them.
+LABELS_VERSION = 2
 # characters that are words of their own in search (the math corpus' symbols), besides letters and digits
 SEARCH_CHARS = "=≈+−×÷<>≤≥≠/^²³π√%°·()"
 FEATURE_COLUMNS = (
@@ -58,6 +62,8 @@ FEATURE_COLUMNS = (
     "next_tokens",
     "neighbours",
     "top_tokens",
+    "rule",
+    "dense",
 )
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
@@ -65,9 +71,10 @@ CREATE TABLE IF NOT EXISTS features (
     latent INTEGER PRIMARY KEY, fires INTEGER, density REAL, mean_act REAL, max_act REAL,
     label TEXT, label_kind TEXT, precision REAL, recall REAL, f1 REAL, support INTEGER,
     multilingual INTEGER, languages TEXT, concept TEXT, top_logits TEXT, bottom_logits TEXT,
-    next_tokens TEXT, neighbours TEXT, top_tokens TEXT);
+    next_tokens TEXT, neighbours TEXT, top_tokens TEXT, rule TEXT, dense INTEGER);
 CREATE TABLE IF NOT EXISTS labels (
-    latent INTEGER, kind TEXT, text TEXT, precision REAL, recall REAL, f1 REAL, support INTEGER, hits INTEGER);
+    latent INTEGER, kind TEXT, text TEXT, precision REAL, recall REAL, f1 REAL, support INTEGER, hits INTEGER,
+    rule TEXT);
 CREATE INDEX IF NOT EXISTS labels_by_latent ON labels (latent);
 CREATE TABLE IF NOT EXISTS roles (doc INTEGER, position INTEGER, role TEXT NOT NULL, PRIMARY KEY (doc, position));
 CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5 (
@@ -104,6 +111,21 @@ def read_manifest(directory: Path) -> dict:
     )
 
 
+def outdated_labels(directory: Path) -> bool:
+    """Whether `directory` holds a store whose labels follow an older definition."""
+    path = directory / MANIFEST
+    return path.is_file() and json.loads(path.read_text()).get("labels") != LABELS_VERSION
+
+
+def check_labels(directory: Path, manifest: dict) -> None:
+    if manifest.get("labels") != LABELS_VERSION:
+        raise StoreError(
+            f"{directory} was written by an older monosemantic whose label precision and recall were swapped "
+            f"(labels version {manifest.get('labels', 1)}, this one reads {LABELS_VERSION}); rerun "
+            f"`monosemantic analyze {directory.parent}` to label it anew"
+        )
+
+
 # ---- reading ------------------------------------------------------------------------------------
 
 
@@ -134,12 +156,17 @@ class RangeSamples:
 
 @dataclass
 class Rule:
+    """A label rule with its held-out precision = P(rule | fires), recall = P(fires | rule) and support
+    (held-out tokens it holds on); None for the "dense" label. `rule`: when it holds, as JSON
+    (`label_text.py`)."""
+
     kind: str
     text: str
-    precision: float
-    recall: float
-    f1: float
-    support: int
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int | None
+    rule: dict | None = None
 
 
 @dataclass
@@ -150,6 +177,7 @@ class Summary:
     recall: float | None
     density: float
     max_act: float
+    kind: str | None = None  # the label's kind (concept, token, ..., dense)
 
 
 @dataclass
@@ -189,6 +217,7 @@ class FeatureStore:
         self.run_dir = Path(run_dir)
         self.directory = features_dir(run_dir)
         self.manifest = read_manifest(self.directory)
+        check_labels(self.directory, self.manifest)
         self.db = connect(self.directory / DB_FILE, readonly=True)
         self.vocab = [r["text"] for r in self.db.execute("SELECT text FROM vocab ORDER BY id")]
         self._verified: set[str] = set()
@@ -286,15 +315,14 @@ class FeatureStore:
 
     def feature(self, i: int) -> Feature:
         row, a = self._row(i), self._arrays(i)
+        scores = ("precision", "recall", "f1", "support")
         rules = [
-            Rule(r["kind"], r["text"], r["precision"], r["recall"], r["f1"], r["support"])
+            Rule(r["kind"], r["text"], *(r[k] for k in scores), json.loads(r["rule"]))
             for r in self.db.execute("SELECT * FROM labels WHERE latent = ? ORDER BY f1 DESC", (i,))
         ]
-        label = (
-            None
-            if row["label"] is None
-            else Rule(row["label_kind"], row["label"], row["precision"], row["recall"], row["f1"], row["support"])
-        )
+        label = None
+        if row["label"] is not None:
+            label = Rule(row["label_kind"], row["label"], *(row[k] for k in scores), json.loads(row["rule"]))
         neighbours = json.loads(row["neighbours"])
         names = self.labels([j for j, _ in neighbours])
         return Feature(
@@ -340,35 +368,47 @@ class FeatureStore:
 
     def _summaries(self, sql: str, args: tuple) -> list[Summary]:
         return [
-            Summary(r["latent"], r["label"], r["precision"], r["recall"], r["density"], r["max_act"])
+            Summary(r["latent"], r["label"], r["precision"], r["recall"], r["density"], r["max_act"], r["label_kind"])
             for r in self.db.execute(sql, args)
         ]
 
     def search(self, query: str, limit: int = 20) -> list[Summary]:
         """Features whose label, label rules, top tokens or contexts contain `query` (word prefixes),
-        best matches first (label hits count most)."""
+        best matches first (label hits count most), dense features after all others."""
         if not query.strip():
             raise StoreError("empty search; give a word or symbol, e.g. '=' or 'Spanish'")
         phrase = '"' + query.replace('"', '""') + '"*'
         sql = (
             "SELECT f.* FROM search JOIN features f ON f.latent = search.rowid WHERE search MATCH ? ORDER BY {} LIMIT ?"
         )
-        in_label = self._summaries(sql.format("f.f1 DESC"), ("label : " + phrase, limit))
-        seen = {s.index for s in in_label}
+        in_label = self._summaries(sql.format("f.dense ASC, f.f1 DESC"), ("label : " + phrase, limit))
+        seen = {s.index for s in in_label if s.kind != "dense"}
         rest = self._summaries(
-            sql.format("f.fires > 0 DESC, bm25(search, 10.0, 4.0, 2.0, 0.5), f.f1 DESC"), (phrase, limit + len(seen))
+            sql.format("f.dense ASC, f.fires > 0 DESC, bm25(search, 10.0, 4.0, 2.0, 0.5), f.f1 DESC"),
+            (phrase, limit + len(in_label)),
         )
-        return (in_label + [s for s in rest if s.index not in seen])[:limit]
+        found = [s for s in in_label if s.kind != "dense"] + [s for s in rest if s.index not in seen]
+        return found[:limit]
 
-    def list(self, order: str = "f1", limit: int = 20, labelled: bool = False) -> list[Summary]:
-        """Features sorted by f1 / precision / density / max_act (descending)."""
+    def list(
+        self, order: str = "f1", limit: int = 20, labelled: bool = False, kinds: tuple[str, ...] = ()
+    ) -> list[Summary]:
+        """Features sorted by f1 / precision / density / max_act (descending), dense ones last;
+        `labelled`: only features with a label (dense ones are not); `kinds`: only labels of these kinds."""
         if order not in ("f1", "precision", "density", "max_act", "latent"):
             raise StoreError(f"cannot sort by {order!r}; expected f1, precision, density, max_act or latent")
-        where = "WHERE label IS NOT NULL" if labelled else ""
+        where = "WHERE label IS NOT NULL AND dense = 0" if labelled or kinds else ""
+        if kinds:
+            where += f" AND label_kind IN ({', '.join('?' * len(kinds))})"
         direction = "ASC" if order == "latent" else "DESC"
         return self._summaries(
-            f"SELECT * FROM features {where} ORDER BY {order} {direction} NULLS LAST LIMIT ?", (limit,)
+            f"SELECT * FROM features {where} ORDER BY dense ASC, {order} {direction} NULLS LAST LIMIT ?",
+            (*kinds, limit),
         )
+
+    def dense_latents(self) -> set[int]:
+        """The dense features (firing on more than 10% of tokens): text views rank them last."""
+        return {r[0] for r in self.db.execute("SELECT latent FROM features WHERE dense = 1")}
 
     def column(self, name: str) -> list[float]:
         """One statistic of every feature, in latent order (0 for features not analysed yet)."""

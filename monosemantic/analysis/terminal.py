@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from monosemantic.analysis.latent_stats import HIST_EDGES, N_HIST
-from monosemantic.analysis.store import Example, Feature, Summary
+from monosemantic.analysis.store import Example, Feature, Rule, Summary
 
 if TYPE_CHECKING:
     from monosemantic.runmodel import TokenFeatures
@@ -60,22 +60,30 @@ def _tokens(pairs: list[tuple[str, float]], fmt: str) -> str:
     return "  ".join(f"{_visible(t)!r} {fmt.format(v)}" for t, v in pairs)
 
 
+def label_line(label: Rule | None) -> str:
+    """A label with its held-out precision and recall (none for "dense"), or "no label"."""
+    if label is None:
+        return "no label"
+    if label.precision is None:
+        return f"{label.text}  ({label.kind})"
+    return (
+        f"{label.text}  (precision {label.precision:.2f}, recall {label.recall:.2f} on {label.support} held-out "
+        f"tokens, {label.kind})"
+    )
+
+
 def format_feature(f: Feature, *, color: bool = False, examples: int = 8) -> str:
-    lines = [
-        f"feature {f.index}: "
-        + (
-            f"{f.label.text}  (precision {f.label.precision:.2f}, recall {f.label.recall:.2f}, {f.label.kind})"
-            if f.label
-            else "no label"
-        )
-    ]
+    lines = [f"feature {f.index}: {label_line(f.label)}"]
     lines.append(
         f"  fires on {f.density:.3%} of tokens ({f.fires} times); mean activation {f.mean_act:.3g}, max {f.max_act:.3g}"
     )
     if f.multilingual is not None:
         langs = ", ".join(f"{k} {v}" for k, v in sorted(f.languages.items(), key=lambda kv: -kv[1]))
         flag = "multilingual" if f.multilingual else "languages"
-        lines.append(f"  {flag} (top contexts): {langs}" + (f"; concept: {f.concept}" if f.concept else ""))
+        lines.append(
+            f"  {flag} (held-out firings on its label, by language): {langs or '-'}"
+            + (f"; concept: {f.concept}" if f.concept else "")
+        )
     lines.append("activation histogram (log scale):")
     lines.append(_histogram_line(f.histogram))
     if f.rules:
@@ -106,11 +114,11 @@ def format_feature(f: Feature, *, color: bool = False, examples: int = 8) -> str
 def format_summaries(rows: list[Summary]) -> str:
     if not rows:
         return "no features match"
-    lines = [f"{'feature':>8}  {'precision':>9}  {'recall':>6}  {'density':>8}  label"]
+    lines = [f"{'feature':>8}  {'precision':>9}  {'recall':>6}  {'density':>8}  {'kind':<13}  label"]
     for s in rows:
         p = "" if s.precision is None else f"{s.precision:.2f}"
         r = "" if s.recall is None else f"{s.recall:.2f}"
-        lines.append(f"{s.index:>8}  {p:>9}  {r:>6}  {s.density:>8.2%}  {s.label or '-'}")
+        lines.append(f"{s.index:>8}  {p:>9}  {r:>6}  {s.density:>8.2%}  {s.kind or '':<13}  {s.label or 'no label'}")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from monosemantic.analysis.store import (
     DB_FILE,
     FEATURE_COLUMNS,
     FORMAT,
+    LABELS_VERSION,
     MANIFEST,
     SCHEMA,
     StoreError,
@@ -44,6 +45,7 @@ class StoreWriter:
         else:
             self.manifest = {
                 "format": FORMAT,
+                "labels": LABELS_VERSION,
                 "settings": settings,
                 "n_latents": n_latents,
                 "shard_latents": shard_latents,
@@ -91,7 +93,7 @@ class StoreWriter:
                 f"INSERT INTO features VALUES ({', '.join('?' * len(FEATURE_COLUMNS))})",
                 [tuple(r.get(c) for c in FEATURE_COLUMNS) for r in rows],
             )
-            self.db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)", labels)
+            self.db.executemany("INSERT INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", labels)
             self.db.executemany("INSERT OR REPLACE INTO roles VALUES (?, ?, ?)", roles)  # shared by shards
             rules: dict[int, list[str]] = {}
             for latent, _, text, *_ in labels:
@@ -126,8 +128,10 @@ class StoreWriter:
 
 
 def _plain(text: str | None) -> str:
-    """A label as words for search: quotes dropped, visible spaces back to spaces."""
-    return (text or "").replace('"', " ").replace("␣", " ").replace("⏎", " ")
+    """A label as words for search: quotes dropped, visible spaces back to spaces, parentheses apart
+    (so that "relation, exact (=)" is found by "=")."""
+    text = (text or "").replace('"', " ").replace("␣", " ").replace("⏎", " ")
+    return text.replace("(", " ( ").replace(")", " ) ")
 
 
 def _difference(old: dict, new: dict) -> str:

@@ -34,8 +34,9 @@ def labelled_examples(run_dir: str, n: int = 5) -> list[dict]:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    """Benchmark SAEs (core metrics, toy recovery, sparse probing, label quality, feature splitting)
-    and write OUT/benchmark.json, OUT/report.md and a self-contained OUT/report.html."""
+    """Benchmark SAEs (core metrics, toy recovery, sparse probing, label quality, concept recall
+    against the corpus' token roles beside the neurons, feature splitting) and write
+    OUT/benchmark.json, OUT/report.md and a self-contained OUT/report.html."""
     cfg = from_args(BenchmarkConfig, args)
     results = [benchmark_run(run, cfg, toy=not args.no_toy, progress=not args.quiet) for run in args.runs]
     splits = splitting_between(args.runs)
@@ -49,8 +50,21 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             f"{row['run']:<40} {row['l0']:>7.1f} {row['fvu']:>7.3f} {row['ce_loss_recovered']:>8.3f} "
             f"{row['dead_fraction']:>6.1%} {'yes' if row['on_frontier'] else ''}"
         )
+    for r in results:
+        if r.get("concepts"):
+            c = r["concepts"]
+            print(
+                f"{r['name']}: concept recall {_num(c['sae']['concept_recall'])} (neurons "
+                f"{_num(c['neurons']['concept_recall'])}) over {c['concepts']} concepts; features whose best "
+                f"concept has P >= 0.8, R >= 0.5: {c['sae']['concept_labelled_share']:.1%} (neurons "
+                f"{c['neurons']['concept_labelled_share']:.1%})"
+            )
     print(f"wrote {out / 'benchmark.json'}, {md}, {page}")
     return 0
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def int_list(text: str) -> list[int]:

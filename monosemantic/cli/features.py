@@ -12,6 +12,8 @@ import argparse
 import sys
 
 from monosemantic.analysis.analyze import AnalyzeConfig, analyze
+from monosemantic.analysis.label_text import CONCEPT_KINDS
+from monosemantic.analysis.labels import MIN_SUPPORT, PRECISION_FLOOR
 from monosemantic.analysis.store import FeatureStore, StoreError
 from monosemantic.analysis.terminal import format_feature, format_summaries, format_token_features
 from monosemantic.config import add_arguments, from_args, positive_int
@@ -34,11 +36,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         [r["precision"] for r in rows if r["precision"] is not None],
         store.directory.parent / "plots" / "label_precision.png",
     )
-    n, good = store.count(), store.count(min_precision=0.9)
-    multi = store.db.execute("SELECT COUNT(*) FROM features WHERE multilingual = 1").fetchone()[0]
+    count = {
+        name: store.db.execute(f"SELECT COUNT(*) FROM features WHERE {where}").fetchone()[0]
+        for name, where in (
+            ("labelled", "label IS NOT NULL AND dense = 0"),
+            ("concepts", f"label_kind IN ({', '.join(repr(k) for k in CONCEPT_KINDS)})"),
+            ("dense", "dense = 1"),
+            ("multilingual", "multilingual = 1"),
+        )
+    }
     print(
-        f"analysed {n} features on {store.tokens} tokens of {store.settings['corpus']}: {good} labelled with "
-        f"precision >= 0.9, {multi} multilingual"
+        f"analysed {store.count()} features on {store.tokens} tokens of {store.settings['corpus']}: "
+        f"{count['labelled']} labelled (held-out precision >= {PRECISION_FLOOR} on >= {MIN_SUPPORT} tokens; "
+        f"{count['concepts']} by a "
+        f"concept, {store.count(min_precision=0.9)} at precision >= 0.9), {count['dense']} dense, "
+        f"{count['multilingual']} multilingual"
     )
     print(f"plots: {density}, {precision}")
     print("some labelled features:")
@@ -53,7 +65,9 @@ def cmd_features(args: argparse.Namespace) -> int:
     if args.search is not None:
         rows = store.search(args.search, limit=args.limit)
     else:
-        rows = store.list(order=args.sort, limit=args.limit, labelled=args.labelled)
+        rows = store.list(
+            order=args.sort, limit=args.limit, labelled=args.labelled, kinds=CONCEPT_KINDS if args.concepts else ()
+        )
     print(format_summaries(rows))
     return 0
 
@@ -76,7 +90,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise StoreError(f"text of {len(args.text)} characters; inspect takes at most {MAX_TEXT}")
     store = FeatureStore.open(args.run_dir)
     run = RunModel.of_run(args.run_dir, store.settings["corpus"], args.device)
-    print(format_token_features(token_features(run, args.text, args.k, store.labels)))
+    print(format_token_features(token_features(run, args.text, args.k, store.labels, store.dense_latents())))
     return 0
 
 
@@ -97,7 +111,12 @@ def add_feature_commands(sub, command) -> None:
         choices=("f1", "precision", "density", "max_act", "latent"),
         help="order of the list without --search (descending, latent ascending)",
     )
-    p.add_argument("--labelled", action="store_true", help="only features with a label")
+    p.add_argument("--labelled", action="store_true", help="only features with a label (dense ones have none)")
+    p.add_argument(
+        "--concepts",
+        action="store_true",
+        help="only features whose label is a concept (from token roles: concept, concept+token, next concept)",
+    )
     p.add_argument("--limit", type=positive_int, default=20, metavar="INT", help="features to list")
 
     p = command(sub, "feature", cmd_feature)

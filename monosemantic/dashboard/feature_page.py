@@ -42,10 +42,13 @@ def _logits(pairs: list[tuple[str, float]], fmt: str) -> str:
 
 
 def _header(f: Feature) -> str:
+    scores = (  # none for a "dense" label
+        ""
+        if f.label is None or f.label.precision is None
+        else f"; precision {f.label.precision:.2f}, recall {f.label.recall:.2f}, on {f.label.support} held-out tokens"
+    )
     label = (
-        f'<span class="label big">{esc(f.label.text)}</span> <span class="muted">({esc(f.label.kind)}; '
-        f"precision {f.label.precision:.2f}, recall {f.label.recall:.2f}, on {f.label.support} held-out "
-        "tokens)</span>"
+        f'<span class="label big">{esc(f.label.text)}</span> <span class="muted">({esc(f.label.kind)}{scores})</span>'
         if f.label
         else '<span class="muted">no label</span>'
     )
@@ -56,7 +59,7 @@ def _header(f: Feature) -> str:
         word = "multilingual" if f.multilingual else "languages"
         flag = (
             f'<p class="flag {"multi" if f.multilingual else ""}">{word}'
-            f" (top contexts): {langs}{'; concept: ' + esc(f.concept) if f.concept else ''}</p>"
+            f" (held-out firings on its label): {langs or '–'}{'; concept: ' + esc(f.concept) if f.concept else ''}</p>"
         )
     return (
         f'<h1>Feature {f.index}</h1><p id="feature-label">{label}</p>{flag}'

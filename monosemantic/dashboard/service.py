@@ -123,8 +123,9 @@ class Dashboard:
         _check_range("features", features, 1, self.limits.text_features)
         with self.model_lock:
             lat = self.run_model.text_latents(self._ids(text))
-            top, totals = top_latents(lat.z, k), latent_totals(lat.z, features)
-        with self.db_lock:
+        with self.db_lock:  # dense features rank after all others
+            dense = self.store.dense_latents()
+            top, totals = top_latents(lat.z, k, dense), latent_totals(lat.z, features, dense)
             names = self.store.labels(sorted({j for row in top for j, _ in row} | {t.latent for t in totals}))
         return {
             "tokens": [
@@ -176,6 +177,7 @@ class Dashboard:
                 f.label and f.label.recall,
                 f.density,
                 f.max_act,
+                f.label and f.label.kind,
             )
         )
 

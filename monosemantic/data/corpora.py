@@ -2,8 +2,8 @@
 
 - `Document`: id, text and metadata of one text.
 - `open_corpus(spec)`: the built-in math corpus (`mathlm`, `mathlm:heldout`), a `.txt` file (one
-  document per non-empty line), a `.jsonl` file (field "text"), or a Hugging Face dataset saved with
-  `save_to_disk` (column "text").
+  document per non-empty line), a `.jsonl` file (field "text", and optionally "roles": token roles,
+  format in `roles.py`), or a Hugging Face dataset saved with `save_to_disk` (column "text").
 - `pack(...)`: documents -> [batch, seq_len] token batches, whole documents placed greedily in rows
   (long ones split), each token labelled with its (document id, position in the document).
 """
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from monosemantic.config import derive_seed
+from monosemantic.data.roles import RoleFormatError, RoleSpan, parse_roles
 from monosemantic.errors import MonosemanticError
 
 
@@ -29,6 +30,7 @@ class Document:
     id: int
     text: str
     meta: dict = field(default_factory=dict, compare=False)
+    roles: tuple[RoleSpan, ...] = field(default=(), compare=False)  # character spans with roles (.jsonl "roles")
 
 
 def document_meta(doc: object) -> dict[str, str]:
@@ -56,28 +58,34 @@ class TextFileCorpus:
         if self.path.suffix not in (".txt", ".jsonl"):
             raise CorpusError(f"{self.path}: expected a .txt or .jsonl file, got {self.path.suffix!r}")
 
-    def _texts(self) -> Iterator[str]:
+    def _texts(self) -> Iterator[tuple[str, tuple[RoleSpan, ...]]]:
+        """(text, role spans) of every document."""
         with open(self.path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 if self.path.suffix == ".txt":
-                    yield line.rstrip("\n")
+                    yield line.rstrip("\n"), ()
                     continue
                 try:
-                    text = json.loads(line)[self.text_field]
+                    record = json.loads(line)
+                    text = str(record[self.text_field])
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
                     raise CorpusError(
                         f"{self.path}:{n}: expected a JSON object with a {self.text_field!r} string ({e})"
                     ) from e
-                yield str(text)
+                try:
+                    roles = parse_roles(record["roles"], text, f"{self.path}:{n}") if "roles" in record else ()
+                except RoleFormatError as e:
+                    raise CorpusError(str(e)) from e
+                yield text, roles
 
     def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]:
-        for i, text in enumerate(self._texts()):
+        for i, (text, roles) in enumerate(self._texts()):
             if limit is not None and i >= start + limit:
                 return
             if i >= start:
-                yield Document(i, text)
+                yield Document(i, text, roles=roles)
 
     def describe(self) -> dict:
         return {"kind": "file", "path": str(self.path.resolve()), "field": self.text_field}

@@ -6,6 +6,7 @@ layer_ablation.py  the model itself: CE cost of zero- and mean-ablating each att
 toy.py           synthetic superposition data with known features: recovery (MMCS)
 probing.py       sparse and linear probes
 splitting.py     feature splitting between SAEs of different widths
+concept_bench.py the labelling benchmark: concept recall against token roles, SAE beside neurons
 benchmark.py     the benchmark suite over one run or a sweep
 report.py        the benchmark report (report.md, report.html)
 tables.py        result tables for the terminal

@@ -6,7 +6,9 @@ Per run (schema "monosemantic-benchmark/1", see README):
     probing   per binary property of the math corpus (language, operation, exact vs approximate):
               test accuracy of the best single feature, the best k features, the best single neuron,
               a linear probe on all neurons (document-level: activations averaged over a document)
-    labels    distribution of the automatic labels' held-out precision and recall (needs `analyze`)
+    labels    the automatic labels (needs `analyze`): how many, dense, concepts, the share of non-dense
+              features with a concept or token label at precision >= 0.8, precision and recall quantiles
+    concepts  the labelling benchmark against the corpus' token roles, SAE beside neurons (`concept_bench.py`)
 Across runs at the same hookpoint: feature splitting between each width and the next.
 """
 
@@ -19,6 +21,7 @@ import torch
 
 from monosemantic.config import to_dict
 from monosemantic.data.corpora import document_meta, kept_tokens, open_corpus, pack
+from monosemantic.eval.concept_bench import concept_benchmark
 from monosemantic.eval.probing import linear_probe, sparse_probe
 from monosemantic.eval.splitting import find_splits, match_fraction
 from monosemantic.formats import load_sae
@@ -38,6 +41,8 @@ class BenchmarkConfig:
     """k of the best-k-features probe"""
     toy_tokens: int = 500_000
     """training samples of the toy-recovery SAE"""
+    concept_tokens: int = 20_000
+    """held-out tokens of the labelling benchmark (corpora with token roles: the math corpus, .jsonl with roles)"""
     seed: int = 0
     """seed of the probe splits and the toy SAE"""
 
@@ -122,19 +127,27 @@ def toy_recovery(sae: SAE, cfg: BenchmarkConfig) -> dict:
 
 
 def label_quality(run_dir: str | Path) -> dict | None:
+    from monosemantic.analysis.label_text import CONCEPT_KINDS, TOKEN_KINDS
     from monosemantic.analysis.store import FeatureStore, StoreError
 
     try:
         store = FeatureStore.open(run_dir)
     except StoreError:
         return None
-    rows = store.db.execute("SELECT precision, recall FROM features WHERE label IS NOT NULL").fetchall()
+    query = "SELECT precision, recall, label_kind FROM features WHERE label IS NOT NULL AND dense = 0"
+    rows = store.db.execute(query).fetchall()
     p = torch.tensor([r[0] for r in rows], dtype=torch.float64)
     r = torch.tensor([r[1] for r in rows], dtype=torch.float64)
     q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)
+    dense = store.db.execute("SELECT COUNT(*) FROM features WHERE dense = 1").fetchone()[0]
+    named = sum(1 for row in rows if row[2] in CONCEPT_KINDS + TOKEN_KINDS and row[0] >= 0.8)
     return {
         "features": store.n_latents,
         "labelled": len(rows),
+        "dense": dense,
+        "concept_labels": sum(1 for row in rows if row[2] in CONCEPT_KINDS),
+        # the concepts issue's yardstick: non-dense features with a concept or token label at precision >= 0.8
+        "concept_or_token_at_0.8_share": named / max(store.n_latents - dense, 1),
         "precision_at_least_0.9": int((p >= 0.9).sum()),
         "precision_quantiles": p.quantile(q).tolist() if p.numel() else [],
         "recall_quantiles": r.quantile(q).tolist() if r.numel() else [],
@@ -168,6 +181,7 @@ def benchmark_run(
         "toy": toy_recovery(sae, cfg) if toy else None,
         "probing": probe_properties(x, z, meta, cfg.probe_k, cfg.seed),
         "labels": label_quality(run_dir),
+        "concepts": concept_benchmark(run_dir, cfg.concept_tokens, progress=progress),
     }
 
 

@@ -1,6 +1,7 @@
 """The benchmark report: report.md and a self-contained report.html (images embedded), with the
-FVU-vs-L0 frontier, dead fraction, CE loss recovered, probing accuracies, density histograms,
-feature splitting and a few labelled features of each run."""
+FVU-vs-L0 frontier, dead fraction, CE loss recovered, probing accuracies, label quality, concept
+recall against the corpus' token roles (SAE and neurons), density histograms, feature splitting and a
+few labelled features of each run."""
 
 from __future__ import annotations
 
@@ -159,12 +160,27 @@ def sections(results: list[dict], splits: list[dict], features: dict[str, list[d
         for r in results
         if r["labels"]
     ]
+    concepts = [
+        {
+            "run": _name(r),
+            "concepts": r["concepts"]["concepts"],
+            "tokens": r["concepts"]["tokens"],
+            **{
+                f"{what} {key}": r["concepts"][what][key]
+                for what in ("sae", "neurons")
+                for key in ("concept_recall", "concept_labelled_share")
+            },
+        }
+        for r in results
+        if r.get("concepts")
+    ]
     split_rows = [{k: v for k, v in s.items() if k not in ("examples", "narrow", "wide")} for s in splits]
     feature_rows = [{"run": run, **f} for run, fs in features.items() for f in fs]
     return [
         ("Sparsity-fidelity frontier", _table(frontier_rows(results))),
         ("Sparse probing", _table(probing)),
         ("Label quality", _table(labels)),
+        ("Concept recall (labelling benchmark)", _table(concepts)),
         ("Feature splitting", _table(split_rows)),
         ("Labelled features", _table(feature_rows)),
     ]

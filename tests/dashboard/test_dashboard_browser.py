@@ -108,7 +108,7 @@ def test_feature_page_shows_histogram_examples_and_traces_them(tab, dashboard_ur
 def test_search_by_label_token_and_number(tab, dashboard_url):
     page = tab.page
     labelled = api(dashboard_url, "/api/features?labelled=true&limit=500")
-    languages = [s["label"].split("language: ")[1].split()[0] for s in labelled if "language: " in s["label"]]
+    languages = [s["label"].removeprefix("language: ") for s in labelled if s["label"].startswith("language: ")]
     assert languages  # labels like "language: French"
     language = languages[0]
     hits = [f"#{s['index']}" for s in labelled if language in s["label"]]

@@ -46,6 +46,8 @@ def report(runs, tmp_path_factory):
             "600",
             "--toy-tokens",
             "20000",
+            "--concept-tokens",
+            "1500",
         ],
         capture_output=True,
         text=True,
@@ -66,12 +68,17 @@ def test_benchmark_writes_json_markdown_and_html(report):
     assert {"fvu", "l0", "ce_loss_recovered", "kl_spliced", "dead_fraction"} <= set(narrow["core"])
     assert 0 < narrow["toy"]["mmcs"] <= 1
     assert narrow["labels"]["features"] == 256 and wide["labels"] is None  # only the narrow run was analysed
+    for r, width in ((narrow, 256), (wide, 512)):  # the labelling benchmark needs no analysis
+        assert (r["concepts"]["sae"]["features"], r["concepts"]["neurons"]["features"]) == (width, 256)
+        assert r["concepts"]["concepts"] == len(r["concepts"]["sae"]["per_concept"]) > 0
+    assert "concept recall" in printed
     assert {row["property"] for row in narrow["probing"]} >= {"language", "operation"}
     assert all(0 <= row["best_feature"] <= 1 and 0 <= row["linear_probe_neurons"] <= 1 for row in narrow["probing"])
     [split] = data["splitting"]
     assert (split["d_narrow"], split["d_wide"]) == (256, 512) and 0 <= split["wide_matched_fraction"] <= 1
     md = (out / "report.md").read_text()
     assert "## Sparsity-fidelity frontier" in md and "![frontier](frontier.png)" in md
+    assert "## Concept recall (labelling benchmark)" in md
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "<table>" in page and 'src="http' not in page
 
