@@ -113,7 +113,10 @@ def test_the_demo_job_on_the_built_in_model(tmp_path):
     from monosemantic.analysis.store import FeatureStore
 
     store = FeatureStore.open(run)
-    assert store.count() == 16 * 192 and store.count(min_precision=0.9) > 50
+    # precision is P(rule | fires) since labels version 2 (it was P(fires | rule), where this demo had > 50
+    # features at 0.9); with the corrected definition it had 19 (2026-12-01). The concepts issue's target,
+    # 30% of non-dense features at precision >= 0.8, is not met yet and is not what this test checks.
+    assert store.count() == 16 * 192 and store.count(min_precision=0.9) >= 10
     from dashboard_server import view_process
 
     with view_process(run) as url:  # `make demo` ends by serving the dashboard
