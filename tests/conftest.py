@@ -141,3 +141,26 @@ def dashboard_url(dashboard_app):
 
     with running(dashboard_app) as url:
         yield url
+
+
+@pytest.fixture
+def interrupted_training(monkeypatch):
+    """Run `main(argv)`, a training, as a Ctrl-C right after its first checkpoint stops it (exit 130):
+    a run directory to resume."""
+    import monosemantic.train.trainer
+    from monosemantic.cli.main import main
+
+    def run(argv: list[str]) -> None:
+        save_checkpoint = monosemantic.train.trainer.ckpt.save_checkpoint
+
+        def save_then_interrupt(*args, **kwargs):
+            save_checkpoint(*args, **kwargs)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(monosemantic.train.trainer.ckpt, "save_checkpoint", save_then_interrupt)
+        try:
+            assert main(argv) == 130
+        finally:
+            monkeypatch.undo()
+
+    return run

@@ -9,7 +9,9 @@ monosemantic inspect runs/demo "12 + 7 = 19"
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from pathlib import Path
 
 from monosemantic.analysis.analyze import AnalyzeConfig, analyze
 from monosemantic.analysis.label_text import CONCEPT_KINDS
@@ -19,6 +21,7 @@ from monosemantic.analysis.terminal import format_feature, format_summaries, for
 from monosemantic.config import add_arguments, from_args, positive_int
 from monosemantic.plots import plot_feature_density, plot_label_precision
 from monosemantic.runmodel import RunModel, token_features
+from monosemantic.train.rundir import locked_run_dir
 
 MAX_TEXT = 4096  # characters `inspect` accepts
 
@@ -26,7 +29,9 @@ MAX_TEXT = 4096  # characters `inspect` accepts
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyse every feature of a run's SAE on text: statistics, top contexts, labels, logit effects;
     written to RUN_DIR/features (resumes an interrupted analysis)."""
-    analyze(args.run_dir, from_args(AnalyzeConfig, args), device=args.device, progress=not args.quiet)
+    exists = Path(args.run_dir).is_dir()  # if not, analyze says what the run directory lacks
+    with locked_run_dir(args.run_dir) if exists else contextlib.nullcontext():  # one writer at a time
+        analyze(args.run_dir, from_args(AnalyzeConfig, args), device=args.device, progress=not args.quiet)
     store = FeatureStore.open(args.run_dir)
     rows = store.db.execute("SELECT density, precision FROM features").fetchall()
     density = plot_feature_density(

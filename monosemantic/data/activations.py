@@ -1,7 +1,7 @@
 """Activation data: files of activation vectors and the batch iterators the trainer consumes.
 
 - `load_activation_file(path)`: an [N, d] tensor from `.npy` or `.safetensors`, validated (float
-  dtype, finite values; errors name the first bad row).
+  dtype, finite values, squared norms within float32; errors name the first bad row).
 - `TensorBatches`: shuffled batches from an [N, d] tensor, epoch after epoch, with
   `state_dict()` / `load_state_dict()` so that a resumed run reads exactly the batches it would have.
 
@@ -39,11 +39,32 @@ def check_finite(x: Tensor, source: str, row_offset: int = 0) -> None:
         )
 
 
+F32_MAX = torch.finfo(torch.float32).max
+
+
+def check_norms(x: Tensor, source: str, row_offset: int = 0) -> None:
+    """Raise ActivationDataError naming the first row of x [N, d] (finite) whose squared norm,
+    computed in float64, is beyond float32's range: the normalisation scale and the SAE's float32
+    losses would overflow on it (to inf, and a scale of 0)."""
+    if x.numel() == 0 or float(x.abs().max()) ** 2 * x.shape[1] <= F32_MAX:
+        return  # no row can reach it
+    squared = x.double().square().sum(dim=1)
+    bad = squared > F32_MAX
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise ActivationDataError(
+            f"{source}: row {row + row_offset} has squared norm {float(squared[row]):.3g}, beyond float32's "
+            f"{F32_MAX:.3g} ({int(bad.sum())} such rows in this range); divide the activations by a constant "
+            "before training"
+        )
+
+
 def load_activation_file(path: str | Path, key: str | None = None) -> Tensor:
     """Load activations [N, d] from a .npy file or a .safetensors file (tensor `key`, or its only tensor).
 
     Leading dimensions are flattened ([batch, seq, d] -> [batch * seq, d]). The whole tensor is
-    checked for NaN/inf before anything is trained on it.
+    checked for NaN/inf, and for squared norms beyond float32 (`check_norms`), before anything is
+    trained on it.
     """
     path = Path(path)
     if not path.is_file():
@@ -85,6 +106,7 @@ def load_activation_file(path: str | Path, key: str | None = None) -> Tensor:
     chunk = max(1, (1 << 24) // x.shape[1])
     for start in range(0, x.shape[0], chunk):
         check_finite(x[start : start + chunk], str(path), row_offset=start)
+        check_norms(x[start : start + chunk], str(path), row_offset=start)
     return x
 
 

@@ -2,8 +2,10 @@
 
 - `Document`: id, text and metadata of one text.
 - `open_corpus(spec)`: the built-in math corpus (`mathlm`, `mathlm:heldout`), a `.txt` file (one
-  document per non-empty line), a `.jsonl` file (field "text", and optionally "roles": token roles,
-  format in `roles.py`), or a Hugging Face dataset saved with `save_to_disk` (column "text").
+  document per non-empty line; a line over 1 MiB is read in pieces of at most that, one document
+  each), a `.jsonl` file (field "text", and optionally "roles": token roles, format in `roles.py`),
+  or a Hugging Face dataset saved with `save_to_disk` (column "text"). Files must be UTF-8; an error
+  names the file, line and byte offset.
 - `pack(...)`: documents -> [batch, seq_len] token batches, whole documents placed greedily in rows
   (long ones split), each token labelled with its (document id, position in the document).
 """
@@ -48,8 +50,12 @@ class CorpusError(MonosemanticError, ValueError):
     """A corpus that cannot be read: missing file, bad format, no text."""
 
 
+MAX_LINE_BYTES = 1 << 20  # a longer .txt line is read in pieces, one document each: memory stays bounded
+
+
 class TextFileCorpus:
-    """A .txt file (one document per non-empty line) or .jsonl file (one JSON object with "text" per line)."""
+    """A .txt file (one document per non-empty line, a line over MAX_LINE_BYTES cut into several) or a
+    .jsonl file (one JSON object with "text" per line); refused at once if it holds no text."""
 
     def __init__(self, path: str | Path, text_field: str = "text"):
         self.path, self.text_field = Path(path), text_field
@@ -57,38 +63,69 @@ class TextFileCorpus:
             raise CorpusError(f"{self.path}: no such file")
         if self.path.suffix not in (".txt", ".jsonl"):
             raise CorpusError(f"{self.path}: expected a .txt or .jsonl file, got {self.path.suffix!r}")
+        if next(self._texts(), None) is None:
+            raise CorpusError(f"{self.path}: no text (the file is empty or every line is blank)")
+
+    def _lines(self, limit: int | None) -> Iterator[tuple[int, str]]:
+        """(line number, text) of the file's lines, decoded as UTF-8; with `limit`, a longer line
+        comes in pieces of at most `limit` bytes, cut after a space where the second half of the
+        piece has one, else before its last (maybe incomplete) character."""
+        with open(self.path, "rb") as f:
+            number, offset, carry = 1, 0, b""
+            while piece := carry + (f.readline() if limit is None else f.readline(limit - len(carry))):
+                carry, whole = b"", piece.endswith(b"\n")
+                if limit is not None and not whole and len(piece) >= limit:
+                    cut = _cut(piece)
+                    piece, carry = piece[:cut], piece[cut:]
+                try:
+                    text = piece.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise CorpusError(
+                        f"{self.path}:{number}: invalid UTF-8 at byte {offset + e.start} of the file ({e.reason}); "
+                        "the corpus must be UTF-8 text"
+                    ) from None
+                yield number, text
+                offset, number = offset + len(piece), number + whole
 
     def _texts(self) -> Iterator[tuple[str, tuple[RoleSpan, ...]]]:
         """(text, role spans) of every document."""
-        with open(self.path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                if self.path.suffix == ".txt":
-                    yield line.rstrip("\n"), ()
-                    continue
-                try:
-                    record = json.loads(line)
-                    text = str(record[self.text_field])
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise CorpusError(
-                        f"{self.path}:{n}: expected a JSON object with a {self.text_field!r} string ({e})"
-                    ) from e
-                try:
-                    roles = parse_roles(record["roles"], text, f"{self.path}:{n}") if "roles" in record else ()
-                except RoleFormatError as e:
-                    raise CorpusError(str(e)) from e
-                yield text, roles
+        for n, line in self._lines(MAX_LINE_BYTES if self.path.suffix == ".txt" else None):
+            if not line.strip():
+                continue
+            if self.path.suffix == ".txt":
+                yield line.removesuffix("\n").removesuffix("\r"), ()  # as text mode read it: \r\n ends a line too
+                continue
+            try:
+                record = json.loads(line)
+                text = str(record[self.text_field])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise CorpusError(
+                    f"{self.path}:{n}: expected a JSON object with a {self.text_field!r} string ({e})"
+                ) from e
+            try:
+                roles = parse_roles(record["roles"], text, f"{self.path}:{n}") if "roles" in record else ()
+            except RoleFormatError as e:
+                raise CorpusError(str(e)) from e
+            yield text, roles
 
     def documents(self, start: int = 0, limit: int | None = None) -> Iterator[Document]:
-        for i, (text, roles) in enumerate(self._texts()):
-            if limit is not None and i >= start + limit:
-                return
-            if i >= start:
-                yield Document(i, text, roles=roles)
+        texts = islice(self._texts(), start, None if limit is None else start + limit)  # reads no further
+        for i, (text, roles) in enumerate(texts, start):
+            yield Document(i, text, roles=roles)
 
     def describe(self) -> dict:
         return {"kind": "file", "path": str(self.path.resolve()), "field": self.text_field}
+
+
+def _cut(piece: bytes) -> int:
+    """Where to cut a piece of a long line: after its last space in the second half (a space is
+    never inside a UTF-8 character), else at the start of its last character (which may be
+    incomplete: the rest of it comes with the next piece)."""
+    space = piece.rfind(b" ", len(piece) // 2)
+    if space >= 0:
+        return space + 1
+    starts = [i for i in range(max(0, len(piece) - 4), len(piece)) if piece[i] & 0xC0 != 0x80]
+    return starts[-1] if starts and starts[-1] > 0 else len(piece)
 
 
 class SavedDatasetCorpus:
@@ -147,15 +184,37 @@ def open_corpus(spec: str, *, seed: int = 0, text_field: str = "text") -> Corpus
     return TextFileCorpus(path, text_field)
 
 
+ENCODE_CHARS = 1 << 16  # a tokenizer given 10 MB of text at once takes GBs: longer texts go in pieces
+
+
 def encode(tokenizer, text: str) -> list[int]:
-    """Token ids of one document: BOS first (when the tokenizer has one) and EOS last (when it has one)."""
-    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    """Token ids of one document: BOS first (when the tokenizer has one) and EOS last (when it has one).
+    A text over ENCODE_CHARS characters is tokenized in pieces of at most that, each cut after
+    whitespace where it can be (a token may then differ at a cut), so memory stays bounded."""
+    if len(text) <= ENCODE_CHARS:
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    else:
+        pieces = (tokenizer(piece, add_special_tokens=False)["input_ids"] for piece in _pieces(text, ENCODE_CHARS))
+        ids = [i for piece in pieces for i in piece]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     if bos is not None and (not ids or ids[0] != bos):
         ids = [bos, *ids]
     if eos is not None and (not ids or ids[-1] != eos):
         ids = [*ids, eos]
     return ids
+
+
+def _pieces(text: str, size: int) -> Iterator[str]:
+    """`text` in consecutive pieces of at most `size` characters, each ending at its last whitespace
+    in its second half where it has one."""
+    start = 0
+    while start < len(text):
+        end = min(start + size, len(text))
+        if end < len(text):
+            cut = max(text.rfind(c, start + size // 2, end) for c in " \n\t")
+            end = cut + 1 if cut >= 0 else end
+        yield text[start:end]
+        start = end
 
 
 def prompt_ids(tokenizer, text: str) -> list[int]:

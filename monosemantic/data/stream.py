@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from monosemantic.config import derive_seed
+from monosemantic.config import ConfigError, derive_seed
 from monosemantic.data.corpora import Corpus, kept_tokens, pack
 from monosemantic.hooks import hookpoint_widths, run_and_capture
 from monosemantic.models import Hookpoint, ModelError, context_length, resolve_hookpoints
@@ -34,6 +34,11 @@ class HarvestConfig:
     """activations shuffled together (the shuffle buffer; rounded up to whole batches)"""
     seed: int = 0
     """seed of the shuffle"""
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "batch_tokens", "chunk_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 class ActivationStream:

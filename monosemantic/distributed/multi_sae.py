@@ -149,21 +149,27 @@ def fit_together(
     *,
     resume: bool = False,
     n_init: int = 1,
+    started: Callable[[], None] | None = None,
 ) -> dict[int, SAE | None]:
     """Train every SAE of this rank on its part (`exchange`: an `Exchange`, or any batch -> {SAE:
     rows} map) of each batch of `stream` (this rank's source, with `state_dict`), in lockstep;
-    returns the exported SAEs (see `Trainer.export`)."""
+    returns the exported SAEs (see `Trainer.export`). `started` is called once every trainer has
+    read and checked its first batches, before the first step."""
     if resume:
         step = common_step(trainers, world)
         for t in trainers.values():
-            t.begin(None, resume=True, step=step)
+            t.setup(None, resume=True, step=step)
         stream.load_state_dict(next(iter(trainers.values())).state.data_state)
     else:
         start = stream.state_dict()
         first = [exchange(_next(stream, 0)) for _ in range(n_init)]
         stream.load_state_dict(start)
         for h, t in trainers.items():
-            t.begin(iter([parts[h] for parts in first]))
+            t.setup(iter([parts[h] for parts in first]))
+    if started is not None:
+        started()
+    for t in trainers.values():
+        t.start()
     lead = next(iter(trainers.values()))
     while not lead.done:
         parts = exchange(_next(stream, lead.state.step))

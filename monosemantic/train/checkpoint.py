@@ -26,8 +26,8 @@ from torch import Tensor
 from monosemantic.atomic import atomic_directory, remove_stale_temporaries
 from monosemantic.errors import MonosemanticError
 from monosemantic.sae.base import SAE, check_state
+from monosemantic.train.rundir import CHECKPOINTS_DIR
 
-CHECKPOINTS_DIR = "checkpoints"
 OPERATIONAL_FIELDS = {"device", "checkpoint_every", "keep_checkpoints", "log_every"}  # may change on resume
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 

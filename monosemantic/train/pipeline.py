@@ -6,14 +6,17 @@ CLI's `train`, `train-tensors`, `sweep` and `--resume` all go through here.
     sae = train_on_model("runs/demo", run)
     sae = resume_on_model("runs/demo")                      # after a crash: from its newest checkpoint
 
-Every job, one SAE or several, ends in `train_saes`: build each SAE and its trainer (everything that
-can refuse the input does so here), only then create the run directories, train, plot. Under
+Every job, one SAE or several, ends in `train_saes`: check the device and its memory, build each SAE
+and its trainer, read and check the first batches (everything that can refuse the input does so
+here), only then create the run directories (locked while the job writes them), train, plot. Under
 torchrun each rank runs the same code on its own `World`; see distributed/.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from monosemantic.atomic import atomic_write_json
 from monosemantic.config import ConfigError, to_dict
 from monosemantic.data.activations import TensorBatches
 from monosemantic.data.cache import CachedActivations, build_cache
@@ -35,16 +37,34 @@ from monosemantic.distributed.multi_sae import (
     hookpoint_worlds,
     init_batches,
 )
-from monosemantic.distributed.world import RankRows, RankStream, ReplicaBatches, World, create_rank_sae
+from monosemantic.distributed.world import (
+    RankRows,
+    RankStream,
+    ReplicaBatches,
+    World,
+    all_gather_json,
+    create_rank_sae,
+)
 from monosemantic.models import Hookpoint, load_model, model_name, resolve_hookpoints
 from monosemantic.plots import plot_training
 from monosemantic.sae import SAE, SAEConfig
 from monosemantic.train.config import RunConfig, SavedRun, read_saved_run
-from monosemantic.train.rundir import PARENT_FILE, check_new_run_dir, create_run_dir
+from monosemantic.train.preflight import check_device, check_memory
+from monosemantic.train.rundir import (
+    METRICS_FILE,
+    PARENT_FILE,
+    TRAIN_CONFIG_FILE,
+    check_new_run_dir,
+    create_run_dir,
+    is_unstarted,
+    locked_run_dir,
+)
 from monosemantic.train.trainer import TrainConfig, Trainer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,7 +82,7 @@ class Job:
     def open(cls, out: str | Path, run: RunConfig, world: World | None, progress: bool) -> Job:
         """Load the job's model, on this rank's device under torchrun."""
         world = world or World()
-        device = str(world.device) if world.distributed else run.train.device
+        device = str(world.device) if world.distributed else str(check_device(run.train.device))
         model, tokenizer = load_model(run.data.model, dtype=run.data.model_dtype, device=device)
         return cls(Path(out), model, tokenizer, world, progress)
 
@@ -76,7 +96,7 @@ class NewSAE:
     world: World
     progress: bool = True
     record: dict | None = None
-    """its train_config.json (for a new run)"""
+    """its train_config.json (for a new run; a resumed one has it already)"""
 
 
 def train_on_model(
@@ -86,6 +106,7 @@ def train_on_model(
     activations). When `run.data.hookpoint` names several hookpoints (a comma-separated list, or a
     glob), train one SAE per hookpoint from one model forward into `out/<hookpoint>/` (multi_sae.py)
     and return {hookpoint: SAE}. Under torchrun (`world`), ranks that end with no whole SAE get None."""
+    check_new_run_dir(out)  # before the model loads; again, under the lock, when it is created
     job = Job.open(out, run, world, progress)
     hooks = resolve_hookpoints(job.model, run.data.hookpoint.split(","))  # the only resolution of this job
     if len(hooks) > 1:
@@ -129,6 +150,8 @@ def train_on_tensors(
     how its train_config.json describes them), or continue that run (`resume`). Under torchrun every
     rank reads the same global batches and trains on its rows of each."""
     world = world or World()
+    if not resume:
+        check_new_run_dir(out)
     batches: Any = TensorBatches(acts, train.batch_size, seed=train.seed)
     if world.distributed:
         batches = RankRows(batches, world.data_rank, world.data_size)
@@ -176,49 +199,88 @@ def train_saes(
     split: Callable[[Tensor], dict[int, Tensor]] | None = None,
     n_init: int = 1,
 ) -> dict[int, SAE | None]:
-    """Build each SAE (this rank's part of it: whole, or its latent shard) as a solo run of it would
-    be initialised, and its trainer; then, nothing being left to refuse the input, create the run
-    directories (under a new `parent` (file, content), if given), train, and plot each run. One SAE
-    trains alone on `batches()`; several train in lockstep (`multi_sae.fit_together`), each on its
-    part (`split`) of every batch. With `resume`, the run directories exist and training continues."""
-    trainers = {}
-    for key, new in saes.items():
-        torch.manual_seed(train.seed)
-        sae, shards = create_rank_sae(new.world, new.cfg, train.seed)
-        trainers[key] = Trainer(sae, train, new.run_dir, progress=new.progress, world=new.world, shards=shards)
-    if not resume:
-        if parent is not None:
-            start_parent(*parent, world)
-        for new in saes.values():
-            assert new.record is not None, "a new run records its configuration"
-            start_run_dir(new.run_dir, new.record, new.world)
-    if split is None:
-        [(key, trainer)] = trainers.items()
-        done = {key: trainer.fit(batches(), resume=resume)}
-    else:
-        done = fit_together(trainers, batches(), split, world, resume=resume, n_init=n_init)
-    for key, new in saes.items():
-        if trainers[key].world.writer:
-            plot_training(new.run_dir)
+    """Check the device and its memory, build each SAE (this rank's part of it: whole, or its latent
+    shard) as a solo run of it would be initialised, and its trainer, read and check the first
+    batches; then, nothing being left to refuse the input, create the run directories (under a new
+    `parent` (file, content), if given), train, and plot each run. One SAE trains alone on
+    `batches()`; several train in lockstep (`multi_sae.fit_together`), each on its part (`split`)
+    of every batch. With `resume`, the run directories exist and training continues from their
+    checkpoints, or from step 0 if none has one. Each run directory (and the parent) stays locked
+    (`rundir.locked_run_dir`) while this trains."""
+    device = world.device if world.distributed else check_device(train.device)
+    configs = [new.cfg for new in saes.values()]
+    check_memory(configs, train.batch_size // world.data_size, device, world.latent_size, train.matmul_dtype)
+    with contextlib.ExitStack() as held:
+        restart = False  # a resumed job killed before its first checkpoint starts again from step 0
+        if resume:
+            _lock_existing(saes, parent, world, held)
+            restart = _all_unstarted(saes, world)
+        trainers = {}
+        for key, new in saes.items():
+            torch.manual_seed(train.seed)
+            sae, shards = create_rank_sae(new.world, new.cfg, train.seed)
+            trainers[key] = Trainer(sae, train, new.run_dir, progress=new.progress, world=new.world, shards=shards)
+
+        def started() -> None:
+            if parent is not None and not restart:
+                start_parent(*parent, world, held)
+            for new in saes.values():
+                if restart and (new.run_dir / TRAIN_CONFIG_FILE).is_file():
+                    if new.world.writer:  # drop the rows of the killed start
+                        (new.run_dir / METRICS_FILE).unlink(missing_ok=True)
+                        log.info("%s: no checkpoint to resume from; training from step 0", new.run_dir)
+                else:
+                    assert new.record is not None, "a new run records its configuration"
+                    start_run_dir(new.run_dir, new.record, new.world, held)
+
+        go_on = resume and not restart
+        if split is None:
+            [(key, trainer)] = trainers.items()
+            done = {key: trainer.fit(batches(), resume=go_on, started=None if go_on else started)}
+        else:
+            done = fit_together(
+                trainers, batches(), split, world, resume=go_on, n_init=n_init, started=None if go_on else started
+            )
+        for key, new in saes.items():
+            if trainers[key].world.writer:
+                plot_training(new.run_dir)
     return done
 
 
-def start_run_dir(out: str | Path, train_config: dict, world: World) -> None:
-    """Create the new run directory `out` (on its writer rank, once every rank has checked it is new)."""
+def _lock_existing(
+    saes: dict[int, NewSAE], parent: tuple[Path, dict] | None, world: World, held: contextlib.ExitStack
+) -> None:
+    """Lock the run directories (and their parent) that a resumed job writes, on their writer ranks
+    (one that a kill kept from being made is made, and locked, when training starts)."""
+    if parent is not None and world.rank == 0:
+        held.enter_context(locked_run_dir(parent[0].parent))
+    for new in saes.values():
+        if new.world.writer and new.run_dir.is_dir():
+            held.enter_context(locked_run_dir(new.run_dir))
+
+
+def _all_unstarted(saes: dict[int, NewSAE], world: World) -> bool:
+    """Whether every run directory of the job (on any rank) is unstarted (`rundir.is_unstarted`)."""
+    found = all(not new.run_dir.exists() or is_unstarted(new.run_dir) for new in saes.values())
+    return all(all_gather_json(found, world.group)) if world.distributed else found
+
+
+def start_run_dir(out: Path, train_config: dict, world: World, held: contextlib.ExitStack) -> None:
+    """Create the new run directory `out` (on its writer rank, once every rank has checked it is
+    new), locked until `held` closes."""
     if world.distributed:
         check_new_run_dir(out)
         world.barrier()
     if world.writer:
-        create_run_dir(out, train_config)
+        create_run_dir(out, train_config, held)
 
 
-def start_parent(file: Path, content: dict, world: World) -> None:
+def start_parent(file: Path, content: dict, world: World, held: contextlib.ExitStack) -> None:
     """`file.parent` as the new parent of several run directories, holding `file` (its `content`)."""
     check_new_run_dir(file.parent)
     world.barrier()
     if world.rank == 0:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(file, content)
+        create_run_dir(file.parent, content, held, file=file.name)
     world.barrier()
 
 

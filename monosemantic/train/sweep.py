@@ -24,9 +24,8 @@ from monosemantic.models import model_name
 from monosemantic.sae import SAE, SAEConfig
 from monosemantic.train.config import RunConfig
 from monosemantic.train.pipeline import Job, NewSAE, activation_stream, train_saes, training_batches
-from monosemantic.train.rundir import check_new_run_dir
+from monosemantic.train.rundir import SWEEP_FILE, check_new_run_dir
 
-SWEEP_FILE = "sweep.json"
 SPARSITY_KNOB = {
     "topk": "k",
     "batchtopk": "k",

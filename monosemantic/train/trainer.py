@@ -22,7 +22,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from monosemantic.atomic import atomic_write_json
 from monosemantic.config import ConfigError, to_dict
-from monosemantic.data.activations import ActivationDataError, check_finite
+from monosemantic.data.activations import ActivationDataError, check_finite, check_norms
 from monosemantic.distributed.sharded import ShardSpec, gather_sae
 from monosemantic.distributed.world import World, broadcast_json, distributed_forward
 from monosemantic.errors import MonosemanticError
@@ -43,6 +43,7 @@ from monosemantic.sae.base import DTYPES, SAE, TrainOutput
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.train import checkpoint as ckpt
 from monosemantic.train.data_init import geometric_median, resample_dead_latents
+from monosemantic.train.preflight import check_device
 from monosemantic.train.rundir import TRAIN_CONFIG_FILE, MetricsLog
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,7 @@ class Trainer:
         self.cfg, self.world, self.shards = cfg, world or World(), shards
         self.progress = progress and self.world.writer
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.device = self.world.device if self.world.distributed else torch.device(cfg.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {cfg.device!r}: CUDA is not available on this machine; use --device cpu")
+        self.device = self.world.device if self.world.distributed else check_device(cfg.device)
         self.sae = sae.to(self.device).train()
         self.steps = cfg.steps
         full_cfg = shards.cfg if shards is not None else sae.cfg
@@ -194,6 +193,7 @@ class Trainer:
             configs={"sae": to_dict(full_cfg), "train": to_dict(cfg)},
         )
         self._batches_consumed = 0
+        self._new = True  # a new run (not resumed): see setup
         self.metrics = MetricsLog(self.run_dir) if self.run_dir is not None and self.world.writer else None
 
     # ---- the step ---------------------------------------------------------------------------
@@ -230,10 +230,16 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
 
-    def fit(self, batches: Iterator[Tensor], *, resume: bool = False) -> SAE | None:
+    def fit(
+        self, batches: Iterator[Tensor], *, resume: bool = False, started: Callable[[], None] | None = None
+    ) -> SAE | None:
         """Train to `cfg.total_tokens`; return the SAE with normalisation folded in (takes raw
-        activations). With a run directory, also save it there as cfg.json + sae.safetensors."""
-        batches = self.begin(iter(batches), resume=resume)
+        activations). With a run directory, also save it there as cfg.json + sae.safetensors.
+        `started` is called once the first batches are read and checked, before the first step."""
+        batches = self.setup(iter(batches), resume=resume)
+        if started is not None:
+            started()
+        self.start()
         try:
             while not self.done:
                 self.advance(self._read(batches), batches)
@@ -241,25 +247,29 @@ class Trainer:
             self._bar.close()
         return self.finish(batches)
 
-    # `fit` in three parts, for a loop that feeds several trainers from one source (multi_sae.py)
+    # `fit` in parts, for a loop that feeds several trainers from one source (multi_sae.py)
 
-    def begin(self, batches: Iterator[Tensor] | None, *, resume: bool = False, step: int | None = None):
+    def setup(self, batches: Iterator[Tensor] | None, *, resume: bool = False, step: int | None = None):
         """Restore the checkpoint (the newest, or that of `step`) or initialise from the first
-        batches; returns `batches`, positioned where training goes on (None stays None)."""
+        batches, writing nothing; returns `batches`, positioned where training goes on (None stays None)."""
+        self._new = not resume
         if resume:
-            batches = self._restore(batches, step)
-        else:
-            if self.run_dir is not None and ckpt.checkpoint_dirs(self.run_dir):
-                raise ckpt.CheckpointError(
-                    f"{self.run_dir} already holds checkpoints; resume it, or train into a new directory"
-                )
-            if batches is None:
-                raise TrainingError("a new run initialises from its first batches; none were given")
-            batches = self._initialise(batches)  # validates the first batches before writing anything
-            if self.run_dir is not None and self.world.writer:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                if not (self.run_dir / TRAIN_CONFIG_FILE).exists():
-                    atomic_write_json(self.run_dir / TRAIN_CONFIG_FILE, self.state.configs)
+            return self._restore(batches, step)
+        if self.run_dir is not None and ckpt.checkpoint_dirs(self.run_dir):
+            raise ckpt.CheckpointError(
+                f"{self.run_dir} already holds checkpoints; resume it, or train into a new directory"
+            )
+        if batches is None:
+            raise TrainingError("a new run initialises from its first batches; none were given")
+        return self._initialise(batches)  # validates the first batches
+
+    def start(self) -> None:
+        """Begin the steps: the run directory (with train_config.json, unless the caller made it)
+        and the progress bar."""
+        run_dir = self.run_dir if self._new and self.world.writer else None
+        if run_dir is not None and not (run_dir / TRAIN_CONFIG_FILE).exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(run_dir / TRAIN_CONFIG_FILE, self.state.configs)
         self._start, self._t0 = self.state.step, time.perf_counter()
         self._bar = tqdm(
             total=self.steps,
@@ -269,7 +279,6 @@ class Trainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
-        return batches
 
     @property
     def done(self) -> bool:
@@ -328,6 +337,7 @@ class Trainer:
             shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ActivationDataError(f"{where} has shape {shape}; expected [batch, {self.sae.d_in}]")
         check_finite(x, where)
+        check_norms(x, where)
 
     def _log_row(self, x: Tensor, out: TrainOutput, tokens_per_s: float) -> dict:
         s = self.state
@@ -372,8 +382,9 @@ class Trainer:
         if self.world.data_size > 1:  # the global batches, in order: rank r holds rows [r * b, (r + 1) * b) of each
             by_rank = sample.view(len(peeked), -1, self.sae.d_in).transpose(0, 1)  # [b, n_batches, d_in]
             sample = self.world.data_gather(by_rank).transpose(0, 1).reshape(-1, self.sae.d_in)
-        if self.cfg.normalize_activations:
-            self.state.scale = math.sqrt(self.sae.d_in) / sample.norm(dim=1).mean().clamp_min(1e-12).item()
+        if self.cfg.normalize_activations:  # norms in float64: in float32, those of huge activations overflow
+            mean_norm = sample.cpu().double().norm(dim=1).mean().item()
+            self.state.scale = math.sqrt(self.sae.d_in) / max(mean_norm, 1e-12)
         sample = sample * self.state.scale
         with torch.no_grad():
             if self.cfg.b_dec_init == "geometric_median":

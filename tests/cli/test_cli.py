@@ -153,6 +153,7 @@ def test_train_tensors_writes_a_complete_run_directory(trained, acts):
         "checkpoints",
         "metrics.jsonl",
         "plots",
+        "run.lock",  # which process writes the run, while one does
         "sae.safetensors",
         "train_config.json",
     ]
@@ -435,17 +436,9 @@ def test_resume_refuses_a_changed_training_flag(run_copy, capsys):
     assert snapshot(run_copy) == before
 
 
-def test_resume_applies_an_operational_flag(tmp_path, acts, monkeypatch):
+def test_resume_applies_an_operational_flag(tmp_path, acts, interrupted_training):
     run = tmp_path / "run"
-    original = monosemantic.train.checkpoint.save_checkpoint
-
-    def save_then_interrupt(*args, **kwargs):  # Ctrl-C right after the first checkpoint (step 100)
-        original(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(monosemantic.train.trainer.ckpt, "save_checkpoint", save_then_interrupt)
-    assert main(["-q", "train-tensors", str(acts), "--out", str(run), *TRAIN]) == 130
-    monkeypatch.undo()
+    interrupted_training(["-q", "train-tensors", str(acts), "--out", str(run), *TRAIN])  # after step 100
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_000000100"]
     assert main(["-q", "train-tensors", "--out", str(run), "--resume", "--keep-checkpoints", "1"]) == 0
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_000000234"]  # 60k // 256 steps

@@ -104,7 +104,7 @@ def together(tmp_path_factory, gpt2) -> Path:
 def test_one_forward_trains_every_hookpoint_as_a_run_of_its_own(tmp_path, gpt2, together):
     alone = tmp_path / "alone"
     assert main(["-q", *train_argv(gpt2, HOOKS[1], alone)]) == 0
-    assert sorted(p.name for p in together.iterdir()) == ["hookpoints.json", *HOOKS]
+    assert sorted(p.name for p in together.iterdir()) == ["hookpoints.json", *HOOKS, "run.lock"]
     for name, tensor in weights(alone).items():
         assert torch.equal(weights(together / HOOKS[1])[name], tensor), name
     assert read_metrics(together / HOOKS[1])[-1]["fvu"] == read_metrics(alone)[-1]["fvu"]

@@ -206,3 +206,39 @@ def test_resume_ignores_and_removes_an_interrupted_checkpoint_write(tmp_path, on
     assert main(["-q", "train-tensors", "--out", str(b), "--resume"]) == 0
     assert not [p for p in (b / "checkpoints").iterdir() if p.name.endswith(".tmp")]
     assert_same_run(a, b)
+
+
+def wait_for_first_rows(victim: subprocess.Popen, run: Path, seconds: float = 240) -> bool:
+    """Wait until the victim has logged rows (and written no checkpoint: it writes one only at the end)."""
+    deadline = time.monotonic() + seconds
+    while victim.poll() is None and time.monotonic() < deadline:
+        if read_metrics(run):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.process
+def test_sigkill_before_the_first_checkpoint_leaves_a_restartable_run(tmp_path, acts, spawn, one_thread):
+    """Killed after train_config.json and some metrics rows, before any checkpoint: `--resume` starts from
+    step 0, and a new run into the directory takes it over; both end as the run left alone."""
+    argv = train_argv(acts, tmp_path / "A", "topk")
+    argv[argv.index("--total-tokens") + 1] = str(600 * 256)
+    argv[argv.index("--checkpoint-every") + 1] = "0"  # only at the end
+    reference = spawn(*argv)
+    b = tmp_path / "B"
+    victim = spawn(*[str(b) if a == str(tmp_path / "A") else a for a in argv])
+    ready = wait_for_first_rows(victim, b)
+    assert victim.poll() is None, "the run ended before it could be killed: make it longer"
+    assert ready, "the run logged no row within the deadline"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert (b / "train_config.json").is_file() and read_metrics(b) and not step_dirs(b)
+    c = Path(shutil.copytree(b, tmp_path / "C"))
+    finish(reference)
+
+    err = finish(spawn("-q", "--threads", "1", "train-tensors", "--out", str(b), "--resume"))
+    assert "no checkpoint to resume from; training from step 0" in err
+    assert_same_run(tmp_path / "A", b)
+    assert main([*[str(c) if a == str(tmp_path / "A") else a for a in argv]]) == 0  # a new run, into C
+    assert_same_run(tmp_path / "A", c)

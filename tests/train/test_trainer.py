@@ -336,10 +336,19 @@ def test_nan_in_the_first_batches_is_caught_before_anything_is_written(tmp_path,
 
 
 def test_a_non_finite_loss_names_the_step():
-    x = torch.full((640, 8), 1e20)  # squares overflow float32
+    x = torch.full((640, 8), 4e18)  # the inputs' squared norms fit in float32, the reconstruction errors' do not
     trainer = Trainer(sae_for(), cfg(normalize_activations=False, b_dec_init="zeros"), progress=False)
     with pytest.raises(TrainingError, match=r"loss became inf at step 0"):
         trainer.fit(TensorBatches(x, 64))
+
+
+def test_activations_whose_squared_norm_overflows_float32_are_refused_before_training():
+    x = data()
+    x[10] = 1e20  # in float32 the norm of this row is inf (and the scale was 0); in float64 it is 2.8e20
+    trainer = Trainer(sae_for(), cfg(), progress=False)
+    with pytest.raises(ActivationDataError, match=r"batch 0 \(read to initialise\): row 10 has squared norm 8e\+40"):
+        trainer.fit(TensorBatches(x, 64, shuffle=False))
+    assert trainer.state.step == 0
 
 
 def test_wrong_width_and_exhausted_data_are_clear_errors():
