@@ -148,13 +148,15 @@ def fit_together(
     world: World,
     *,
     resume: bool = False,
+    step: int | None = None,
     n_init: int = 1,
 ) -> dict[int, SAE | None]:
     """Train every SAE of this rank on its part (`exchange`: an `Exchange`, or any batch -> {SAE:
     rows} map) of each batch of `stream` (this rank's source, with `state_dict`), in lockstep;
-    returns the exported SAEs (see `Trainer.export`)."""
+    returns the exported SAEs (see `Trainer.export`). A resume goes on from the checkpoints of `step`,
+    by default the newest that every SAE has."""
     if resume:
-        step = common_step(trainers, world)
+        step = common_step(trainers, world) if step is None else step
         for t in trainers.values():
             t.begin(None, resume=True, step=step)
         stream.load_state_dict(next(iter(trainers.values())).state.data_state)

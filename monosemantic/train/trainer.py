@@ -230,10 +230,11 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
 
-    def fit(self, batches: Iterator[Tensor], *, resume: bool = False) -> SAE | None:
+    def fit(self, batches: Iterator[Tensor], *, resume: bool = False, step: int | None = None) -> SAE | None:
         """Train to `cfg.total_tokens`; return the SAE with normalisation folded in (takes raw
-        activations). With a run directory, also save it there as cfg.json + sae.safetensors."""
-        batches = self.begin(iter(batches), resume=resume)
+        activations). With a run directory, also save it there as cfg.json + sae.safetensors. A
+        resume goes on from the checkpoint of `step` (default: the newest)."""
+        batches = self.begin(iter(batches), resume=resume, step=step)
         try:
             while not self.done:
                 self.advance(self._read(batches), batches)
