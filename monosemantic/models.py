@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +197,29 @@ def model_dir(spec: str | Path) -> Path:
             else ""
         )
         raise ModelError(f"{path}: no model weights: expected model.safetensors{hint}")
+    check_weight_index(path / "model.safetensors.index.json")
     return path
+
+
+def check_weight_index(index: Path) -> None:
+    """Refuse a sharded-weights index that names anything but .safetensors files in its directory:
+    transformers would load a `.bin` it names with torch.load, i.e. unpickle it."""
+    if not index.is_file():
+        return
+    try:
+        raw = json.loads(index.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{index}: not valid JSON ({e})") from e
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict):
+        raise ModelError(f"{index}: expected a 'weight_map' object of tensor name -> .safetensors file")
+    # a plain file name: transformers joins it to the directory, so "../x" or "/x" would leave it
+    bad = sorted({repr(f) for f in weight_map.values() if not (isinstance(f, str) and _safetensors_name(f))})
+    if bad:
+        raise ModelError(
+            f"{index}: weight_map names {', '.join(bad[:3])}, not .safetensors files of this "
+            "directory; pickled weights are not loaded, since unpickling can run code: convert them to safetensors"
+        )
 
 
 def load_model(spec: str | Path = BUILTIN, *, dtype: str = "float32", device: str = "cpu"):
@@ -220,6 +243,10 @@ def load_model(spec: str | Path = BUILTIN, *, dtype: str = "float32", device: st
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval().requires_grad_(False)
     return model, tokenizer
+
+
+def _safetensors_name(name: str) -> bool:
+    return name.endswith(".safetensors") and name == Path(name).name and name not in (".", "..")
 
 
 def model_name(spec: str | Path) -> str:

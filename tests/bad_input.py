@@ -15,10 +15,14 @@ from pathlib import Path
 SCRIPT = Path(sys.executable).parent / "monosemantic"
 
 
-def run_cli(*argv: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `monosemantic ARGV` in a fresh process (one thread, offline) and keep its stderr in the log."""
+def run_cli(
+    *argv: str, timeout: float = 120, cwd: Path | None = None, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """Run `monosemantic ARGV` in a fresh process (one thread, offline) and keep its stderr in the log;
+    `prefix`: a command that runs it under limits (`prlimit --fsize=N --`, `setpriv ... --`)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run([str(SCRIPT), *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    command = [*prefix, str(SCRIPT), *argv]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
     log = os.environ.get("MONOSEMANTIC_BAD_INPUT_LOG")
     if log:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.environ.get("PYTEST_CURRENT_TEST", "run").split(" ")[0])

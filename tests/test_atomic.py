@@ -239,3 +239,39 @@ def test_leftovers_of_a_real_interrupted_write_are_removed(tmp_path, monkeypatch
     assert leftover.startswith(".f.bin.") and leftover.endswith(".tmp")
     remove_stale_temporaries(tmp_path)
     assert listing(tmp_path) == []
+
+
+# ---- failed writes as one message ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code, advice", [(28, "free some space on that disk"), (27, "free some space"), (30, "make it writable")]
+)
+def test_a_failed_write_names_the_path_and_what_to_do(tmp_path, monkeypatch, code, advice):
+    def fails(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", fails)
+    with pytest.raises(atomic.WriteError) as e:
+        atomic_write_bytes(tmp_path / "f.bin", b"data")
+    with pytest.raises(atomic.WriteError) as d:
+        with atomic_directory(tmp_path / "ckpt") as tmp:
+            (tmp / "a").write_bytes(b"x")
+    monkeypatch.undo()
+    for error, path in ((e.value, tmp_path / "f.bin"), (d.value, tmp_path / "ckpt")):
+        assert str(error).startswith(f"{path}: cannot write ({os.strerror(code)}): {advice}")
+        assert isinstance(error, OSError) and error.errno == code
+    assert listing(tmp_path) == []
+
+
+def test_an_unreadable_input_inside_a_directory_write_is_not_called_a_write_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        with atomic_directory(tmp_path / "ckpt"):
+            (tmp_path / "missing").read_bytes()
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1]", "\xff\xfe", '{"format": "other/1"}'])
+def test_a_garbage_manifest_is_one_error_saying_what_to_do(tmp_path, text):
+    (tmp_path / "manifest.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"manifest.json: .*; delete it"):
+        atomic.read_manifest_json(tmp_path / "manifest.json", "ours/1", ValueError, "missing", "delete it")

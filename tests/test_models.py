@@ -1,6 +1,8 @@
 """monosemantic.models: loading local Hugging Face models (offline, safetensors only) and naming
 their hookpoints, for each supported family."""
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +78,21 @@ def test_pickled_weights_are_refused_not_unpickled(tiny_model_dirs, tmp_path):
     (path / "pytorch_model.bin").write_bytes(b"not even a pickle")
     with pytest.raises(ModelError, match=r"it has pytorch_model.bin: pickled weights are not loaded"):
         load_model(path)
+
+
+@pytest.mark.parametrize(
+    "entry", ["pytorch_model.bin", "../model.safetensors", "/tmp/model.safetensors", "sub/model.safetensors", 3]
+)
+def test_a_weight_index_naming_anything_but_a_safetensors_file_here_is_refused(tiny_model_dirs, tmp_path, entry):
+    path = _copy_without(tiny_model_dirs["gpt2"], tmp_path / "m", "model.safetensors")
+    (path / "pytorch_model.bin").write_bytes(b"not even a pickle")  # not read: refused before transformers runs
+    index = path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"transformer.wte.weight": "model-1.safetensors", "lm_head": entry}}))
+    with pytest.raises(ModelError, match=rf"index.json: weight_map names {re.escape(repr(entry))}, not .safetensors"):
+        model_dir(path)
+    index.write_text("{not json")
+    with pytest.raises(ModelError, match=r"model.safetensors.index.json: not valid JSON"):
+        model_dir(path)
 
 
 def test_missing_directory_and_missing_config(tiny_model_dirs, tmp_path):

@@ -7,9 +7,11 @@
                          examples with their context windows
                          and the token roles of the examples (math corpus; stores made before
                          roles have no roles table, and their examples no role)
-    manifest.json        the analysis settings and every finished shard with its sha256; a shard
-                         counts only once it is listed here (written after the shard and its rows);
-                         "labels": the version of the label definitions (LABELS_VERSION)
+    manifest.json        the analysis settings and every finished shard with the sha256 of its file
+                         and of its rows in features.sqlite; a shard counts only once it is listed
+                         here (written after the shard and its rows); "labels": the version of the
+                         label definitions (LABELS_VERSION). integrity.py: a reader checks each
+                         shard's rows and file before it serves anything from them.
 
 `writer.StoreWriter` fills it shard by shard (`analyze.py`); `FeatureStore` reads it, and only
 reads files: what needs the run's model builds a `runmodel.RunModel`.
@@ -28,10 +30,10 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
+from monosemantic.analysis.integrity import StoreChecks, StoreError, manifest_problem, open_for_reading, repair_advice
 from monosemantic.analysis.latent_stats import N_HIST, N_RANGES, RANGE_EDGES, range_of_bin
 from monosemantic.atomic import read_manifest_json
 from monosemantic.data.corpora import Document, document_meta, open_corpus
-from monosemantic.errors import MonosemanticError
 
 FEATURES_DIR = "features"
 DB_FILE = "features.sqlite"
@@ -82,10 +84,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5 (
 """
 
 
-class StoreError(MonosemanticError, ValueError):
-    """A feature store that is missing, damaged, or made with other settings."""
-
-
 def features_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / FEATURES_DIR
 
@@ -94,21 +92,21 @@ def shard_file(lo: int, hi: int) -> str:
     return f"latents_{lo:08d}_{hi:08d}.safetensors"
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection that writes (the analysis); readers use `integrity.open_for_reading`."""
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
-    if readonly:
-        db.execute("PRAGMA query_only = 1")
     return db
 
 
 def read_manifest(directory: Path) -> dict:
-    return read_manifest_json(
-        directory / MANIFEST,
-        FORMAT,
-        StoreError,
-        f"{directory.parent}: no feature store yet; run `monosemantic analyze {directory.parent}`",
-    )
+    file = directory / MANIFEST
+    rebuild = f"run `monosemantic analyze {directory.parent}` again to rebuild the store"
+    missing = f"{directory.parent}: no feature store yet; run `monosemantic analyze {directory.parent}`"
+    manifest = read_manifest_json(file, FORMAT, StoreError, missing, rebuild)
+    if (problem := manifest_problem(manifest)) is not None:
+        raise StoreError(f"{file}: {problem}; {rebuild}")
+    return manifest
 
 
 def outdated_labels(directory: Path) -> bool:
@@ -218,13 +216,23 @@ class FeatureStore:
         self.directory = features_dir(run_dir)
         self.manifest = read_manifest(self.directory)
         check_labels(self.directory, self.manifest)
-        self.db = connect(self.directory / DB_FILE, readonly=True)
-        self.vocab = [r["text"] for r in self.db.execute("SELECT text FROM vocab ORDER BY id")]
+        self.db = open_for_reading(self.directory / DB_FILE, self._fix)
+        self._checks = StoreChecks(self.db, self.directory / DB_FILE, self._fix)
+        try:
+            self.vocab = [r["text"] for r in self._checks.query("SELECT text FROM vocab ORDER BY id")]
+            self._checks.table(self.manifest, "vocab")
+        except StoreError:
+            self.db.close()
+            raise
         self._verified: set[str] = set()
 
     @classmethod
     def open(cls, run_dir: str | Path) -> FeatureStore:
         return cls(run_dir)
+
+    def _fix(self) -> str:
+        """What to do about damage: rerun the analysis with its settings (it repairs what it finds)."""
+        return repair_advice(self.run_dir, self.manifest["settings"])
 
     @property
     def n_latents(self) -> int:
@@ -258,11 +266,11 @@ class FeatureStore:
         path = self.directory / name
         if name not in self._verified:
             if not path.is_file():
-                raise StoreError(f"{path}: missing, but listed in {MANIFEST}")
+                raise StoreError(f"{path}: missing, but listed in {MANIFEST}; {self._fix()}")
             if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
                 raise StoreError(
                     f"{path}: contents do not match the sha256 in {MANIFEST} (the file was changed "
-                    f"or damaged); delete it and its entry, then rerun `monosemantic analyze`"
+                    f"or damaged); {self._fix()}"
                 )
             self._verified.add(name)
         row = i - entry["lo"]
@@ -270,19 +278,27 @@ class FeatureStore:
             return {k: f.get_slice(k)[row : row + 1][0] for k in f.keys()}
 
     def _row(self, i: int) -> sqlite3.Row:
-        self._shard_of(i)
-        row = self.db.execute("SELECT * FROM features WHERE latent = ?", (i,)).fetchone()
-        if row is None:
-            raise StoreError(f"feature {i} is listed as analysed but has no row in {DB_FILE}")
-        return row
+        self._checks.rows(dict([self._shard_of(i)]))
+        rows = self._checks.query("SELECT * FROM features WHERE latent = ?", (i,))
+        if not rows:
+            raise StoreError(f"feature {i} is listed as analysed but has no row in {DB_FILE}; {self._fix()}")
+        return rows[0]
+
+    def _check_latents(self, latents: list[int] | None) -> None:
+        """Check the rows of the finished shards that hold any of `latents` (all, for None)."""
+        shards = self.manifest["shards"]
+        if latents is not None:
+            shards = {n: e for n, e in shards.items() if any(e["lo"] <= i < e["hi"] for i in latents)}
+        self._checks.rows(shards)
 
     def roles(self, where: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
         """The stored token role of each (document, position) that has one (examples, math corpus)."""
-        has_table = self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'roles'").fetchone()
+        has_table = self._checks.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'roles'")
         docs = sorted({d for d, _ in where})
         if not has_table or not docs:
             return {}
-        rows = self.db.execute(
+        self._checks.table(self.manifest, "roles")
+        rows = self._checks.query(
             f"SELECT doc, position, role FROM roles WHERE doc IN ({', '.join('?' * len(docs))})", docs
         )
         wanted = set(where)
@@ -318,7 +334,7 @@ class FeatureStore:
         scores = ("precision", "recall", "f1", "support")
         rules = [
             Rule(r["kind"], r["text"], *(r[k] for k in scores), json.loads(r["rule"]))
-            for r in self.db.execute("SELECT * FROM labels WHERE latent = ? ORDER BY f1 DESC", (i,))
+            for r in self._checks.query("SELECT * FROM labels WHERE latent = ? ORDER BY f1 DESC", (i,))
         ]
         label = None
         if row["label"] is not None:
@@ -360,16 +376,19 @@ class FeatureStore:
     def labels(self, latents: list[int]) -> dict[int, str | None]:
         if not latents:
             return {}
+        self._check_latents(latents)
         marks = ", ".join("?" * len(latents))
         return {
             r["latent"]: r["label"]
-            for r in self.db.execute(f"SELECT latent, label FROM features WHERE latent IN ({marks})", latents)
+            for r in self._checks.query(f"SELECT latent, label FROM features WHERE latent IN ({marks})", latents)
         }
 
     def _summaries(self, sql: str, args: tuple) -> list[Summary]:
+        """Summaries of the rows of a query over all features (every shard's rows checked first)."""
+        self._check_latents(None)
         return [
             Summary(r["latent"], r["label"], r["precision"], r["recall"], r["density"], r["max_act"], r["label_kind"])
-            for r in self.db.execute(sql, args)
+            for r in self._checks.query(sql, args)
         ]
 
     def search(self, query: str, limit: int = 20) -> list[Summary]:
@@ -408,14 +427,16 @@ class FeatureStore:
 
     def dense_latents(self) -> set[int]:
         """The dense features (firing on more than 10% of tokens): text views rank them last."""
-        return {r[0] for r in self.db.execute("SELECT latent FROM features WHERE dense = 1")}
+        self._check_latents(None)
+        return {r[0] for r in self._checks.query("SELECT latent FROM features WHERE dense = 1")}
 
     def column(self, name: str) -> list[float]:
         """One statistic of every feature, in latent order (0 for features not analysed yet)."""
         if name not in ("fires", "density", "mean_act", "max_act", "precision", "recall", "f1"):
             raise StoreError(f"no per-feature column {name!r}")
         values = [0.0] * self.n_latents
-        for r in self.db.execute(f"SELECT latent, {name} FROM features"):
+        self._check_latents(None)
+        for r in self._checks.query(f"SELECT latent, {name} FROM features"):
             values[r[0]] = r[1] or 0.0
         return values
 
@@ -430,18 +451,20 @@ class FeatureStore:
         return [r for r in rows if plain in r.label.replace("␣", " ")][:limit]
 
     def count(self, min_precision: float | None = None) -> int:
+        self._check_latents(None)
         if min_precision is None:
-            return self.db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
-        return self.db.execute("SELECT COUNT(*) FROM features WHERE precision >= ?", (min_precision,)).fetchone()[0]
+            return self._checks.query("SELECT COUNT(*) FROM features")[0][0]
+        return self._checks.query("SELECT COUNT(*) FROM features WHERE precision >= ?", (min_precision,))[0][0]
 
     def mean_activation(self, latents: list[int]) -> list[float]:
         """Each latent's mean activation over all analysed tokens (density x mean when firing): the
         value mean ablation sets it to."""
         for i in latents:
             self._shard_of(i)
+        self._check_latents(latents)
         rows = {
             r["latent"]: r["density"] * r["mean_act"]
-            for r in self.db.execute(
+            for r in self._checks.query(
                 f"SELECT latent, density, mean_act FROM features WHERE latent IN ({', '.join('?' * len(latents))})",
                 latents,
             )

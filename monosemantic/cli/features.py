@@ -61,6 +61,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print("some labelled features:")
     print(format_summaries(store.list(order="f1", limit=args.show, labelled=True)))
     print(f"next: monosemantic feature {args.run_dir} N  |  monosemantic features {args.run_dir} --search TEXT")
+    store.close()
     return 0
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from monosemantic import __version__
-from monosemantic.atomic import atomic_write_json
+from monosemantic.atomic import atomic_write_json, os_error_message
 from monosemantic.cli.benchmark import add_benchmark_commands
 from monosemantic.cli.experiments import add_experiment_commands
 from monosemantic.cli.features import add_feature_commands
@@ -431,8 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (MonosemanticError, OSError) as e:  # every error of ours derives from MonosemanticError
+    except MonosemanticError as e:  # every error of ours derives from MonosemanticError
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only directory, a missing file: its path and what to do
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,6 +4,7 @@ activation vectors), new or `--resume`d (wired in by main.py).
     monosemantic train --model builtin --hookpoint layers.3.resid.post --expansion-factor 16 --k 32 \\
         --tokens 2M --out runs/x
     monosemantic train --out runs/x --resume
+    monosemantic train --out runs/x --resume-from step_1000   # an older checkpoint (the newest is damaged)
     monosemantic train-tensors ACTS.npy --out runs/y --arch topk --k 32
     monosemantic mathlm train-saes --out runs/builtin_saes     # the shipped SAEs, one per layer
 
@@ -80,6 +81,32 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(data, harvest, sae_options(args), train)
 
 
+def checkpoint_step(text: str) -> int:
+    """`--resume-from`: a checkpoint directory's name (step_1000, step_000001000) or its step."""
+    digits = text.removeprefix("step_")
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"expected a checkpoint such as step_1000 (under RUN_DIR/checkpoints/), got {text!r}"
+        )
+    return int(digits)
+
+
+def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest checkpoint, with its saved configuration",
+    )
+    parser.add_argument(
+        "--resume-from",
+        type=checkpoint_step,
+        default=None,
+        metavar="step_N",
+        help="continue the run in --out from its checkpoint of step N (e.g. when the newest is damaged); "
+        "implies --resume",
+    )
+
+
 def changed_on_resume(args: argparse.Namespace, saved: dict, source: Path) -> dict:
     """Flags given now whose value differs from their default and from the saved run: operational
     ones are returned to apply, any other is refused (resuming keeps the saved configuration)."""
@@ -119,6 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from monosemantic.train.pipeline import resume_on_model, train_on_model
 
     out = Path(args.out)
+    args.resume = args.resume or args.resume_from is not None
     if args.resume:
         saved = read_saved_run(out)
         changes = changed_on_resume(args, saved.saved, out)
@@ -129,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with session(device, args.shard_latents) as world:
         check_same_config(world, {**config, "shard_latents": args.shard_latents})
         if args.resume:
-            result = resume_on_model(saved, progress=not args.quiet, world=world, **changes)
+            result = resume_on_model(saved, progress=not args.quiet, world=world, step=args.resume_from, **changes)
         else:
             result = train_on_model(out, run, progress=not args.quiet, world=world)
         if not world.writer:
@@ -168,6 +196,7 @@ def cmd_train_tensors(args: argparse.Namespace) -> int:
     from monosemantic.train.pipeline import train_on_tensors
 
     out = Path(args.out)
+    args.resume = args.resume or args.resume_from is not None
     if args.resume:
         acts, sae_cfg, train_cfg, data = saved_tensor_run(args, out)
     else:
@@ -180,7 +209,17 @@ def cmd_train_tensors(args: argparse.Namespace) -> int:
     config = {"sae": to_dict(sae_cfg), "train": to_dict(train_cfg), "data": data}
     with session(train_cfg.device, args.shard_latents) as world:
         check_same_config(world, {**config, "resume": args.resume, "shard_latents": args.shard_latents})
-        train_on_tensors(out, acts, sae_cfg, train_cfg, data, resume=args.resume, progress=not args.quiet, world=world)
+        train_on_tensors(
+            out,
+            acts,
+            sae_cfg,
+            train_cfg,
+            data,
+            resume=args.resume,
+            step=args.resume_from,
+            progress=not args.quiet,
+            world=world,
+        )
         if world.writer:
             print(f"saved {sae_cfg.arch} SAE (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae}) to {out}")
     return 0
@@ -211,11 +250,7 @@ def add_train_commands(sub, command) -> None:
     p.add_argument(
         "--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue with --resume)"
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its newest checkpoint, with its saved configuration",
-    )
+    add_resume_arguments(p)
     add_arguments(p, DataConfig, aliases={"model": ["--model_path", "--model-path"]})
     add_arguments(p, HarvestConfig, exclude=("seed",))
     add_sae_arguments(p)
@@ -233,11 +268,7 @@ def add_train_commands(sub, command) -> None:
         "--out", required=True, metavar="RUN_DIR", help="run directory to create (or continue with --resume)"
     )
     p.add_argument("--key", default=None, metavar="NAME", help="tensor name inside a .safetensors file holding several")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its newest checkpoint, with its saved configuration",
-    )
+    add_resume_arguments(p)
     add_sae_arguments(p)
     add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
     add_parallel_arguments(p)

@@ -38,7 +38,11 @@ class CacheError(MonosemanticError, ValueError):
 
 def read_manifest(path: str | Path) -> dict:
     return read_manifest_json(
-        Path(path) / MANIFEST, FORMAT, CacheError, f"{path}: not an activation cache ({MANIFEST} is missing)"
+        Path(path) / MANIFEST,
+        FORMAT,
+        CacheError,
+        f"{path}: not an activation cache ({MANIFEST} is missing)",
+        f"delete {path} (it is harvested again) or give another --cache directory",
     )
 
 

@@ -6,6 +6,7 @@
         ...                                            each replicated tensor once)
         trainer.json                                   step, tokens, scale, configs, the data position
                                                        of each data-parallel rank, the mesh
+        sha256.json                                    the sha256 of every file above (train/checkpoint.py)
 
 The tensors are those of a one-process checkpoint (`train/checkpoint.py`), under the same names
 ("W_enc", "W_enc.exp_avg", "W_enc.step", "tokens_since_fired", "rng.torch", ...). Latent-sharded
@@ -45,6 +46,8 @@ from monosemantic.train.checkpoint import (
     TrainerState,
     checkpoint_dirs,
     load_optimizer_tensors,
+    seal_checkpoint,
+    verify_checkpoint,
 )
 
 COUNTERS = "tokens_since_fired"
@@ -123,6 +126,7 @@ def save_distributed_checkpoint(
         )
         if world.writer:
             (Path(tmp) / "trainer.json").write_text(json.dumps(meta, indent=2))
+            seal_checkpoint(Path(tmp))  # dcp.save returned on every rank: all their files are there
     if world.writer:
         for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old)
@@ -163,6 +167,7 @@ def load_any_checkpoint(path: str | Path, sae: SAE, optimizer: torch.optim.Optim
     """Restore `sae` and `optimizer` in place from a distributed or one-process checkpoint, in this
     rank's layout; return the trainer state with this rank's data position."""
     path = Path(path)
+    verify_checkpoint(path)
     try:
         meta = json.loads((path / "trainer.json").read_text())
         stored = HuggingFaceStorageReader(str(path)).read_metadata().state_dict_metadata

@@ -148,15 +148,17 @@ def fit_together(
     world: World,
     *,
     resume: bool = False,
+    step: int | None = None,
     n_init: int = 1,
     started: Callable[[], None] | None = None,
 ) -> dict[int, SAE | None]:
     """Train every SAE of this rank on its part (`exchange`: an `Exchange`, or any batch -> {SAE:
     rows} map) of each batch of `stream` (this rank's source, with `state_dict`), in lockstep;
-    returns the exported SAEs (see `Trainer.export`). `started` is called once every trainer has
-    read and checked its first batches, before the first step."""
+    returns the exported SAEs (see `Trainer.export`). A resume goes on from the checkpoints of `step`,
+    by default the newest that every SAE has. `started` is called once every trainer has read and
+    checked its first batches, before the first step."""
     if resume:
-        step = common_step(trainers, world)
+        step = common_step(trainers, world) if step is None else step
         for t in trainers.values():
             t.setup(None, resume=True, step=step)
         stream.load_state_dict(next(iter(trainers.values())).state.data_state)

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
@@ -13,6 +12,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
+from monosemantic.atomic import read_json_object
 from monosemantic.config import ConfigError, from_dict
 from monosemantic.errors import MonosemanticError
 
@@ -129,13 +129,7 @@ def read_json(path: Path, missing: str = "") -> dict:
     """The JSON object in file `path`; `missing` is appended to the error if there is no such file."""
     if not path.is_file():
         raise SAEFormatError(f"{path}: missing{missing}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SAEFormatError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise SAEFormatError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path, SAEFormatError)
 
 
 def read_config(path: str | Path) -> tuple[SAEConfig, str | None]:

@@ -5,13 +5,17 @@
         optimizer.safetensors  optimiser state tensors, keyed "<param name>.<state key>"
         trainer.safetensors    dead-latent counters and RNG states
         trainer.json           step, tokens seen, activation scale, data position, configs
+        sha256.json            the sha256 of each file above, checked before a resume reads them
 
 A checkpoint directory is built under a temporary name and renamed into place (`atomic_directory`),
 so a kill at any moment leaves either the previous checkpoints or the new one, never a partial one.
+A checkpoint damaged later (a flipped bit on disk) is refused by name on resume, and the previous one
+offered (`--resume-from step_N`); checkpoints written before sha256.json existed are read unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -26,10 +30,12 @@ from torch import Tensor
 from monosemantic.atomic import atomic_directory, remove_stale_temporaries
 from monosemantic.errors import MonosemanticError
 from monosemantic.sae.base import SAE, check_state
+from monosemantic.sae.config import file_sha256
 from monosemantic.train.rundir import CHECKPOINTS_DIR
 
 OPERATIONAL_FIELDS = {"device", "checkpoint_every", "keep_checkpoints", "log_every"}  # may change on resume
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+SHA256_FILE = "sha256.json"
 
 
 class CheckpointError(MonosemanticError, ValueError):
@@ -54,8 +60,7 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     root = Path(run_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((p for p in root.iterdir() if p.is_dir() and step_of(p) >= 0), key=step_of)
 
 
 def save_checkpoint(
@@ -74,13 +79,20 @@ def save_checkpoint(
         "data_state": state.data_state,
         "configs": state.configs,
     }
+    weights = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
+    files = {
+        "sae.safetensors": lambda: safetensors.torch.save(weights),
+        "optimizer.safetensors": lambda: safetensors.torch.save(opt_tensors),
+        "trainer.safetensors": lambda: safetensors.torch.save(trainer_tensors),
+        "trainer.json": lambda: json.dumps(meta, indent=2).encode(),
+    }
     with atomic_directory(path) as tmp:
-        # save() + write_bytes rather than save_file, which creates its files 0600
-        weights = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
-        (tmp / "sae.safetensors").write_bytes(safetensors.torch.save(weights))
-        (tmp / "optimizer.safetensors").write_bytes(safetensors.torch.save(opt_tensors))
-        (tmp / "trainer.safetensors").write_bytes(safetensors.torch.save(trainer_tensors))
-        (tmp / "trainer.json").write_text(json.dumps(meta, indent=2))
+        digests = {}
+        for name, content in files.items():
+            data = content()  # one file's bytes in memory at a time
+            (tmp / name).write_bytes(data)  # rather than save_file, which creates its files 0600
+            digests[name] = hashlib.sha256(data).hexdigest()
+        seal_checkpoint(tmp, digests)
     for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
     return path
@@ -89,6 +101,7 @@ def save_checkpoint(
 def load_checkpoint(path: str | Path, sae: SAE, optimizer: torch.optim.Optimizer) -> TrainerState:
     """Restore `sae` and `optimizer` in place from checkpoint `path`; return the trainer state."""
     path = Path(path)
+    verify_checkpoint(path)
     try:
         meta = json.loads((path / "trainer.json").read_text())
         weights = safetensors.torch.load_file(path / "sae.safetensors")
@@ -111,6 +124,55 @@ def load_checkpoint(path: str | Path, sae: SAE, optimizer: torch.optim.Optimizer
         rng=rng,
         configs=meta.get("configs", {}),
     )
+
+
+def seal_checkpoint(directory: Path, known: dict[str, str] | None = None) -> None:
+    """Write `directory`/sha256.json: the sha256 of every file in it (`known`: {name: sha256} of those
+    the caller hashed as it wrote them)."""
+    known = known or {}
+    digests = {
+        f.name: known.get(f.name) or file_sha256(f)
+        for f in sorted(directory.iterdir())
+        if f.is_file() and f.name != SHA256_FILE
+    }
+    (directory / SHA256_FILE).write_text(json.dumps(digests, indent=2) + "\n")
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Refuse checkpoint `path` if a file it lists in sha256.json is missing or changed, naming the
+    previous checkpoint to resume from instead (a checkpoint without sha256.json predates it)."""
+    listing = path / SHA256_FILE
+    if not listing.exists():
+        return
+    try:
+        digests = json.loads(listing.read_bytes())
+    except (OSError, ValueError) as e:
+        raise damaged_checkpoint(path, f"{SHA256_FILE} is unreadable ({e})") from e
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise damaged_checkpoint(path, f"{SHA256_FILE} is not a {{file: sha256}} object")
+    for name, digest in sorted(digests.items()):
+        if not (path / name).is_file():
+            raise damaged_checkpoint(path, f"{name} is missing")
+        if file_sha256(path / name) != digest:
+            raise damaged_checkpoint(path, f"{name} does not match its sha256 in {SHA256_FILE}")
+
+
+def damaged_checkpoint(path: Path, why: str) -> CheckpointError:
+    """The error for a damaged checkpoint, with the previous one of its run to resume from instead."""
+    step = step_of(path)
+    earlier = [p for p in checkpoint_dirs(path.parent.parent) if step_of(p) < step]
+    offer = (
+        f"resume from the previous checkpoint with --resume-from step_{step_of(earlier[-1])}"
+        if earlier
+        else "it has no earlier checkpoint; train again into a new directory"
+    )
+    return CheckpointError(f"{path}: damaged checkpoint: {why}; {offer}")
+
+
+def step_of(path: Path) -> int:
+    """The step of checkpoint directory `path` (step_000001000 -> 1000); -1 for another name."""
+    m = _STEP_DIR.match(path.name)
+    return int(m.group(1)) if m else -1
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer, named_parameters) -> dict[str, Tensor]:
@@ -149,14 +211,12 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def checkpoint_of_step(run_dir: str | Path, step: int) -> Path:
-    """The complete checkpoint of `step` (several SAEs trained together resume at one step)."""
+    """The complete checkpoint of `step` (of `--resume-from`, or the one several SAEs trained together
+    resume at)."""
     path = Path(run_dir) / CHECKPOINTS_DIR / f"step_{step:09d}"
     if not path.is_dir():
-        steps = [int(p.name.removeprefix("step_")) for p in checkpoint_dirs(run_dir)]
-        raise CheckpointError(
-            f"{run_dir}: no checkpoint of step {step} (it has steps {steps}); the SAEs trained "
-            "together cannot resume at one step"
-        )
+        steps = ", ".join(f"step_{step_of(p)}" for p in checkpoint_dirs(run_dir)) or "none"
+        raise CheckpointError(f"{run_dir}: no checkpoint of step {step} to resume from (it has: {steps})")
     return path
 
 

@@ -118,21 +118,28 @@ def train_on_model(
 
 
 def resume_on_model(
-    saved: SavedRun | str | Path, *, progress: bool = True, world: World | None = None, **operational: Any
+    saved: SavedRun | str | Path,
+    *,
+    progress: bool = True,
+    world: World | None = None,
+    step: int | None = None,
+    **operational: Any,
 ) -> SAE | dict[str, SAE | None] | None:
-    """Continue a run (or the SAEs of several hookpoints under one parent) from its newest checkpoint,
-    with its saved configuration (`read_saved_run`; `operational` may change device, checkpoint_every,
-    keep_checkpoints, log_every); returns what `train_on_model` returns."""
+    """Continue a run (or the SAEs of several hookpoints under one parent) from its newest checkpoint
+    (or that of `step`), with its saved configuration (`read_saved_run`; `operational` may change
+    device, checkpoint_every, keep_checkpoints, log_every); returns what `train_on_model` returns."""
     saved = saved if isinstance(saved, SavedRun) else read_saved_run(saved)
     run = dataclasses.replace(saved.run, train=dataclasses.replace(saved.run.train, **operational))
     job = Job.open(saved.path, run, world, progress)
     if saved.hookpoints is not None:
-        return _train_many(job, run, resolve_hookpoints(job.model, saved.hookpoints), saved_source=saved.source)
+        hooks = resolve_hookpoints(job.model, saved.hookpoints)
+        return _train_many(job, run, hooks, saved_source=saved.source, step=step)
     assert saved.sae is not None  # a single run records its SAE
     stream, source = activation_stream(job, run, run.data.hookpoint)
     check_source(job.out, source, saved.source)
     new = NewSAE(saved.sae, job.out, job.world, progress)
-    return train_saes({0: new}, run.train, lambda: training_batches(job, stream, run), job.world, resume=True)[0]
+    batches = lambda: training_batches(job, stream, run)
+    return train_saes({0: new}, run.train, batches, job.world, resume=True, step=step)[0]
 
 
 def train_on_tensors(
@@ -143,12 +150,14 @@ def train_on_tensors(
     data: dict,
     *,
     resume: bool = False,
+    step: int | None = None,
     progress: bool = True,
     world: World | None = None,
 ) -> SAE | None:
     """Train the SAE `sae` on the rows of `acts` [N, d_in] into the new run directory `out` (`data`:
-    how its train_config.json describes them), or continue that run (`resume`). Under torchrun every
-    rank reads the same global batches and trains on its rows of each."""
+    how its train_config.json describes them), or continue that run (`resume`, from the checkpoint of
+    `step` or the newest). Under torchrun every rank reads the same global batches and trains on its
+    rows of each."""
     world = world or World()
     if not resume:
         check_new_run_dir(out)
@@ -157,12 +166,15 @@ def train_on_tensors(
         batches = RankRows(batches, world.data_rank, world.data_size)
     record = {"sae": to_dict(sae), "train": to_dict(train), "data": data}
     new = NewSAE(sae, Path(out), world, progress, record)
-    return train_saes({0: new}, train, lambda: batches, world, resume=resume)[0]
+    return train_saes({0: new}, train, lambda: batches, world, resume=resume, step=step)[0]
 
 
-def _train_many(job: Job, run: RunConfig, hooks: list[Hookpoint], saved_source: dict | None = None):
+def _train_many(
+    job: Job, run: RunConfig, hooks: list[Hookpoint], saved_source: dict | None = None, step: int | None = None
+):
     """One SAE per hookpoint from one forward, spread over the ranks (multi_sae.py); continues the
-    job whose activations `saved_source` describes, when given."""
+    job whose activations `saved_source` describes, when given (from the checkpoints of `step`, or
+    the newest that all have)."""
     world, names = job.world, [h.name for h in hooks]
     if world.latent_size > 1:
         raise ConfigError(f"--shard-latents splits the SAE of one hookpoint; {len(hooks)} hookpoints were given")
@@ -181,6 +193,7 @@ def _train_many(job: Job, run: RunConfig, hooks: list[Hookpoint], saved_source: 
         lambda: training_batches(job, stream, run),
         world,
         resume=saved_source is not None,
+        step=step,
         parent=(job.out / PARENT_FILE, run.parent_record(names, source)),
         split=Exchange(stream.widths, owners, world.rank, world.size),
         n_init=init_batches(stream.widths, run.train.batch_size),
@@ -195,6 +208,7 @@ def train_saes(
     world: World,
     *,
     resume: bool = False,
+    step: int | None = None,
     parent: tuple[Path, dict] | None = None,
     split: Callable[[Tensor], dict[int, Tensor]] | None = None,
     n_init: int = 1,
@@ -236,10 +250,17 @@ def train_saes(
         go_on = resume and not restart
         if split is None:
             [(key, trainer)] = trainers.items()
-            done = {key: trainer.fit(batches(), resume=go_on, started=None if go_on else started)}
+            done = {key: trainer.fit(batches(), resume=go_on, step=step, started=None if go_on else started)}
         else:
             done = fit_together(
-                trainers, batches(), split, world, resume=go_on, n_init=n_init, started=None if go_on else started
+                trainers,
+                batches(),
+                split,
+                world,
+                resume=go_on,
+                step=step,
+                n_init=n_init,
+                started=None if go_on else started,
             )
         for key, new in saes.items():
             if trainers[key].world.writer:

@@ -231,12 +231,18 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------------
 
     def fit(
-        self, batches: Iterator[Tensor], *, resume: bool = False, started: Callable[[], None] | None = None
+        self,
+        batches: Iterator[Tensor],
+        *,
+        resume: bool = False,
+        step: int | None = None,
+        started: Callable[[], None] | None = None,
     ) -> SAE | None:
         """Train to `cfg.total_tokens`; return the SAE with normalisation folded in (takes raw
-        activations). With a run directory, also save it there as cfg.json + sae.safetensors.
-        `started` is called once the first batches are read and checked, before the first step."""
-        batches = self.setup(iter(batches), resume=resume)
+        activations). With a run directory, also save it there as cfg.json + sae.safetensors. A
+        resume goes on from the checkpoint of `step` (default: the newest). `started` is called once
+        the first batches are read and checked, before the first step."""
+        batches = self.setup(iter(batches), resume=resume, step=step)
         if started is not None:
             started()
         self.start()

@@ -225,11 +225,17 @@ def test_examples_carry_the_token_role_of_their_token(analysed):
 
 
 def test_stores_without_roles_still_load(analysed, tmp_path):
-    """A store from before token roles: no roles table. It reads, without roles; continuing it adds one."""
+    """A store from before token roles (and content hashes): no roles table. It reads, without roles;
+    continuing it adds one."""
     old = tmp_path / "run"
     shutil.copytree(analysed, old)
     with sqlite3.connect(features_dir(old) / DB_FILE) as db:
         db.execute("DROP TABLE roles")
+    manifest = json.loads((features_dir(old) / MANIFEST).read_text())
+    del manifest["tables_sha256"]
+    for entry in manifest["shards"].values():
+        del entry["rows_sha256"]
+    (features_dir(old) / MANIFEST).write_text(json.dumps(manifest))
     store = FeatureStore.open(old)
     f = store.feature(3)
     assert f.top_examples and all(ex.role is None for ex in f.top_examples + f.samples[0].examples)

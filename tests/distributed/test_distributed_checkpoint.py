@@ -40,7 +40,7 @@ def trained(tmp_path) -> Trainer:
 
 def test_a_distributed_checkpoint_holds_what_a_one_process_checkpoint_holds(tmp_path, trained):
     path = save_distributed_checkpoint(tmp_path / "dcp", trained.sae, trained.optimizer, trained.state, 2, World())
-    assert sorted(p.suffix for p in path.iterdir()) == [".json", ".safetensors"]  # no pickle file
+    assert {p.suffix for p in path.iterdir()} == {".json", ".safetensors"}  # no pickle file
     classic, dcp = fresh_trainer(), fresh_trainer()
     want = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "classic"), classic.sae, classic.optimizer)
     got = load_any_checkpoint(path, dcp.sae, dcp.optimizer, World())
@@ -78,6 +78,22 @@ def test_loading_never_unpickles(tmp_path, trained):
         target = fresh_trainer()
         load_any_checkpoint(path, target.sae, target.optimizer, World())
     assert not marker.exists()
+
+
+def test_either_kind_of_checkpoint_is_checked_against_its_sha256_json(tmp_path, trained):
+    for path in (
+        save_distributed_checkpoint(tmp_path / "dcp", trained.sae, trained.optimizer, trained.state, 2, World()),
+        ckpt.latest_checkpoint(tmp_path / "classic"),
+    ):
+        listed = json.loads((path / ckpt.SHA256_FILE).read_text())
+        assert sorted(listed) == sorted(p.name for p in path.iterdir() if p.name != ckpt.SHA256_FILE)
+        name = next(n for n in sorted(listed) if n.endswith(".safetensors"))
+        data = bytearray((path / name).read_bytes())
+        data[-1] ^= 0x01  # the last byte of the last tensor
+        (path / name).write_bytes(bytes(data))
+        target = fresh_trainer()
+        with pytest.raises(CheckpointError, match=f"damaged checkpoint: {name} does not match its sha256"):
+            load_any_checkpoint(path, target.sae, target.optimizer, World())
 
 
 def test_a_checkpoint_of_another_dictionary_size_is_refused(tmp_path, trained):
