@@ -110,9 +110,13 @@ def read_manifest(directory: Path) -> dict:
 
 
 def outdated_labels(directory: Path) -> bool:
-    """Whether `directory` holds a store whose labels follow an older definition."""
-    path = directory / MANIFEST
-    return path.is_file() and json.loads(path.read_text()).get("labels") != LABELS_VERSION
+    """Whether `directory` holds a store whose labels follow an older definition (a manifest that
+    cannot be read is not one: the writer repairs or refuses it)."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("labels") != LABELS_VERSION
 
 
 def check_labels(directory: Path, manifest: dict) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import re
+import tempfile
 from pathlib import Path
 
+from monosemantic.atomic import write_error
 from monosemantic.config import positive_int
 from monosemantic.experiments.ablate import ablate
 from monosemantic.experiments.interventions import steer as steer_latent
@@ -70,10 +72,20 @@ def hookpoint_list(text: str) -> list[str]:
     return [h.strip() for h in text.split(",") if h.strip()]
 
 
-def _out(run_dir: str, name: str) -> Path:
+def _experiments_dir(run_dir: str) -> Path:
+    """RUN_DIR/experiments, made if missing; one that cannot be written is refused (called before an
+    experiment's minutes of work, not after)."""
     out = Path(run_dir) / EXPERIMENTS_DIR
-    out.mkdir(exist_ok=True)
-    return out / re.sub(r"[^A-Za-z0-9_.-]", lambda m: f"u{ord(m.group()):x}", name)  # '=' -> u3d
+    try:
+        out.mkdir(exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise write_error(out, e) from e
+    return out
+
+
+def _out(run_dir: str, name: str) -> Path:
+    return _experiments_dir(run_dir) / re.sub(r"[^A-Za-z0-9_.-]", lambda m: f"u{ord(m.group()):x}", name)  # '=' -> u3d
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -81,6 +93,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     --positions, against random features of similar density (--controls draws: mean, sd and CI) and,
     with --bound, against the whole activation replaced by its mean there; prints the table and writes
     RUN_DIR/experiments/NAME.json and NAME.png."""
+    _experiments_dir(args.run_dir)
     result = ablate(
         args.run_dir,
         args.features,
@@ -113,6 +126,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
     greedy continuation of a prompt without and with steering."""
     lo, hi = args.alpha
     alphas = [lo + (hi - lo) * i / max(args.steps - 1, 1) for i in range(args.steps)] if hi > lo else [lo]
+    _experiments_dir(args.run_dir)
     result = steer(
         args.run_dir,
         args.feature,

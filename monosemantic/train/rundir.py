@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from monosemantic.atomic import atomic_write_json, atomic_write_text, fsync_dir
+from monosemantic.atomic import atomic_write_json, atomic_write_text, fsync_dir, write_error
 from monosemantic.errors import MonosemanticError
 
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -119,7 +119,7 @@ def locked_run_dir(path: str | Path) -> Iterator[Path]:
     try:
         fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise RunDirError(f"{file}: cannot open the run's lock file ({e.strerror}); is {path} writable?") from e
+        raise write_error(file, e) from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

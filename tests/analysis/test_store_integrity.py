@@ -23,7 +23,10 @@ def write_store(run_dir, shards=((0, 32), (32, 64))):
         rows = [
             dict.fromkeys(FEATURE_COLUMNS, "[]") | {"latent": i, "fires": i, "label": f'"{i}"'} for i in range(lo, hi)
         ]
-        labels = [(i, "token", f'"{i}"', 0.5, 0.25, 0.3, 10, 4) for i in range(lo, hi)]
+        labels = [
+            (i, "token", f'"{i}"', 0.5, 0.25, 0.3, 10, 4, json.dumps({"kind": "token", "token": 1}))
+            for i in range(lo, hi)
+        ]
         writer.write_shard(lo, hi, 1000, {"hist": torch.zeros(hi - lo, 4)}, rows, labels, [(lo, 1, f"digit {lo}")])
     writer.finish()
     return features_dir(run_dir)
