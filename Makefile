@@ -21,13 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The main job on the built-in model: train an SAE on layer 3's residual stream, evaluate it spliced into
+# The main job on the built-in model: train the SAE of the exact-equality study (examples/equality_ablation.md:
+# the embedding, where `=` and `≈` are still one feature each; 768 features, k 8), evaluate it spliced into
 # the model, then analyse every feature (labels, top contexts, ...) into runs/demo/features.
 # runs/demo is the demo's own directory and is replaced on every run.
 DEMO_RUN := runs/demo
 demo: $(STAMP)
 	rm -rf $(DEMO_RUN)
-	$(BIN)/monosemantic train --model builtin --hookpoint layers.3.resid.post --expansion-factor 16 --k 32 \
+	$(BIN)/monosemantic train --model builtin --hookpoint layers.0.resid.pre --arch topk --expansion-factor 4 --k 8 \
 		--tokens 2M --out $(DEMO_RUN)
 	$(BIN)/monosemantic eval $(DEMO_RUN)
 	$(BIN)/monosemantic analyze $(DEMO_RUN) --tokens 200k
