@@ -19,7 +19,6 @@ import logging
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from monosemantic.analysis.concepts import LabelInputs
 from monosemantic.analysis.label_text import Describer, label_fields, label_rows
 from monosemantic.analysis.labels import DENSE, KeySpace, LabelStats, Names, Scored
 from monosemantic.analysis.latent_stats import Batch, Examples, LatentStats
+from monosemantic.analysis.settings import AnalyzeConfig
 from monosemantic.analysis.store import features_dir, outdated_labels
 from monosemantic.analysis.writer import StoreWriter
 from monosemantic.config import ConfigError, derive_seed, to_dict
@@ -40,35 +40,6 @@ from monosemantic.models import direct_logit_path
 from monosemantic.runmodel import RunModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AnalyzeConfig:
-    tokens: int = 200_000
-    """tokens of the corpus to analyse (the first part chooses label rules, the rest scores them)"""
-    corpus: str | None = None
-    """corpus to analyse (default: the run's training corpus)"""
-    top_k: int = 16
-    """top activating contexts kept per feature"""
-    samples: int = 4
-    """examples kept per activation range (2 ranges per decade): the quantile samples"""
-    window: int = 32
-    """tokens of context kept around each example (3/4 of them before it)"""
-    shard_latents: int = 8192
-    """latents per shard; each shard is one pass over the tokens, written to disk when done"""
-    label_fit: float = 0.5
-    """fraction of the tokens on which label rules are chosen; they are scored on the rest"""
-    batch_tokens: int = 4096
-    """tokens per model forward"""
-    seed: int = 0
-    """seed of the quantile sampling"""
-
-    def check(self) -> None:
-        for name in ("tokens", "top_k", "samples", "window", "shard_latents", "batch_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not 0 < self.label_fit < 1:
-            raise ConfigError(f"label_fit must be between 0 and 1 (exclusive), got {self.label_fit}")
 
 
 def analysis_settings(run: RunModel, cfg: AnalyzeConfig) -> dict:

@@ -27,6 +27,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from monosemantic.analysis.settings import AnalyzeConfig
 from monosemantic.atomic import WriteError, write_error
 from monosemantic.errors import MonosemanticError
 
@@ -162,8 +163,6 @@ def repair_advice(run_dir: Path, settings: dict | None) -> str:
     """What to do about a damaged store: rerun `analyze` with the flags it was made with."""
     command = ["monosemantic", "analyze", str(run_dir)]
     if settings is not None:
-        from monosemantic.analysis.analyze import AnalyzeConfig  # only on this error path: it loads torch
-
         defaults = AnalyzeConfig()
         for name, value in settings.get("analysis", {}).items():
             if hasattr(defaults, name) and value != getattr(defaults, name):
