@@ -109,7 +109,7 @@ def test_a_run_with_several_trainers_asks_which(dl, tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda c, s: c["trainer"].update(dict_class="AutoEncoderNew"), r"dict_class 'AutoEncoderNew' not supported"),
+        (lambda c, s: c["trainer"].update(dict_class="CrossCoder"), r"dict_class 'CrossCoder' not supported"),
         (lambda c, s: c["trainer"].update(k=7), r"k=5, but config.json's trainer says k=7"),
         (lambda c, s: c.pop("trainer"), r"config.json: missing key 'trainer'"),
         (lambda c, s: s.pop("b_dec"), r"ae.pt: missing tensor 'b_dec'"),
