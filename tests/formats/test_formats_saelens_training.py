@@ -100,7 +100,9 @@ def test_unsupported_architectures_are_refused_with_the_reason(tmp_path, arch, w
 
 def test_a_missing_scaling_factor_says_what_it_is_and_how_to_pass_it(tmp_path):
     sae, path = checkpoint(tmp_path, "topk", normalize_activations="expected_average_only_in")
-    with pytest.raises(SAEFormatError, match=r"factor S = sqrt\(d_in\) / mean \|\|x\|\|.*has scaling_factor null.*activation_scale=S"):
+    with pytest.raises(
+        SAEFormatError, match=r"factor S = sqrt\(d_in\) / mean \|\|x\|\|.*has scaling_factor null.*activation_scale=S"
+    ):
         load_sae(path)
     (path / "activation_scaler.json").unlink()
     with pytest.raises(SAEFormatError, match=r"activation_scaler.json is missing.*--activation-scale S"):
