@@ -49,7 +49,7 @@ FILE = "params.npz"
 SAFETENSORS_FILE = "params.safetensors"
 CONFIG_FILE = "config.json"
 KEYS = {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}
-UPCAST_BY = "SAELens' Gemma Scope loaders (and the tutorial)"
+UPCAST_BY = "SAELens' Gemma Scope loader"
 
 
 def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None) -> SAE:
