@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -62,7 +62,7 @@ class SAEConfig:
     """where the activations were read, e.g. layers.4.mlp.neurons (informational)"""
     model: str | None = None
     """model the activations came from (informational)"""
-    origin: dict[str, Any] | None = None
+    origin: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
     """an SAE loaded from another tool's files: that format, its own names for what differs here (hook
     name, seed, architecture) and the dtype policy applied (informational)"""
 
