@@ -70,7 +70,8 @@ def load_sae(
         raise SAEFormatError(
             f"{path}: no SAE found; expected one of: our cfg.json + sae.safetensors, SAELens cfg.json + "
             "sae_weights.safetensors, sparsify cfg.json + sae.safetensors, dictionary_learning ae.pt + "
-            "config.json, Gemma Scope params.npz, an OpenAI sparse_autoencoder .pt state dict"
+            "config.json (or its checkpoints/ae_<step>.pt), Gemma Scope params.npz or params.safetensors + "
+            "config.json, an OpenAI sparse_autoencoder .pt state dict"
         )
     opts = LoadOptions(allow_square=allow_square, dtype=dtype, activation_scale=activation_scale)
     return READERS[fmt](path, opts, device)
