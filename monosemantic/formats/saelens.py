@@ -148,7 +148,12 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     scale = input_scale(cfg, path, opts.activation_scale)
     if scale is not None:
         ours.update(W_enc=ours["W_enc"] * scale, W_dec=ours["W_dec"] / scale, b_dec=ours["b_dec"] / scale)
-    if ARCHS[arch] in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", False):
+    rescaled = ARCHS[arch] in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", False)
+    if scale is not None and rescaled and "threshold" in ours:
+        # the BatchTopK threshold is in units of pre * ||W_dec row||, and W_dec was just divided by the
+        # factor: SAELens' own fold divides the threshold too (its issue #763)
+        ours["threshold"] = ours["threshold"] / scale
+    if rescaled:
         ours["W_enc"], ours["b_enc"], ours["W_dec"] = fold_decoder_norms(ours["W_enc"], ours["b_enc"], ours["W_dec"])
     metadata = cfg.get("metadata") or {}
     hook_name = metadata.get("hook_name")

@@ -113,6 +113,19 @@ def test_a_missing_scaling_factor_says_what_it_is_and_how_to_pass_it(tmp_path):
     assert_same_forward(ours, inference_peer(sae, tmp_path))
 
 
+@pytest.mark.parametrize("rescale", [True, False])
+def test_a_batchtopk_checkpoint_with_its_scaling_factor_matches(tmp_path, rescale):
+    """Mid-training, the weights expect inputs times the factor in activation_scaler.json; SAETrainer
+    folds it at the end (with the threshold, when it is in decoder-norm units)."""
+    sae, path = checkpoint(
+        tmp_path, "batchtopk", normalize_activations="expected_average_only_in", rescale_acts_by_decoder_norm=rescale
+    )
+    (path / "activation_scaler.json").write_text(json.dumps({"scaling_factor": 2.5, "has_whitening": False}))
+    ours = load_sae(path)
+    sae.fold_activation_norm_scaling_factor(2.5)
+    assert_same_forward(ours, inference_peer(sae, tmp_path))
+
+
 @pytest.mark.parametrize(
     "hook_name, ours",
     [
