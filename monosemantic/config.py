@@ -186,7 +186,13 @@ def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
+    """The dataclass as JSON; a field with metadata `omit_if_none` is left out while None, so files
+    written before it existed are written the same."""
+    out = dataclasses.asdict(obj)
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("omit_if_none") and out.get(f.name) is None:
+            del out[f.name]
+    return out
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:

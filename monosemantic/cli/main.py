@@ -101,7 +101,7 @@ def new_output_dir(path: str) -> Path:
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert an SAE made by another tool (format detected from its files) to cfg.json + sae.safetensors."""
     fmt = detect_format(args.src)
-    sae = load_sae(args.src, allow_square=args.allow_square)
+    sae = load_sae(args.src, allow_square=args.allow_square, dtype=args.dtype, activation_scale=args.activation_scale)
     sae.save(new_output_dir(args.out))
     print(f"converted {fmt} {sae.cfg.arch} SAE (d_in={sae.d_in}, d_sae={sae.d_sae}) from {args.src} to {args.out}")
     return 0
@@ -109,9 +109,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a run's SAE in another tool's format, for that tool to load."""
-    sae = load_sae(args.run_dir)
-    export_sae(sae, new_output_dir(args.out), args.format)
-    print(f"exported {sae.cfg.arch} SAE (d_in={sae.d_in}, d_sae={sae.d_sae}) as {args.format} to {args.out}")
+    sae = load_sae(args.run_dir, dtype=args.dtype)
+    written = export_sae(sae, new_output_dir(args.out), args.format)
+    print(f"exported {sae.cfg.arch} SAE (d_in={sae.d_in}, d_sae={sae.d_sae}) as {args.format} to {written}")
     return 0
 
 
@@ -255,6 +255,14 @@ def add_interop_commands(sub) -> None:
         help="accept d_in == d_sae, where a transposed weight "
         "matrix cannot be detected; only for files known to follow their tool's layout",
     )
+    add_dtype_argument(p)
+    p.add_argument(
+        "--activation-scale",
+        type=float,
+        metavar="S",
+        help="SAELens expected_average_only_in SAEs without activation_scaler.json: the dataset-wide input "
+        "factor sqrt(d_in) / mean ||x|| they were trained with",
+    )
     p = _command(sub, "export", cmd_export)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any SAE that convert reads)")
     p.add_argument(
@@ -265,6 +273,16 @@ def add_interop_commands(sub) -> None:
         "sae.safetensors (topk only)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write into (new or empty)")
+    add_dtype_argument(p)
+
+
+def add_dtype_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16", "float64"],
+        help="dtype of the weights; default: as the file's own tool computes (OpenAI, dictionary_learning, Gemma "
+        "Scope: half-precision files in float32; SAELens, sparsify and ours: as stored); cfg.json's origin says which",
+    )
 
 
 def add_eval_command(sub) -> None:

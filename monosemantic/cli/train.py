@@ -31,7 +31,7 @@ from monosemantic.train.rundir import PARENT_FILE, TRAIN_CONFIG_FILE, read_train
 from monosemantic.train.trainer import TrainConfig
 
 # input_norm comes only with SAEs of other tools, which the trainer refuses
-SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm")
+SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm", "origin")
 K_ARCHS = ("topk", "batchtopk")
 
 

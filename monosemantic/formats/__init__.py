@@ -12,6 +12,7 @@ what it cannot reproduce exactly. Pickled files are only ever read with torch.lo
 
     detect.py        which format a path holds, from its files
     reading.py       what the readers share: shape and orientation checks, building our SAE
+    hooknames.py     our hookpoints in TransformerLens' and sparsify's names, both ways
     saelens.py, sparsify.py, openai.py, dictionary_learning.py, gemmascope.py    one format each
 """
 
@@ -23,6 +24,7 @@ import torch
 
 from monosemantic.formats import dictionary_learning, gemmascope, openai, saelens, sparsify
 from monosemantic.formats.detect import NATIVE, detect_format, saes_below
+from monosemantic.formats.reading import LoadOptions
 from monosemantic.sae import SAE, SAEFormatError
 
 READERS = {
@@ -35,16 +37,29 @@ READERS = {
 WRITERS = {"saelens": saelens.write, "sparsify": sparsify.write}
 
 
-def load_sae(path: str | Path, *, device: torch.device | str | None = None, allow_square: bool = False) -> SAE:
+def load_sae(
+    path: str | Path,
+    *,
+    device: torch.device | str | None = None,
+    allow_square: bool = False,
+    dtype: str | None = None,
+    activation_scale: float | None = None,
+) -> SAE:
     """Load the SAE at `path`, ours or any format in `READERS` (detected from the files), in eval mode.
 
     allow_square: accept d_in == d_sae, where a transposed weight matrix cannot be detected (see
     `reading.check_orientation`); ours are always accepted, their cfg.json names the layout.
+    dtype: compute in this dtype; by default each tool's own policy (cfg.origin states it): OpenAI,
+    dictionary_learning and Gemma Scope upcast half-precision files to float32, SAELens and
+    sparsify keep the file's dtype.
+    activation_scale: the dataset-wide input factor of a SAELens expected_average_only_in SAE whose
+    activation_scaler.json is missing.
     """
     path = Path(path)
     fmt = detect_format(path)
     if fmt == NATIVE:
-        return SAE.load(path, device=device)
+        sae = SAE.load(path, device=device)
+        return sae if dtype is None or dtype == sae.cfg.dtype else sae.with_dtype(dtype)  # type: ignore[arg-type]
     if fmt is None:
         below = saes_below(path)
         if below:
@@ -55,9 +70,11 @@ def load_sae(path: str | Path, *, device: torch.device | str | None = None, allo
         raise SAEFormatError(
             f"{path}: no SAE found; expected one of: our cfg.json + sae.safetensors, SAELens cfg.json + "
             "sae_weights.safetensors, sparsify cfg.json + sae.safetensors, dictionary_learning ae.pt + "
-            "config.json, Gemma Scope params.npz, an OpenAI sparse_autoencoder .pt state dict"
+            "config.json (or its checkpoints/ae_<step>.pt), Gemma Scope params.npz or params.safetensors + "
+            "config.json, an OpenAI sparse_autoencoder .pt state dict"
         )
-    return READERS[fmt](path, allow_square=allow_square, device=device)
+    opts = LoadOptions(allow_square=allow_square, dtype=dtype, activation_scale=activation_scale)
+    return READERS[fmt](path, opts, device)
 
 
 def export_sae(sae: SAE, out: str | Path, format: str) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,47 @@ from torch import Tensor
 from monosemantic.config import ConfigError
 from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError
 from monosemantic.sae.config import DTYPES, check_state
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the caller of `load_sae` decides for every reader."""
+
+    allow_square: bool = False
+    """accept d_in == d_sae, where a transposed weight matrix cannot be detected"""
+    dtype: str | None = None
+    """compute in this dtype instead of the one the tool's own loader would use"""
+    activation_scale: float | None = None
+    """SAELens expected_average_only_in: the dataset-wide input factor, where activation_scaler.json is missing"""
+
+
+def choose_dtype(file_dtype: torch.dtype, upcast_by: str | None, override: str | None, source: Path | str) -> dict:
+    """Our dtype for weights stored in `file_dtype`, as the tool's own loader computes, and the policy
+    stated in cfg.json. `upcast_by`: the loader that builds float32 modules and copies the file into
+    them (OpenAI, dictionary_learning, Gemma Scope), so half-precision files compute in float32;
+    None: the tool keeps the file's dtype (SAELens, sparsify). `override` (--dtype) wins."""
+    stored = dtype_name(file_dtype, source)
+    if override is not None:
+        if override not in DTYPES:
+            raise SAEFormatError(f"dtype {override!r} not supported; expected one of {sorted(DTYPES)}")
+        return {"dtype": override, "file_dtype": stored, "dtype_policy": f"{override}, as asked (--dtype)"}
+    if upcast_by is not None and stored in ("bfloat16", "float16"):
+        return {"dtype": "float32", "file_dtype": stored, "dtype_policy": f"upcast to float32, as {upcast_by} does"}
+    policy = "kept, as the tool's loader does" if upcast_by is None else f"kept (float32 or wider; {upcast_by})"
+    return {"dtype": stored, "file_dtype": stored, "dtype_policy": policy}
+
+
+def cast_all(tensors: dict[str, Tensor], dtype: str) -> dict[str, Tensor]:
+    """Every tensor in `dtype`, before any arithmetic on them: the tools fold norms and scales in the
+    dtype they compute in."""
+    return {k: v.to(DTYPES[dtype]) for k, v in tensors.items()}
+
+
+def origin(fmt: str, policy: dict, **names: object) -> dict:
+    """cfg.json's `origin`: the format, the dtype policy, and the tool's own names (None ones left out)."""
+    out = {"format": fmt, "file_dtype": policy["file_dtype"], "dtype_policy": policy["dtype_policy"]}
+    out.update({k: v for k, v in names.items() if v is not None})
+    return out
 
 
 def read_pickle(path: Path) -> dict[str, Any]:

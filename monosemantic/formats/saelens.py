@@ -1,15 +1,22 @@
 """SAELens: DIR/cfg.json + DIR/sae_weights.safetensors, configs of SAELens 6 and of earlier versions.
 
-Architectures: standard (ReLU), topk, jumprelu, gated. W_enc [d_in, d_sae], W_dec [d_sae, d_in],
-b_enc [d_sae] (gated: b_gate, r_mag, b_mag), b_dec [d_in], threshold [d_sae] (jumprelu).
+Architectures: standard (ReLU), topk, jumprelu, gated, and the training checkpoints `SAETrainer`
+writes of batchtopk and matryoshka_batchtopk (our batchtopk: topk_threshold [] is the inference
+threshold of every latent, as SAELens' own inference save makes it). W_enc [d_in, d_sae],
+W_dec [d_sae, d_in], b_enc [d_sae] (gated: b_gate, r_mag, b_mag), b_dec [d_in], threshold [d_sae]
+(jumprelu). Refused, with the reason: abstopk, matching_pursuit, temporal, the transcoders.
+The TransformerLens hook name (metadata.hook_name) becomes our hookpoint where it names a site
+(`hooknames.py`); cfg.origin keeps it, and `write` writes the TransformerLens name.
 
 Semantics carried over into our cfg:
 - apply_b_dec_to_input: as is.
 - normalize_activations: none; layer_norm and constant_norm_rescale -> our per-token `input_norm`;
   expected_average_only_in -> the dataset-wide factor in DIR/activation_scaler.json, folded into
   the weights as SAELens' own `fold_activation_norm_scaling_factor` does (W_enc * s, W_dec / s,
-  b_dec / s; latents unchanged); without that file the factor is unknown and loading is refused.
-- topk rescale_acts_by_decoder_norm: folded (decoder rows made unit norm, latents scaled to match).
+  b_dec / s; latents unchanged); without that file the caller passes it (activation_scale),
+  else loading is refused with the factor's definition.
+- dtype: cast to cfg.json's dtype, as SAELens does (or the caller's).
+- topk/batchtopk rescale_acts_by_decoder_norm: folded (decoder rows made unit norm, latents scaled to match).
 - a pre-6 `scaling_factor` tensor of ones is dropped (as SAELens does); any other is refused.
 - reshape_activations hook_z: SAELens flattens [..., n_heads, d_head] inputs itself; ours take the
   flattened [..., d_in], and the maths is the same.
@@ -29,28 +36,61 @@ import torch
 from torch import Tensor
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
+from monosemantic.formats.hooknames import from_transformer_lens, to_transformer_lens
 from monosemantic.formats.reading import (
+    LoadOptions,
     build_sae,
+    cast_all,
     check_orientation,
     check_unexpected,
+    choose_dtype,
     dtype_name,
     fold_decoder_norms,
     get,
+    origin,
     take,
 )
-from monosemantic.sae import SAE, SAEFormatError
+from monosemantic.sae import SAE, SAEConfig, SAEFormatError
 from monosemantic.sae.config import read_json
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 SCALER_FILE = "activation_scaler.json"
-ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
+ARCHS = {
+    "standard": "relu",
+    "topk": "topk",
+    "jumprelu": "jumprelu",
+    "gated": "gated",
+    "batchtopk": "batchtopk",  # training checkpoints of SAETrainer; the finished SAE is saved as jumprelu
+    "matryoshka_batchtopk": "batchtopk",
+}
+NOTES = {
+    "matryoshka_batchtopk": "loaded as batchtopk: matryoshka_widths shape only the training loss, and SAELens' "
+    "inference SAE of it is the same JumpReLU with the one BatchTopK threshold",
+    "batchtopk": "a training checkpoint; its inference forward is JumpReLU with topk_threshold for every latent, "
+    "which is our batchtopk's",
+}
+REFUSED = {
+    "abstopk": "AbsTopK keeps the k largest pre-activations by magnitude with their sign, and no architecture "
+    "here has negative latents",
+    "matching_pursuit": "matching pursuit encodes by greedy residual selection over the decoder, which no "
+    "architecture here computes",
+    "transcoder": "transcoders read one site and predict another; they load with the transcoder classes "
+    "(issue 19 leaves them to the transcoder issue)",
+    "skip_transcoder": "transcoders read one site and predict another; they load with the transcoder classes "
+    "(issue 19 leaves them to the transcoder issue)",
+    "jumprelu_transcoder": "transcoders read one site and predict another; they load with the transcoder classes "
+    "(issue 19 leaves them to the transcoder issue)",
+    "temporal": "the temporal SAE's encoder attends over previous tokens, which no architecture here does",
+}
 NORMS = {"none": "none", "layer_norm": "layer_norm", "constant_norm_rescale": "constant_norm"}
 EXTRA_TENSORS = {
     "standard": ("b_enc",),
     "topk": ("b_enc",),
     "jumprelu": ("b_enc", "threshold"),
     "gated": ("b_gate", "r_mag", "b_mag"),
+    "batchtopk": ("b_enc", "topk_threshold"),
+    "matryoshka_batchtopk": ("b_enc", "topk_threshold"),
 }
 WRITTEN_VERSION = "6.0.0"  # the config layout we write; SAELens reads any 6.x this way
 
@@ -77,14 +117,16 @@ def read_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def read(path: Path, *, allow_square: bool = False, device: torch.device | str | None = None) -> SAE:
+def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None) -> SAE:
     cfg = read_config(path)
     source = path / CFG_FILE
     arch = get(cfg, "architecture", str, source)
+    if arch in REFUSED:
+        raise SAEFormatError(f"{source}: architecture {arch!r} not supported: {REFUSED[arch]}")
     if arch not in ARCHS:
         raise SAEFormatError(f"{source}: architecture {arch!r} not supported; expected one of {sorted(ARCHS)}")
     d_in, d_sae = get(cfg, "d_in", int, source), get(cfg, "d_sae", int, source)
-    check_orientation(d_in, d_sae, source, allow_square)
+    check_orientation(d_in, d_sae, source, opts.allow_square)
     tensors = load_weights(path)
     wsource = path / WEIGHTS_FILE
     ours = {
@@ -93,32 +135,52 @@ def read(path: Path, *, allow_square: bool = False, device: torch.device | str |
         "b_dec": take(tensors, "b_dec", (d_in,), "[d_in]", wsource),
     }
     for key in EXTRA_TENSORS[arch]:
-        ours[key] = take(tensors, key, (d_sae,), "[d_sae]", wsource)
+        scalar = key == "topk_threshold"
+        ours[key] = take(tensors, key, () if scalar else (d_sae,), "[] (a scalar)" if scalar else "[d_sae]", wsource)
     check_unexpected(tensors, set(ours), wsource, f"a SAELens {arch!r} SAE")
     if arch == "gated":
         ours["b_enc"] = ours.pop("b_gate")
-    dtype = cfg.get("dtype", "float32")
-    ours = {k: v.to(_dtype(dtype, source)) for k, v in ours.items()}  # SAELens casts to cfg dtype on load
-    scale = input_scale(cfg, path)
+    if "topk_threshold" in ours:  # SAELens' inference save: one threshold for every latent (JumpReLU)
+        ours["threshold"] = ours.pop("topk_threshold")
+    policy = choose_dtype(_dtype(cfg.get("dtype", "float32"), source), None, opts.dtype, source)
+    policy["file_dtype"] = dtype_name(ours["W_enc"].dtype, wsource)
+    ours = cast_all(ours, policy["dtype"])  # SAELens casts to cfg.json's dtype on load
+    scale = input_scale(cfg, path, opts.activation_scale)
     if scale is not None:
         ours.update(W_enc=ours["W_enc"] * scale, W_dec=ours["W_dec"] / scale, b_dec=ours["b_dec"] / scale)
-    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm", False):
+    rescaled = ARCHS[arch] in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", False)
+    if scale is not None and rescaled and "threshold" in ours:
+        # the BatchTopK threshold is in units of pre * ||W_dec row||, and W_dec was just divided by the
+        # factor: SAELens' own fold divides the threshold too (its issue #763)
+        ours["threshold"] = ours["threshold"] / scale
+    if rescaled:
         ours["W_enc"], ours["b_enc"], ours["W_dec"] = fold_decoder_norms(ours["W_enc"], ours["b_enc"], ours["W_dec"])
     metadata = cfg.get("metadata") or {}
+    hook_name = metadata.get("hook_name")
     ours_cfg = {
         "arch": ARCHS[arch],
         "d_in": d_in,
         "d_sae": d_sae,
-        "dtype": dtype_name(ours["W_enc"].dtype, source),
+        "dtype": policy["dtype"],
         "apply_b_dec_to_input": get(cfg, "apply_b_dec_to_input", bool, source, default=True),
         "input_norm": NORMS.get(cfg.get("normalize_activations", "none"), "none"),
         "activation_scale": scale if scale is not None else 1.0,
-        "hookpoint": metadata.get("hook_name"),
+        "hookpoint": (from_transformer_lens(hook_name) or hook_name) if isinstance(hook_name, str) else None,
         "model": metadata.get("model_name"),
+        "origin": origin("saelens", policy, hook_name=hook_name, architecture=arch, note=NOTES.get(arch)),
     }
-    if arch == "topk":
-        ours_cfg["k"] = get(cfg, "k", int, source)
+    if ARCHS[arch] in ("topk", "batchtopk"):
+        ours_cfg["k"] = average_k(cfg, source)
     return build_sae(ours_cfg, ours, path, device)
+
+
+def average_k(cfg: dict[str, Any], source: Path) -> int:
+    """k, an int for topk and a float (the average per token) for SAELens' BatchTopK; ours keeps an
+    int, used only to train on; inference uses the threshold."""
+    k = get(cfg, "k", (int, float), source)
+    if not k >= 1 or k != int(k):
+        raise SAEFormatError(f"{source}: k={k!r}; expected a whole number >= 1 of active latents per token")
+    return int(k)
 
 
 def load_weights(path: Path) -> dict[str, Tensor]:
@@ -139,8 +201,9 @@ def load_weights(path: Path) -> dict[str, Tensor]:
     return tensors
 
 
-def input_scale(cfg: dict[str, Any], path: Path) -> float | None:
-    """The dataset-wide input factor to fold in, or None; refuses normalisations we cannot honour."""
+def input_scale(cfg: dict[str, Any], path: Path, given: float | None = None) -> float | None:
+    """The dataset-wide input factor to fold in, or None; refuses normalisations we cannot honour.
+    `given`: the factor from the caller, where activation_scaler.json does not hold it."""
     norm = cfg.get("normalize_activations", "none")
     if norm in NORMS:
         return None
@@ -150,14 +213,17 @@ def input_scale(cfg: dict[str, Any], path: Path) -> float | None:
             f"{sorted(NORMS) + ['expected_average_only_in']}"
         )
     scaler = path / SCALER_FILE
-    if not scaler.is_file():
+    factor = read_json(scaler).get("scaling_factor") if scaler.is_file() else None
+    factor = given if given is not None else factor
+    if factor is None:
+        where = f"{scaler} is missing" if not scaler.is_file() else f"{scaler} has scaling_factor null"
         raise SAEFormatError(
-            f"{path / CFG_FILE}: normalize_activations is 'expected_average_only_in', so the weights expect "
-            f"inputs multiplied by a dataset-wide factor, but {scaler} (where SAELens keeps it) is missing. "
-            'Write it as {"scaling_factor": S}, or set normalize_activations to "none" if the factor '
-            "is already folded into the weights"
+            f"{path / CFG_FILE}: normalize_activations is 'expected_average_only_in', so the weights expect inputs "
+            f"multiplied by the dataset-wide factor S = sqrt(d_in) / mean ||x|| over the training activations "
+            f"(SAELens' ActivationScaler), but {where}. Pass S with load_sae(path, activation_scale=S) or "
+            f'`monosemantic convert --activation-scale S`, or write {SCALER_FILE} as {{"scaling_factor": S}}; '
+            'set normalize_activations to "none" if the factor is already folded into the weights'
         )
-    factor = read_json(scaler).get("scaling_factor")
     if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not factor > 0:
         raise SAEFormatError(f"{scaler}: scaling_factor is {factor!r}; expected a positive number")
     return float(factor)
@@ -187,7 +253,7 @@ def write(sae: SAE, out: Path) -> Path:
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
         "normalize_activations": norm,
         "reshape_activations": "none",
-        "metadata": {"sae_lens_version": WRITTEN_VERSION, "hook_name": cfg.hookpoint, "model_name": cfg.model},
+        "metadata": {"sae_lens_version": WRITTEN_VERSION, "hook_name": peer_hook_name(cfg), "model_name": cfg.model},
     }
     if arch == "topk":
         config.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
@@ -195,6 +261,13 @@ def write(sae: SAE, out: Path) -> Path:
     atomic_write_bytes(out / WEIGHTS_FILE, safetensors.torch.save(tensors))
     atomic_write_json(out / CFG_FILE, config)
     return out
+
+
+def peer_hook_name(cfg: SAEConfig) -> str | None:
+    """The TransformerLens name SAELens expects: of our hookpoint if it is a named site, else the
+    SAELens name the SAE came with, else our hookpoint as it is."""
+    came_with = (cfg.origin or {}).get("hook_name") if (cfg.origin or {}).get("format") == "saelens" else None
+    return to_transformer_lens(cfg.hookpoint) or came_with or cfg.hookpoint
 
 
 def _major(version: Any) -> int:

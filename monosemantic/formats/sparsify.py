@@ -11,12 +11,19 @@ multi_topk and normalize_decoder only change training, and are ignored, as spars
 (with multi_topk, sparsify's `forward` returns the reconstruction from the top 4k latents, the one
 its Multi-TopK loss uses; its `encode`/`decode`, and ours, use k).
 
+The directory's name is sparsify's hookpoint (`h.4.mlp`, `layers.4.self_attn`): our hookpoint is
+its translation (`hooknames.py`), cfg.origin keeps the name. With several `init_seeds` sparsify
+writes run/<hookpoint>/seed<i>/: the hookpoint is then the directory above, and origin keeps the seed.
+The file's dtype is kept, as sparsify's loader keeps it.
+
 Writing (`write`) needs a topk SAE; one that does not subtract b_dec is written with that folded
-into encoder.bias (b_enc + b_dec @ W_enc), since sparsify always subtracts it.
+into encoder.bias (b_enc + b_dec @ W_enc, in float32, then cast), since sparsify always subtracts it.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import safetensors
@@ -24,22 +31,28 @@ import safetensors.torch
 import torch
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
+from monosemantic.formats.hooknames import family_of_model, from_sparsify, to_sparsify
 from monosemantic.formats.reading import (
+    LoadOptions,
     build_sae,
+    cast_all,
     check_orientation,
     check_unexpected,
-    dtype_name,
+    choose_dtype,
     get,
+    origin,
     take,
 )
 from monosemantic.sae import SAE, SAEFormatError
 from monosemantic.sae.config import read_json
 
+log = logging.getLogger(__name__)
+
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
 
 
-def read(path: Path, *, allow_square: bool = False, device: torch.device | str | None = None) -> SAE:
+def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None) -> SAE:
     source = path / CFG_FILE
     cfg = read_json(source)
     activation = get(cfg, "activation", str, source, default="topk")
@@ -53,7 +66,7 @@ def read(path: Path, *, allow_square: bool = False, device: torch.device | str |
             raise SAEFormatError(f"{source}: {flag} is true: {why}; only sparse autoencoders load")
     d_in, k = get(cfg, "d_in", int, source), get(cfg, "k", int, source)
     d_sae = get(cfg, "num_latents", int, source, default=0) or d_in * get(cfg, "expansion_factor", int, source)
-    check_orientation(d_in, d_sae, source, allow_square)
+    check_orientation(d_in, d_sae, source, opts.allow_square)
     weights = path / WEIGHTS_FILE
     try:
         tensors = safetensors.torch.load_file(weights)
@@ -66,20 +79,34 @@ def read(path: Path, *, allow_square: bool = False, device: torch.device | str |
         "W_dec": take(tensors, "W_dec", (d_sae, d_in), "[d_sae, d_in]", weights),
         "b_dec": take(tensors, "b_dec", (d_in,), "[d_in]", weights),
     }
-    # one hookpoint per directory in a sparsify run, named after it
+    policy = choose_dtype(ours["W_enc"].dtype, None, opts.dtype, weights)  # sparsify keeps the file's dtype
+    hookpoint, seed = run_names(path)
     ours_cfg = {
         "arch": "topk",
         "d_in": d_in,
         "d_sae": d_sae,
         "k": k,
-        "hookpoint": path.resolve().name,
-        "dtype": dtype_name(ours["W_enc"].dtype, weights),
+        "hookpoint": from_sparsify(hookpoint) or hookpoint,
+        "dtype": policy["dtype"],
+        "origin": origin("sparsify", policy, hookpoint=hookpoint, seed=seed),
     }
-    return build_sae(ours_cfg, ours, path, device)
+    return build_sae(ours_cfg, cast_all(ours, policy["dtype"]), path, device)
+
+
+def run_names(path: Path) -> tuple[str, int | None]:
+    """sparsify's hookpoint and init seed of the SAE in `path`: a run keeps one directory per
+    hookpoint, named after it, and with several `init_seeds` one `seed<i>` directory below it."""
+    path = path.resolve()
+    m = re.fullmatch(r"seed(\d+)", path.name)
+    if m is None:
+        return path.name, None
+    return path.parent.name, int(m.group(1))
 
 
 def write(sae: SAE, out: Path) -> Path:
-    """Write a topk `sae` as DIR/cfg.json + DIR/sae.safetensors, which `sparsify.SparseCoder.load_from_disk` loads."""
+    """Write a topk `sae` as cfg.json + sae.safetensors, which `sparsify.SparseCoder.load_from_disk`
+    loads: into out/<sparsify hookpoint>/ as sparsify's Trainer lays out a run (so `load_many(out)`
+    finds it by name) where the SAE's hookpoint has a sparsify name, else into out. Returns the directory."""
     cfg = sae.cfg
     if cfg.arch != "topk" or cfg.input_norm != "none":
         raise SAEFormatError(
@@ -88,7 +115,9 @@ def write(sae: SAE, out: Path) -> Path:
         )
     W_enc, b_enc, W_dec, b_dec = (p.detach().cpu() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
     if not cfg.apply_b_dec_to_input:  # x @ W_enc + b_enc == (x - b_dec) @ W_enc + (b_enc + b_dec @ W_enc)
-        b_enc = b_enc + b_dec @ W_enc
+        # folded in float32 (at least), then cast: a half-precision matmul here is off by O(1)
+        wide = torch.promote_types(b_enc.dtype, torch.float32)
+        b_enc = (b_enc.to(wide) + b_dec.to(wide) @ W_enc.to(wide)).to(b_enc.dtype)
     tensors = {
         "encoder.weight": W_enc.T.contiguous(),
         "encoder.bias": b_enc.contiguous(),
@@ -106,7 +135,19 @@ def write(sae: SAE, out: Path) -> Path:
         "transcode": False,
         "d_in": cfg.d_in,
     }
+    out = out / name if (name := peer_hookpoint(sae)) else out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / WEIGHTS_FILE, safetensors.torch.save(tensors))
     atomic_write_json(out / CFG_FILE, config)
     return out
+
+
+def peer_hookpoint(sae: SAE) -> str | None:
+    """sparsify's name for the SAE's hookpoint, from the family of the model it records."""
+    family = family_of_model(sae.cfg.model)
+    name = to_sparsify(sae.cfg.hookpoint, family) if family is not None else None
+    if name is None and sae.cfg.hookpoint is not None:
+        log.warning(
+            "hookpoint %r of model %r has no sparsify name here; name the directory", sae.cfg.hookpoint, sae.cfg.model
+        )
+    return name

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor
@@ -62,6 +62,9 @@ class SAEConfig:
     """where the activations were read, e.g. layers.4.mlp.neurons (informational)"""
     model: str | None = None
     """model the activations came from (informational)"""
+    origin: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
+    """an SAE loaded from another tool's files: that format, its own names for what differs here (hook
+    name, seed, architecture) and the dtype policy applied (informational)"""
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_CHECKS:

@@ -113,3 +113,36 @@ def test_sae_load_reads_only_our_files_and_points_to_load_sae(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps({"d_in": 4, "d_sae": 8}))  # somebody else's cfg.json
     with pytest.raises(SAEFormatError, match=r"no 'arch' key, so not an SAE saved by monosemantic"):
         SAE.load(tmp_path)
+
+
+def test_convert_and_export_state_and_override_the_dtype_policy(tmp_path, capsys):
+    """A float16 Gemma Scope file computes in float32 by default (as its tools do), cfg.json says so,
+    and --dtype overrides it on convert and on export."""
+    from monosemantic.cli.main import main
+
+    rng = np.random.default_rng(0)
+    shapes = {"W_enc": (4, 8), "W_dec": (8, 4), "b_enc": (8,), "b_dec": (4,), "threshold": (8,)}
+    np.savez(tmp_path / "params.npz", **{k: rng.normal(0, 0.3, s).astype(np.float16) for k, s in shapes.items()})
+    assert main(["convert", str(tmp_path / "params.npz"), "--out", str(tmp_path / "default")]) == 0
+    cfg = json.loads((tmp_path / "default" / "cfg.json").read_text())
+    assert (cfg["dtype"], cfg["origin"]["file_dtype"]) == ("float32", "float16")
+    assert cfg["origin"]["dtype_policy"] == "upcast to float32, as SAELens' Gemma Scope loader does"
+    assert main(["convert", str(tmp_path / "params.npz"), "--out", str(tmp_path / "half"), "--dtype", "float16"]) == 0
+    assert json.loads((tmp_path / "half" / "cfg.json").read_text())["dtype"] == "float16"
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "default"),
+                "--format",
+                "saelens",
+                "--out",
+                str(tmp_path / "sl"),
+                "--dtype",
+                "bfloat16",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "sl" / "cfg.json").read_text())["dtype"] == "bfloat16"
+    capsys.readouterr()

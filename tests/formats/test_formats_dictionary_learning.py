@@ -29,14 +29,16 @@ def dl():
         package.__path__ = list(spec.submodule_search_locations)
         sys.modules["dictionary_learning"] = package
     from dictionary_learning import dictionary, trainers
+    from dictionary_learning.trainers import matryoshka_batch_top_k
 
-    return types.SimpleNamespace(dictionary=dictionary, trainers=trainers)
+    return types.SimpleNamespace(dictionary=dictionary, trainers=trainers, matryoshka=matryoshka_batch_top_k)
 
 
 def write_run(dl, path, trainer_class: str, **kw):
     """Train nothing, but save exactly what trainSAE saves: config.json with the trainer's config and
     ae.pt with the state dict; the weights are randomised so that every term of the maths matters."""
-    trainer = getattr(dl.trainers, trainer_class)(
+    trainer = getattr(dl.trainers, trainer_class, None) or getattr(dl.matryoshka, trainer_class)
+    trainer = trainer(
         steps=10,
         activation_dim=12,
         dict_size=40,
@@ -58,16 +60,18 @@ def write_run(dl, path, trainer_class: str, **kw):
     return trainer
 
 
-def peer_load(dl, path):
+def peer_load(dl, path, ae=None):
     """What dictionary_learning.utils.load_dictionary does (it imports nnsight, so not called)."""
     trainer = json.loads((path / "config.json").read_text())["trainer"]
-    d, ae = dl.dictionary, str(path / "ae.pt")
+    d, ae = dl.dictionary, str(ae or path / "ae.pt")
     return {
         "AutoEncoder": lambda: d.AutoEncoder.from_pretrained(ae),
         "GatedAutoEncoder": lambda: d.GatedAutoEncoder.from_pretrained(ae),
         "AutoEncoderTopK": lambda: dl.trainers.top_k.AutoEncoderTopK.from_pretrained(ae, k=trainer["k"]),
         "BatchTopKSAE": lambda: dl.trainers.BatchTopKSAE.from_pretrained(ae, k=trainer["k"]),
         "JumpReluAutoEncoder": lambda: d.JumpReluAutoEncoder.from_pretrained(ae),
+        "MatryoshkaBatchTopKSAE": lambda: dl.matryoshka.MatryoshkaBatchTopKSAE.from_pretrained(ae, k=trainer["k"]),
+        "AutoEncoderNew": lambda: d.AutoEncoderNew.from_pretrained(ae),
     }[trainer["dict_class"]]()
 
 
@@ -77,6 +81,7 @@ CASES = {
     "BatchTopKTrainer": ("batchtopk", {"k": 5}),
     "JumpReluTrainer": ("jumprelu", {"sparsity_warmup_steps": 0}),
     "GatedSAETrainer": ("gated", {"sparsity_warmup_steps": 0}),
+    "MatryoshkaBatchTopKTrainer": ("batchtopk", {"k": 5, "group_fractions": [0.25, 0.75]}),
 }
 
 
@@ -109,7 +114,7 @@ def test_a_run_with_several_trainers_asks_which(dl, tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda c, s: c["trainer"].update(dict_class="AutoEncoderNew"), r"dict_class 'AutoEncoderNew' not supported"),
+        (lambda c, s: c["trainer"].update(dict_class="CrossCoder"), r"dict_class 'CrossCoder' not supported"),
         (lambda c, s: c["trainer"].update(k=7), r"k=5, but config.json's trainer says k=7"),
         (lambda c, s: c.pop("trainer"), r"config.json: missing key 'trainer'"),
         (lambda c, s: s.pop("b_dec"), r"ae.pt: missing tensor 'b_dec'"),
@@ -128,3 +133,60 @@ def test_wrong_files_give_clear_errors(dl, tmp_path, damage, message):
     torch.save(state, tmp_path / "ae.pt")
     with pytest.raises(SAEFormatError, match=message):
         load_sae(tmp_path)
+
+
+def assert_same_forward(ours, peer, scales=(1.0, 1000.0)):
+    """On random inputs at each scale: rtol 1e-5, atol 1e-5 x scale."""
+    for scale in scales:
+        tol = {"rtol": 1e-5, "atol": 1e-5 * scale}
+        x = torch.randn(30, 12) * 2 * scale
+        z = peer.encode(x)
+        torch.testing.assert_close(ours.encode(x), z, **tol)
+        torch.testing.assert_close(ours.decode(z), peer.decode(z), **tol)
+        torch.testing.assert_close(ours(x).x_hat, peer(x), **tol)
+        assert 0 < int((z != 0).sum()) < z.numel()
+
+
+def test_autoencoder_new_matches(dl, tmp_path):
+    """AutoEncoderNew (Anthropic's April 2024 update): ReLU(encoder(x)), decoder with its own bias."""
+    ae = dl.dictionary.AutoEncoderNew(12, 40)
+    with torch.no_grad():
+        for p in ae.parameters():
+            p.normal_(0, 0.3)
+    (tmp_path / "config.json").write_text(json.dumps({"trainer": {"dict_class": "AutoEncoderNew"}}))
+    torch.save(ae.state_dict(), tmp_path / "ae.pt")
+    ours = load_sae(tmp_path)
+    assert (ours.cfg.arch, ours.cfg.apply_b_dec_to_input) == ("relu", False)
+    assert_same_forward(ours, peer_load(dl, tmp_path))
+
+
+def test_matryoshka_loads_as_batchtopk_with_the_same_inference_forward(dl, tmp_path):
+    write_run(dl, tmp_path, "MatryoshkaBatchTopKTrainer", k=5, group_fractions=[0.25, 0.75])
+    ours = load_sae(tmp_path)
+    assert ours.cfg.arch == "batchtopk" and "loaded as batchtopk" in ours.cfg.origin["note"]
+    assert_same_forward(ours, peer_load(dl, tmp_path))
+
+
+def test_checkpoints_are_detected_as_dictionary_learning(dl, tmp_path):
+    """trainSAE's save_steps: trainer_i/checkpoints/ae_<step>.pt, the state dict, config.json one up."""
+    trainer = write_run(dl, tmp_path / "trainer_0", "TopKTrainer", k=5)
+    ckpt = tmp_path / "trainer_0" / "checkpoints" / "ae_10.pt"
+    ckpt.parent.mkdir()
+    torch.save({k: v.cpu() for k, v in trainer.ae.state_dict().items()}, ckpt)
+    ours = load_sae(ckpt)  # was: detected as OpenAI, "missing tensor 'pre_bias'"
+    assert (ours.cfg.arch, ours.cfg.origin["checkpoint_step"]) == ("topk", 10)
+    assert_same_forward(ours, peer_load(dl, tmp_path / "trainer_0", ckpt))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("trainer_class", ["TopKTrainer", "StandardTrainer"])
+def test_half_precision_files_compute_in_float32_as_from_pretrained_does(dl, tmp_path, dtype, trainer_class):
+    trainer = write_run(dl, tmp_path, trainer_class, **CASES[trainer_class][1])
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in trainer.ae.state_dict().items()}
+    torch.save(state, tmp_path / "ae.pt")
+    peer = peer_load(dl, tmp_path)  # float32 modules, the file copied into them
+    ours = load_sae(tmp_path)
+    assert ours.cfg.dtype == "float32" and ours.cfg.origin["file_dtype"] == str(dtype).removeprefix("torch.")
+    assert ours.cfg.origin["dtype_policy"] == "upcast to float32, as dictionary_learning's from_pretrained does"
+    assert_same_forward(ours, peer)
+    assert load_sae(tmp_path, dtype="bfloat16").cfg.dtype == "bfloat16"  # --dtype wins

@@ -83,3 +83,69 @@ def test_object_arrays_are_refused_without_unpickling(tmp_path):
     np.savez(tmp_path / "params.npz", **params)
     with pytest.raises(SAEFormatError, match=r"not a readable .npz of plain arrays"):
         load_sae(tmp_path)
+
+
+def assert_matches_reference(ours, params):
+    """The tutorial's forward on float32 copies of the file's arrays (SAELens' Gemma loaders and the
+    tutorial compute in float32): rtol 1e-5, atol 1e-5 x input scale."""
+    upcast = {k: v.astype(np.float32) for k, v in params.items()}
+    for scale in (1.0, 1000.0):
+        x = torch.randn(30, D_IN) * 2 * scale
+        acts, recon = reference(upcast, x)
+        torch.testing.assert_close(ours.encode(x), acts, rtol=1e-5, atol=1e-5 * scale)
+        torch.testing.assert_close(ours(x).x_hat, recon, rtol=1e-5, atol=1e-5 * scale)
+        assert 0 < int((acts != 0).sum()) < acts.numel()
+
+
+def test_lowercase_npz_keys_and_half_precision_load_as_saelens_maps_them(tmp_path):
+    params = {k: v.astype(np.float16) for k, v in published_params().items()}
+    np.savez(tmp_path / "params.npz", **{("w_" + k[2:] if k.startswith("W_") else k): v for k, v in params.items()})
+    ours = load_sae(tmp_path)
+    assert (ours.cfg.dtype, ours.cfg.origin["file_dtype"]) == ("float32", "float16")
+    assert_matches_reference(ours, params)
+
+
+def write_scope2(path, dtype=torch.bfloat16, **config):
+    """Gemma Scope 2's layout: params.safetensors with lowercase w_enc / w_dec, and config.json."""
+    import json
+
+    import safetensors.torch
+
+    params = published_params()
+    tensors = {("w_" + k[2:] if k.startswith("W_") else k): torch.from_numpy(v).to(dtype) for k, v in params.items()}
+    path.mkdir()
+    safetensors.torch.save_file(tensors, path / "params.safetensors")
+    cfg = {"architecture": "jump_relu", "model_name": "gemma-v3-1b-pt", "hf_hook_point_in": "model.layers.12.output"}
+    (path / "config.json").write_text(json.dumps({**cfg, **config}))
+    return {k: v.to(torch.float32).numpy() for k, v in zip(params, tensors.values())}
+
+
+@pytest.mark.parametrize(
+    "hook, ours",
+    [
+        ("model.layers.12.output", "layers.12.resid.post"),
+        ("model.layers.12.post_feedforward_layernorm.output", "model.layers.12.post_feedforward_layernorm"),
+        ("model.layers.12.self_attn.o_proj.input", "model.layers.12.self_attn.o_proj.input"),
+    ],
+)
+def test_gemma_scope_2_safetensors_match_the_reference_forward(tmp_path, hook, ours):
+    params = write_scope2(tmp_path / "layer_12_width_16k_l0_small", hf_hook_point_in=hook)
+    for path in (
+        tmp_path / "layer_12_width_16k_l0_small",
+        tmp_path / "layer_12_width_16k_l0_small" / "params.safetensors",
+    ):
+        sae = load_sae(path)
+        assert (sae.cfg.arch, sae.cfg.dtype, sae.cfg.hookpoint) == ("jumprelu", "float32", ours)
+        assert sae.cfg.origin == {
+            "format": "gemmascope",
+            "file_dtype": "bfloat16",
+            "dtype_policy": "upcast to float32, as SAELens' Gemma Scope loader does",
+            "hf_hook_point_in": hook,
+        }
+        assert_matches_reference(sae, params)
+
+
+def test_gemma_scope_2_transcoders_are_refused(tmp_path):
+    write_scope2(tmp_path / "t", hf_hook_point_out="model.layers.12.post_feedforward_layernorm.output")
+    with pytest.raises(SAEFormatError, match=r"a Gemma Scope 2 transcoder.*transcoder issue"):
+        load_sae(tmp_path / "t")

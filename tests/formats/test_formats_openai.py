@@ -13,7 +13,7 @@ D_IN, D_SAE, K = 12, 40, 5
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
-def published_state(activation="TopK", tied=False, d_in=D_IN, d_sae=D_SAE) -> dict:
+def published_state(activation="TopK", tied=False, d_in=D_IN, d_sae=D_SAE, submodule_entries=False) -> dict:
     """The keys, shapes and extras of Autoencoder.state_dict(): nn.Linear layouts, a tied decoder kept
     as decoder.linear (TiedTranspose), training-statistics buffers, the activation's name and state."""
     encoder = torch.randn(d_sae, d_in) * 0.3
@@ -32,6 +32,8 @@ def published_state(activation="TopK", tied=False, d_in=D_IN, d_sae=D_SAE) -> di
         state["decoder.weight"] = torch.randn(d_in, d_sae) * 0.3
     if activation == "TopK":
         state["activation_state_dict"] = {"k": K, "postact_fn": "ReLU"}
+        if submodule_entries:  # nn.Module.state_dict recurses into the TopK module, whose state_dict adds them
+            state.update({"activation.k": K, "activation.postact_fn": "ReLU"})
     return state
 
 
@@ -54,9 +56,12 @@ def reference(state, x):
     return latents, recons * std + mu if topk else recons
 
 
-@pytest.mark.parametrize("activation, tied", [("TopK", False), ("ReLU", False), ("TopK", True)])
-def test_published_state_dicts_match_the_reference_forward(tmp_path, activation, tied):
-    state = published_state(activation, tied)
+@pytest.mark.parametrize(
+    "activation, tied, entries",
+    [("TopK", False, False), ("ReLU", False, False), ("TopK", True, False), ("TopK", False, True)],
+)
+def test_published_state_dicts_match_the_reference_forward(tmp_path, activation, tied, entries):
+    state = published_state(activation, tied, submodule_entries=entries)
     torch.save(state, tmp_path / "ae.pt")
     ours = load_sae(tmp_path / "ae.pt")
     assert ours.cfg.arch == ("topk" if activation == "TopK" else "relu")
@@ -86,8 +91,15 @@ def save_changed(path, change):
             r"'encoder.weight' has shape \[12, 40\]; expected \[d_sae, d_in\] = \[40, 12\] \(transposed\?\)",
         ),
         (lambda s: s.update(activation="Identity"), r"activation 'Identity' not supported; expected 'ReLU' or 'TopK'"),
-        (lambda s: s["activation_state_dict"].update(postact_fn="Identity"), r"postact_fn 'Identity' not supported"),
-        (lambda s: s["activation_state_dict"].pop("k"), r"activation_state_dict: missing key 'k'"),
+        (
+            lambda s: s["activation_state_dict"].update(postact_fn="Identity"),
+            r"postact_fn 'Identity' not supported.*keep their sign.*no architecture here has negative latents",
+        ),
+        (lambda s: s.update({"activation.k": K + 1}), r"TopK k is 5 in activation_state_dict but 6"),
+        (
+            lambda s: s["activation_state_dict"].pop("k"),
+            r"activation_state_dict: missing key 'k' \(and no 'activation.k'\)",
+        ),
         (lambda s: s.update(extra=torch.zeros(3)), r"unexpected entries \['extra'\]"),
         (
             lambda s: s.update(latent_bias=torch.zeros(40, 1)),
@@ -115,3 +127,23 @@ def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(SAEFormatError, match=r"junk.pt: (not a readable torch.save file|refused to unpickle)"):
         load_sae(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("activation", ["TopK", "ReLU"])
+def test_half_precision_files_compute_in_float32_as_from_state_dict_does(tmp_path, dtype, activation):
+    """Autoencoder.from_state_dict builds float32 modules and copies the file into them: the reference
+    is the float32 forward of the upcast weights; rtol 1e-5, atol 1e-5 x input scale."""
+    state = published_state(activation, submodule_entries=activation == "TopK")
+    half = {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in state.items()}
+    torch.save(half, tmp_path / "ae.pt")
+    upcast = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in half.items()}
+    ours = load_sae(tmp_path / "ae.pt")
+    assert (ours.cfg.dtype, ours.cfg.origin["file_dtype"]) == ("float32", str(dtype).removeprefix("torch."))
+    for scale in (1.0, 1000.0):
+        x = (torch.randn(200, D_IN) * 3 + 1) * scale
+        latents, recons = reference(upcast, x)
+        torch.testing.assert_close(ours.encode(x), latents, rtol=1e-5, atol=1e-5 * scale)
+        torch.testing.assert_close(ours(x).x_hat, recons, rtol=1e-5, atol=1e-5 * scale)
+    kept = load_sae(tmp_path / "ae.pt", dtype=str(dtype).removeprefix("torch."))  # --dtype: the file's own
+    assert kept.W_enc.dtype == dtype and kept.cfg.origin["dtype_policy"].endswith("as asked (--dtype)")

@@ -114,9 +114,10 @@ def test_configs_of_saelens_before_6_load(tmp_path, activation):
     ours = load_sae(tmp_path)
     assert (ours.cfg.arch, ours.cfg.hookpoint, ours.cfg.model) == (
         "topk" if arch == "topk" else "relu",
-        "blocks.3.hook_resid_pre",
+        "layers.3.resid.pre",  # the TransformerLens name translated; cfg.origin keeps it
         "gpt2-small",
     )
+    assert ours.cfg.origin["hook_name"] == "blocks.3.hook_resid_pre"
     assert_same_forward(ours, peer)
 
 
@@ -147,7 +148,7 @@ def test_exported_files_load_in_saelens_and_match(tmp_path, arch, kw):
     ours = ours_sae(arch, **kw)
     export_sae(ours, tmp_path / "out", "saelens")
     peer = PeerSAE.load_from_disk(tmp_path / "out")
-    assert peer.cfg.metadata.hook_name == "layers.2.mlp.out"
+    assert peer.cfg.metadata.hook_name == "blocks.2.hook_mlp_out"  # TransformerLens' name of layers.2.mlp.out
     assert_same_forward(ours, peer)
     back = load_sae(tmp_path / "out")
     assert_same_forward(back, peer)
@@ -163,8 +164,8 @@ def write_weights(path, **tensors):
     "damage, message",
     [
         (
-            lambda p, c: c.update(architecture="matryoshka_batchtopk"),
-            r"architecture 'matryoshka_batchtopk' not supported",
+            lambda p, c: c.update(architecture="crosscoder"),
+            r"architecture 'crosscoder' not supported; expected one of",
         ),
         (lambda p, c: c.pop("d_sae"), r"cfg.json: missing key 'd_sae'"),
         (lambda p, c: c.update(d_in="12"), r"key 'd_in' is '12'; expected int"),

@@ -24,7 +24,7 @@ def peer_sae(d_in=12, **cfg):
 
 
 def dense(top_acts, top_indices, d_sae):
-    return torch.zeros(top_acts.shape[0], d_sae).scatter(-1, top_indices, top_acts)
+    return torch.zeros(top_acts.shape[0], d_sae, dtype=top_acts.dtype).scatter(-1, top_indices, top_acts)
 
 
 def assert_same_forward(ours, peer, d_in=12):
@@ -42,10 +42,84 @@ def test_files_written_by_sparsify_match_its_forward_pass(tmp_path, cfg):
     peer = SparseCoder.load_from_disk(tmp_path / "layers.4.mlp")
     ours = load_sae(tmp_path / "layers.4.mlp")
     assert (ours.cfg.arch, ours.cfg.k, ours.cfg.d_sae) == ("topk", 5, peer.num_latents)
-    assert ours.cfg.hookpoint == "layers.4.mlp"
+    assert ours.cfg.hookpoint == "layers.4.mlp.out" and ours.cfg.origin["hookpoint"] == "layers.4.mlp"
     assert_same_forward(ours, peer)
     with pytest.raises(SAEFormatError, match="load with monosemantic.load_sae"):  # ours only
         SAE.load(tmp_path / "layers.4.mlp")
+
+
+@pytest.mark.parametrize(
+    "name, ours",
+    [
+        ("h.3", "layers.3.resid.post"),  # GPT-2
+        ("h.3.attn", "layers.3.attn.out"),
+        ("h.3.mlp.act", "layers.3.mlp.neurons"),
+        ("layers.3.self_attn", "layers.3.attn.out"),  # Llama, Mistral, Qwen, Gemma
+        ("layers.3.attention", "layers.3.attn.out"),  # GPT-NeoX
+        ("layers.3.mlp.act", "layers.3.mlp.neurons"),
+        ("embed_tokens", "embed_tokens"),  # no site of ours: kept
+    ],
+)
+def test_sparsify_hookpoints_translate_to_ours(tmp_path, name, ours):
+    peer_sae().save_to_disk(tmp_path / name)
+    loaded = load_sae(tmp_path / name)
+    assert (loaded.cfg.hookpoint, loaded.cfg.origin["hookpoint"]) == (ours, name)
+
+
+def test_multi_seed_runs_take_the_hookpoint_from_above_the_seed(tmp_path):
+    """sparsify's Trainer with init_seeds=[0, 1] saves each SAE to run/<hookpoint>/seed<i>
+    (trainer.py: name = f"{hook}/seed{seed}"); the same save_to_disk call writes them here."""
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        peer_sae().save_to_disk(tmp_path / "run" / "h.2.mlp" / f"seed{seed}")
+    ours = load_sae(tmp_path / "run" / "h.2.mlp" / "seed1")
+    assert ours.cfg.hookpoint == "layers.2.mlp.out"
+    assert (ours.cfg.origin["hookpoint"], ours.cfg.origin["seed"]) == ("h.2.mlp", 1)
+    assert_same_forward(ours, SparseCoder.load_from_disk(tmp_path / "run" / "h.2.mlp" / "seed1"))
+    with pytest.raises(SAEFormatError, match=r"holds 2 SAEs, in seed0, seed1"):
+        load_sae(tmp_path / "run" / "h.2.mlp")
+
+
+def test_exports_are_named_after_sparsifys_hookpoint(tmp_path):
+    """The built-in model is a GPT-2: sparsify names its layer-2 MLP `h.2.mlp`."""
+    ours = create_sae(SAEConfig(arch="topk", d_in=12, d_sae=40, k=5, hookpoint="layers.2.mlp.out", model="builtin"))
+    written = export_sae(ours.eval(), tmp_path / "run", "sparsify")
+    assert written == tmp_path / "run" / "h.2.mlp"
+    [(name, peer)] = SparseCoder.load_many(str(tmp_path / "run"), local=True).items()
+    assert name == "h.2.mlp"
+    assert_same_forward(ours, peer)
+    assert load_sae(written).cfg.hookpoint == "layers.2.mlp.out"
+
+
+def test_half_precision_files_keep_their_dtype_as_sparsify_does(tmp_path):
+    peer = peer_sae().to(torch.bfloat16)
+    peer.save_to_disk(tmp_path / "h.1")
+    peer = SparseCoder.load_from_disk(tmp_path / "h.1")
+    ours = load_sae(tmp_path / "h.1")
+    assert ours.cfg.dtype == "bfloat16" and peer.W_dec.dtype == torch.bfloat16
+    assert ours.cfg.origin["dtype_policy"] == "kept, as the tool's loader does"
+    x = (torch.randn(30, 12) * 2).to(torch.bfloat16)
+    top_acts, top_indices, _ = peer.encode(x)
+    # both compute in bf16 (a unit in the last place is 2^-8 relative); the same latents are chosen
+    torch.testing.assert_close(ours.encode(x), dense(top_acts, top_indices, 40), rtol=1e-2, atol=1e-2)
+    assert load_sae(tmp_path / "h.1", dtype="float32").cfg.origin["dtype_policy"] == "float32, as asked (--dtype)"
+
+
+def test_float16_export_folds_the_input_bias_in_float32(tmp_path):
+    """sparsify always subtracts b_dec, so an SAE that does not is written with b_enc + b_dec @ W_enc:
+    computed in float32, then cast; in float16 the sum over d_in = 512 terms was off by units."""
+    torch.manual_seed(0)
+    ours = create_sae(SAEConfig(arch="topk", d_in=512, d_sae=1024, k=8, apply_b_dec_to_input=False))
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.normal_(0, 1.0)
+    ours = ours.with_dtype("float16")
+    export_sae(ours, tmp_path / "hook", "sparsify")
+    written = SparseCoder.load_from_disk(tmp_path / "hook").encoder.bias.detach()
+    exact = ours.b_enc.double() + ours.b_dec.double() @ ours.W_enc.double()
+    assert written.dtype == torch.float16
+    # within one float16 rounding (relative 2^-10) of the exact fold
+    torch.testing.assert_close(written.double(), exact, rtol=2**-10, atol=2**-14)
 
 
 def test_a_run_with_several_hookpoints_asks_which(tmp_path):
