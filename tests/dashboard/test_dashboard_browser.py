@@ -3,57 +3,11 @@ by `make test`/`make test-slow`) against a real uvicorn server on 127.0.0.1. Eac
 screenshots to test-artifacts/screenshots/ for a reviewer, and fails on any console error. The pages
 run under the dashboard's Content-Security-Policy (no inline or eval'd script), as they do for users."""
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
-
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+from browser_tab import api
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.process]  # chromium and a server, every test
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-@dataclass
-class Tab:
-    page: object
-    errors: list[str] = field(default_factory=list)
-
-    def shot(self, name: str) -> None:
-        """Screenshot to test-artifacts/screenshots/NAME.png; no console errors so far."""
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-        assert self.errors == []
-
-
-@pytest.fixture
-def tab(browser, dashboard_url):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=dashboard_url)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    t = Tab(page)
-    page.on("console", lambda m: t.errors.append(f"console: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: t.errors.append(f"page error: {e}"))
-    yield t
-    context.close()
-    assert t.errors == []
-
-
-def api(dashboard_url, path, body=None):
-    with httpx.Client(base_url=dashboard_url, timeout=60) as http:
-        return (http.post(path, json=body) if body is not None else http.get(path)).json()
 
 
 def test_typing_text_shows_feature_chips_on_tokens(tab, dashboard_url):
