@@ -92,7 +92,7 @@
 
   // P(target) against alpha, with both axes and each point's numbers on hover
   function drawCurve(data) {
-    const W = 460, H = 200, L = 52, R = 16, T = 16, B = H - 34;
+    const W = 480, H = 200, L = 66, R = 16, T = 16, B = H - 34;
     const xs = data.alphas, ys = data.p_target;
     const x0 = Math.min(...xs), x1 = Math.max(...xs), top = Math.max(1e-9, ...ys);
     const px = (x) => L + (x - x0) / ((x1 - x0) || 1) * (W - L - R);
