@@ -93,6 +93,7 @@ def test_feature_summary_activations_trace_and_document(client, dash):
         "density": f.density,
         "max_act": f.max_act,
         "kind": f.label.kind,
+        "fires": f.fires,
     }
     acts = client.post(f"/api/feature/{i}/activations", json={"text": TEXT}).json()
     assert acts["acts"] == pytest.approx(latents_by_hand(dash, TEXT)[:, i].tolist(), abs=1e-6)
