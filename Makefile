@@ -22,23 +22,36 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 # The main job on the built-in model: train the SAE of the exact-equality study (examples/equality_ablation.md:
-# the embedding, where `=` and `≈` are still one feature each; 768 features, k 8), evaluate it spliced into
-# the model, then analyse every feature (labels, top contexts, ...) into runs/demo/features.
-# runs/demo is the demo's own directory and is replaced on every run.
+# the embedding, layers.0.resid.pre, where `=` and `≈` are still one feature each; 768 features, k 8), evaluate
+# it spliced into the model, analyse every feature (labels, top contexts, ...) into runs/demo/features, then
+# serve the dashboard. A finished demo run is reused: only the dashboard starts (`make demo RETRAIN=1` trains
+# anew, replacing runs/demo and the experiments in it).
 DEMO_RUN := runs/demo
-demo: $(STAMP)
+DEMO_DONE := $(DEMO_RUN)/.demo-finished
+ifneq ($(RETRAIN),)
+.PHONY: $(DEMO_DONE)
+endif
+$(DEMO_DONE): | $(STAMP)
 	rm -rf $(DEMO_RUN)
 	$(BIN)/monosemantic train --model builtin --hookpoint layers.0.resid.pre --arch topk --expansion-factor 4 --k 8 \
 		--tokens 2M --out $(DEMO_RUN)
 	$(BIN)/monosemantic eval $(DEMO_RUN)
 	$(BIN)/monosemantic analyze $(DEMO_RUN) --tokens 200k
+	touch $@
+
+demo: $(DEMO_DONE)
+	@echo "serving the demo run $(DEMO_RUN) (\`make demo RETRAIN=1\` to train it anew)"
 	$(BIN)/monosemantic view $(DEMO_RUN)
 
-# The dashboard on a pretrained SAE shipped with the package (layer 3's residual stream, the demo's
-# hookpoint; `--layer N` for another): no training; the first use analyses its features into
-# ~/.cache/monosemantic/builtin (or $$MONOSEMANTIC_CACHE/builtin), in under a minute on 2 cores.
+# The dashboard in seconds: the finished demo run if there is one (`make demo` made it), else a
+# pretrained SAE shipped with the package (layer 3's residual stream; no training;
+# the first use analyses its features into ~/.cache/monosemantic/builtin, or $$MONOSEMANTIC_CACHE/builtin,
+# in under a minute on 2 cores).
 view: $(STAMP)
-	$(BIN)/monosemantic view builtin
+	@if [ -f $(DEMO_DONE) ]; then echo "serving the demo run $(DEMO_RUN)"; \
+		exec $(BIN)/monosemantic view $(DEMO_RUN); \
+	else echo "no finished demo run in $(DEMO_RUN) (\`make demo\` trains one): serving the built-in SAE"; \
+		exec $(BIN)/monosemantic view builtin; fi
 
 toy: $(STAMP)
 	$(BIN)/monosemantic bench toy
@@ -47,8 +60,8 @@ toy: $(STAMP)
 # download needs the internet); installed here when missing (CI runs as root).
 CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
-	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
-		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not slow" -q

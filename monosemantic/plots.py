@@ -101,7 +101,7 @@ def save_figure(fig, path: str | Path) -> Path:
 def plot_ablation(summary: dict, metrics: list[str], names: list[str], title: str, path: str | Path) -> Path:
     """Bars with 95% CI whiskers per metric for the clean model, the ablation and the random control."""
     conditions = [("clean", "tab:gray"), ("ablated", "tab:red"), ("control", "tab:blue")]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=110)
     width = 0.8 / len(conditions)
     for j, (cond, color) in enumerate(conditions):
         means = [summary[cond][m][0] for m in metrics]
@@ -122,7 +122,7 @@ def plot_ablation(summary: dict, metrics: list[str], names: list[str], title: st
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside the axes: bars reach 1
     return save_figure(fig, path)
 
 

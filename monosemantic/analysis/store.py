@@ -4,9 +4,8 @@
                          readers query while the analysis writes)
     latents_<lo>_<hi>.safetensors
                          fixed-shape arrays per shard of latents: histograms, top and quantile
-                         examples with their context windows
-                         and the token roles of the examples (math corpus; stores made before
-                         roles have no roles table, and their examples no role)
+                         examples with their context windows, and the token roles of the
+                         examples (math corpus; older stores have no roles table, examples no role)
     manifest.json        the analysis settings and every finished shard with the sha256 of its file
                          and of its rows in features.sqlite; a shard counts only once it is listed
                          here (written after the shard and its rows); "labels": the version of the
@@ -44,6 +43,8 @@ FORMAT = "monosemantic-features/1"
 LABELS_VERSION = 2
 # characters that are words of their own in search (the math corpus' symbols), besides letters and digits
 SEARCH_CHARS = "=≈+−×÷<>≤≥≠/^²³π√%°·()"
+SUMMARY_COLUMNS = ("latent", "label", "precision", "recall", "density", "max_act", "label_kind", "fires")
+SEARCH_FIELDS = ("label", "rules", "tokens", "contexts")  # the full-text table's columns
 FEATURE_COLUMNS = (
     "latent",
     "fires",
@@ -180,6 +181,7 @@ class Summary:
     density: float
     max_act: float
     kind: str | None = None  # the label's kind (concept, token, ..., dense)
+    fires: int = 0  # activations on the analysed tokens: the support of everything shown about it
 
 
 @dataclass
@@ -390,10 +392,7 @@ class FeatureStore:
     def _summaries(self, sql: str, args: tuple) -> list[Summary]:
         """Summaries of the rows of a query over all features (every shard's rows checked first)."""
         self._check_latents(None)
-        return [
-            Summary(r["latent"], r["label"], r["precision"], r["recall"], r["density"], r["max_act"], r["label_kind"])
-            for r in self._checks.query(sql, args)
-        ]
+        return [Summary(*(r[k] for k in SUMMARY_COLUMNS)) for r in self._checks.query(sql, args)]
 
     def search(self, query: str, limit: int = 20) -> list[Summary]:
         """Features whose label, label rules, top tokens or contexts contain `query` (word prefixes),
@@ -404,7 +403,8 @@ class FeatureStore:
         sql = (
             "SELECT f.* FROM search JOIN features f ON f.latent = search.rowid WHERE search MATCH ? ORDER BY {} LIMIT ?"
         )
-        in_label = self._summaries(sql.format("f.dense ASC, f.f1 DESC"), ("label : " + phrase, limit))
+        by_quality = "f.dense ASC, f.f1 DESC NULLS LAST, f.fires DESC"
+        in_label = self._summaries(sql.format(by_quality), ("label : " + phrase, limit))
         seen = {s.index for s in in_label if s.kind != "dense"}
         rest = self._summaries(
             sql.format("f.dense ASC, f.fires > 0 DESC, bm25(search, 10.0, 4.0, 2.0, 0.5), f.f1 DESC"),
@@ -412,6 +412,12 @@ class FeatureStore:
         )
         found = [s for s in in_label if s.kind != "dense"] + [s for s in rest if s.index not in seen]
         return found[:limit]
+
+    def matched(self, query: str, latents: list[int]) -> dict[int, list[str]]:
+        """Which searched fields (label, rules, tokens, contexts) of each of `latents` match `query`."""
+        phrase, sql = '"' + query.replace('"', '""') + '"*', "SELECT rowid FROM search WHERE search MATCH ?"
+        hits = {(r[0], c) for c in SEARCH_FIELDS for r in self._checks.query(sql, (f"{c} : {phrase}",))}
+        return {i: [c for c in SEARCH_FIELDS if (i, c) in hits] for i in latents}
 
     def list(
         self, order: str = "f1", limit: int = 20, labelled: bool = False, kinds: tuple[str, ...] = ()

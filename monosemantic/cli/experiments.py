@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 import tempfile
+import unicodedata
 from pathlib import Path
 
 from monosemantic.atomic import write_error
@@ -72,6 +73,22 @@ def hookpoint_list(text: str) -> list[str]:
     return [h.strip() for h in text.split(",") if h.strip()]
 
 
+def spelled(text: str) -> str:
+    """`text` safe in a file name, symbols by their Unicode names: '=' -> 'equals-sign' (was 'u3d')."""
+    named = re.sub(
+        r"[^A-Za-z0-9_.-]",
+        lambda m: f"-{unicodedata.name(m.group(), f'u{ord(m.group()):x}').lower().replace(' ', '-')}-",
+        text,
+    )
+    return re.sub("-{2,}", "-", named).strip("-")
+
+
+def ablation_name(mode: str, task: str, label: str | None, features: list[int] | None) -> str:
+    """What an ablation's result files are called: ablate_mean_label-equals-sign_equality."""
+    what = f"label-{spelled(label)}" if label else "features-" + "-".join(map(str, features or []))
+    return f"ablate_{mode}_{what}_{spelled(task)}"
+
+
 def _experiments_dir(run_dir: str) -> Path:
     """RUN_DIR/experiments, made if missing; one that cannot be written is refused (called before an
     experiment's minutes of work, not after)."""
@@ -85,7 +102,7 @@ def _experiments_dir(run_dir: str) -> Path:
 
 
 def _out(run_dir: str, name: str) -> Path:
-    return _experiments_dir(run_dir) / re.sub(r"[^A-Za-z0-9_.-]", lambda m: f"u{ord(m.group()):x}", name)  # '=' -> u3d
+    return _experiments_dir(run_dir) / spelled(name)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -112,7 +129,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(result.table())
-    name = args.name or f"ablate_{args.label or 'features'}_{result.task}_{args.mode}"
+    name = args.name or ablation_name(args.mode, result.task, args.label, args.features)
     base = _out(args.run_dir, name)
     save_json(base.with_suffix(".json"), result.to_dict())
     print(f"wrote {base.with_suffix('.json')} and {result.plot(base.with_suffix('.png'))}")

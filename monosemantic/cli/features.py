@@ -19,8 +19,9 @@ from monosemantic.analysis.labels import MIN_SUPPORT, PRECISION_FLOOR
 from monosemantic.analysis.store import FeatureStore, StoreError
 from monosemantic.analysis.terminal import format_feature, format_summaries, format_token_features
 from monosemantic.config import add_arguments, from_args, positive_int
+from monosemantic.data.corpora import prompt_ids
 from monosemantic.plots import plot_feature_density, plot_label_precision
-from monosemantic.runmodel import RunModel, token_features
+from monosemantic.runmodel import RunModel, RunModelError, token_features
 from monosemantic.train.rundir import locked_run_dir
 
 MAX_TEXT = 4096  # characters `inspect` accepts
@@ -96,6 +97,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise StoreError(f"text of {len(args.text)} characters; inspect takes at most {MAX_TEXT}")
     store = FeatureStore.open(args.run_dir)
     run = RunModel.of_run(args.run_dir, store.settings["corpus"], args.device)
+    n = len(prompt_ids(run.tokenizer, args.text))
+    if n > run.seq_len:  # the model's context: beyond it the positions do not exist (it was cut silently)
+        raise RunModelError(
+            f"text of {n} tokens; the model reads at most {run.seq_len} at once (its context): "
+            f"inspect a shorter text, or the text in parts"
+        )
     print(format_token_features(token_features(run, args.text, args.k, store.labels, store.dense_latents())))
     return 0
 

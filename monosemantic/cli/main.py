@@ -78,6 +78,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     from monosemantic.eval.splice import evaluate_run
 
+    if not args.quiet:  # the progress bar starts only once all three are loaded
+        print(f"loading the model, the SAE and the corpus of {args.run_dir} ...", file=sys.stderr, flush=True)
     result = evaluate_run(
         args.run_dir,
         tokens=args.max_tokens or 50_000,
@@ -445,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) > 0:  # under torchrun rank 0 speaks for all; the others only warn
         level = logging.WARNING
     logging.basicConfig(level=level, format="%(message)s")
+    # "Token indices sequence length is longer than ... indexing errors": every command checks lengths
+    # against the model's context itself, with a message that says what to do
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from monosemantic.config import ConfigError, add_arguments, from_args, from_dict, non_negative_int, parse_int, to_dict
@@ -154,6 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         run = run_config(args)
         config, device = to_dict(run), run.train.device
+    if not args.quiet:  # the progress bar starts only once the model and the first activations are ready
+        print(f"loading the model and the corpus for {out} ...", file=sys.stderr, flush=True)
     with session(device, args.shard_latents) as world:
         check_same_config(world, {**config, "shard_latents": args.shard_latents})
         if args.resume:

@@ -3,13 +3,16 @@ and so can any client:
 
     POST /api/text                      {"text", "k", "features"}: per token its top features
     GET  /api/features?order=&limit=    features sorted by f1, precision, density, max_act or latent
-    GET  /api/search?q=&limit=          by id, label, label rules, top tokens, contexts
+    GET  /api/search?q=&limit=&offset=&sort=&floor=
+                                        by id, label, label rules, top tokens, contexts: {"total",
+                                        "hidden" (below the support floor), "results": one page}
     GET  /api/feature/{i}               everything the store holds on feature i
     GET  /api/feature/{i}/summary       its label, precision, recall, density, max activation
     POST /api/feature/{i}/activations   {"text"}: feature i's activation on every token
     GET  /api/feature/{i}/trace?n=      the full documents of its top examples
     GET  /api/document/{doc}?feature=   a corpus document an example comes from, with a feature's activations
     POST /api/playground                {"prompt", "interventions": [{"feature", "kind", "value"}], "new_tokens"}
+    POST /api/steer-curve               {"prompt", "feature", "alpha", "position", "steps"}: dose-response
     GET  /api/run                       configs, training curves, evaluation, store summary
     GET  /api/health
 """
@@ -22,7 +25,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from monosemantic.dashboard.service import Dashboard
+from monosemantic.dashboard.service import SUPPORT_FLOOR, Dashboard
 
 
 class _Request(BaseModel):
@@ -43,6 +46,14 @@ class InterventionSpec(_Request):
     feature: int
     kind: Literal["zero", "mean", "clamp", "steer"]
     value: float = Field(0.0, allow_inf_nan=False)
+
+
+class CurveRequest(_Request):
+    prompt: str
+    feature: int
+    alpha: float = Field(allow_inf_nan=False)
+    position: str = "all"
+    steps: int = 9
 
 
 class PlaygroundRequest(_Request):
@@ -74,8 +85,8 @@ def api_router(dash: Dashboard) -> APIRouter:
         return dash.listing(order, limit, labelled)
 
     @api.get("/search")
-    def search(q: str, limit: int = 50) -> list[dict]:
-        return dash.search(q, limit)
+    def search(q: str, limit: int = 50, offset: int = 0, sort: str = "rank", floor: int = SUPPORT_FLOOR) -> dict:
+        return dash.search(q, limit, offset, sort, floor)
 
     @api.get("/feature/{i}")
     def feature(i: int) -> dict:
@@ -101,6 +112,10 @@ def api_router(dash: Dashboard) -> APIRouter:
     def playground(req: PlaygroundRequest) -> dict:
         specs = [s.model_dump() for s in req.interventions]
         return dash.playground(req.prompt, specs, req.new_tokens, req.top)
+
+    @api.post("/steer-curve")
+    def steer_curve(req: CurveRequest) -> dict:
+        return dash.dose_response(req.prompt, req.feature, req.alpha, req.position, req.steps)
 
     @api.get("/run")
     def run() -> dict:

@@ -20,19 +20,47 @@ def histogram_svg(f: Feature) -> str:
     log_edges = HIST_EDGES.log10().tolist()[lo : hi + 1]
     under, over = f.histogram[0], f.histogram[-1]
     notes = [f"{under} below 1e-4"] * bool(under) + [f"{over} at 1e4 or above"] * bool(over)
-    svg = bars(fine[lo:hi], log_edges, title=f"activation histogram of feature {f.index} ({f.fires} activations)")
+    svg = bars(
+        fine[lo:hi],
+        log_edges,
+        title=f"activation histogram of feature {f.index} ({f.fires} activations)",
+        xlabel="activation",
+    )
     return svg + (f'<p class="muted">{esc(", ".join(notes))}</p>' if notes else "")
 
 
-def example_html(i: int, ex: Example, peak: float) -> str:
+def distinct(examples: list[Example]) -> list[tuple[Example, int]]:
+    """The examples with one text window each (the same tokens, the same active one): the first of
+    each, in order, with how many of `examples` share its window. A template repeated across documents
+    ("6 × 1 = 6") would otherwise fill the top list with one context."""
+    groups: dict[tuple[tuple[str, ...], int], list] = {}
+    for ex in examples:
+        key = (tuple(ex.tokens), ex.active)
+        if key in groups:
+            groups[key][1] += 1
+        else:
+            groups[key] = [ex, 1]
+    return [(ex, n) for ex, n in groups.values()]
+
+
+def example_html(i: int, ex: Example, peak: float, repeats: int = 1) -> str:
     """One context: its value, its tokens shaded by the feature's activation (the token's role on
-    hover, math corpus), a link to its document."""
+    hover, math corpus), how many stored examples share this window, a link to its document."""
     href = f"/document/{ex.doc}?feature={i}&position={ex.position}"
+    count = (
+        f'<span class="repeats" title="{repeats} stored examples have this same text window">×{repeats}</span>'
+        if repeats > 1
+        else '<span class="repeats"></span>'
+    )
     return (
-        f'<div class="example"><span class="value">{ex.value:.3f}</span>'
+        f'<div class="example"><span class="value">{ex.value:.3f}</span>{count}'
         f"{tokens_html(ex.tokens, ex.acts, peak, ex.active, ex.role)}"
         f'<a class="source" href="{esc(href)}" title="the full document">doc {ex.doc} ↗</a></div>'
     )
+
+
+def examples_html(i: int, examples: list[Example], peak: float) -> str:
+    return "".join(example_html(i, ex, peak, n) for ex, n in distinct(examples))
 
 
 def _logits(pairs: list[tuple[str, float]], fmt: str) -> str:
@@ -90,17 +118,18 @@ def _effects(f: Feature) -> str:
 def feature_page(dash: Dashboard, i: int) -> str:
     f = dash.feature(i)
     peak = f.max_act or 1.0
-    top = "".join(example_html(i, ex, peak) for ex in f.top_examples)
+    top = examples_html(i, f.top_examples, peak)
     samples = "".join(
-        f"<h3>[{r.low:.3g}, {r.high:.3g}): {r.count} activations</h3>"
-        + "".join(example_html(i, ex, peak) for ex in r.examples)
+        f"<h3>[{r.low:.3g}, {r.high:.3g}): {r.count} activations; {len(r.examples)} sampled, "
+        f"{len(distinct(r.examples))} distinct contexts</h3>" + examples_html(i, r.examples, peak)
         for r in f.samples
     )
     body = (
         f"{_header(f)}<section><h2>Activation histogram</h2>{histogram_svg(f)}</section>{_effects(f)}"
         f'<section><h2>Try your own text</h2><textarea id="try-text" rows="2" placeholder="type text">'
         f'</textarea><div id="try-result" class="result"></div></section>'
-        f'<section><h2>Top activating examples</h2><div id="top-examples">{top}</div></section>'
+        f'<section><h2>Top activating examples</h2><p class="muted">{len(f.top_examples)} stored, one row per '
+        f'distinct text window (×n: how many share it)</p><div id="top-examples">{top}</div></section>'
         f'<section><h2>Samples by activation range</h2><div id="samples">{samples}</div></section>'
     )
     return page(

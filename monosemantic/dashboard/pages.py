@@ -12,12 +12,18 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from monosemantic.dashboard.feature_page import document_page, feature_page
 from monosemantic.dashboard.html import esc, num, page, summaries_table, table
-from monosemantic.dashboard.service import Dashboard, RequestError
+from monosemantic.dashboard.service import SUPPORT_FLOOR, Dashboard, RequestError
 from monosemantic.dashboard.svg import bars, line_chart
-from monosemantic.train.rundir import EVAL_FILE
+from monosemantic.train.rundir import EVAL_FILE, METRICS_FILE
 
 PLOTS = ("training.png", "feature_density.png", "label_precision.png")  # the only files served from the run
 MAX_BINS = 1000  # of a density histogram read from eval.json
+# which tokens each plot counts: the run page's numbers come from different windows
+PLOT_WINDOWS = {
+    "training.png": "the training log (each point over the tokens since the previous one)",
+    "feature_density.png": "the feature analysis, on its {tokens:,} tokens",
+    "label_precision.png": "the feature analysis's labels, scored on held-out tokens",
+}
 CURVES = (("loss", True), ("fvu", True), ("l0", False), ("dead_fraction", False))
 
 
@@ -44,7 +50,7 @@ def search_page(dash: Dashboard, q: str) -> tuple[str, int]:
     """The page and its status: 400 (the page still shows, with the message) for a refused query."""
     status = 200
     try:
-        rows = dash.search(q) if q.strip() else dash.listing("f1", 50, labelled=True)
+        rows = dash.search(q)["results"] if q.strip() else dash.listing("f1", 50, labelled=True)
         results = summaries_table(rows) if rows else '<p class="muted">no features match</p>'
     except (RequestError, ValueError) as e:
         results, status = f'<p class="error">{esc(e)}</p>', getattr(e, "status", 400)
@@ -52,8 +58,10 @@ def search_page(dash: Dashboard, q: str) -> tuple[str, int]:
     body = (
         f'<h1>Search</h1><p class="muted">By label, by token (which features fire on <code>=</code>?), or by '
         f'number.</p><div class="controls"><input id="q" type="search" value="{esc(q)}" autofocus '
-        f'placeholder="label, token or feature number"><span id="status" class="muted"></span></div>'
-        f'<h2 id="results-title">{title}</h2><div id="results">{results}</div>'
+        f'placeholder="label, token or feature number"><label><input id="all" type="checkbox"> include features '
+        f"that fire on fewer than {SUPPORT_FLOOR} analysed tokens</label>"
+        f'<span id="status" class="muted"></span></div>'
+        f'<h2 id="results-title">{title}</h2><div id="results">{results}</div><div id="pages" class="controls"></div>'
     )
     return page("Search", body, name="search", run=dash.run_dir.name, scripts=("search.js",)), status
 
@@ -72,6 +80,14 @@ def playground_page(dash: Dashboard, feature: int | None) -> str:
         f'<button id="run" class="primary">Run</button><span id="status" class="muted"></span></div>'
         f'<div class="columns"><section id="before"><h2>Before</h2></section>'
         f'<section id="after"><h2>After</h2></section></div>'
+        f'<section id="dose"><h2>Dose-response</h2><p class="muted">Steer the first feature above by a strength '
+        f"α from 0 to the slider's value at the chosen position, and follow the probability of the token "
+        f"that steering raises most (and KL from the clean next-token distribution). Releasing the slider "
+        f'also sets the feature\'s steer value.</p><div class="controls"><label>strength α <input id="alpha" '
+        f'type="range" min="0" max="1" step="any" value="0"></label><output id="alpha-value"></output>'
+        f'<label>steer at <select id="position"><option value="all">every token</option>'
+        f'<option value="last">the last token</option></select></label>'
+        f'<span id="curve-status" class="muted"></span></div><div id="curve"></div></section>'
     )
     return page(
         "Playground",
@@ -103,7 +119,7 @@ def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
-def _density_histogram(hist: object) -> str:
+def _density_histogram(hist: object, window: str) -> str:
     """eval.json's density histogram, drawn only if it is what `eval` writes: counts, one more edge
     (log10 of densities, increasing, in [-100, 0]) and never_fired."""
     counts, edges, never = (hist.get(k) if isinstance(hist, dict) else None for k in ("counts", "edges", "never_fired"))
@@ -123,10 +139,8 @@ def _density_histogram(hist: object) -> str:
             "non-negative integers), edges (one more: increasing log10 densities in [-100, 0]) and never_fired "
             "(a non-negative integer)</p>"
         )
-    return (
-        f"<h3>Feature density (log10 of the fraction of tokens each feature fires on); "
-        f"{never or 0} never fired</h3>"
-        + bars(counts, logs, title="feature density histogram", cls="histogram density")
+    return f"<h3>Feature density over {window}: {never or 0} features never fired on these tokens</h3>" + bars(
+        counts, logs, title="feature density histogram", cls="histogram density", xlabel="fraction of tokens"
     )
 
 
@@ -134,10 +148,12 @@ def _eval_section(ev: dict | None) -> str:
     if not ev:
         return f'<p class="muted">no {EVAL_FILE} yet: run <code>monosemantic eval RUN_DIR</code></p>'
     m = ev.get("metrics") if isinstance(ev.get("metrics"), dict) else {}
+    n = _real(m.get("n_tokens"))
+    window = f"the evaluation's {n:,.0f} tokens" if n is not None else "the evaluation's tokens"
     rows = [[esc(k.replace("_", " ")), num(x, 4)] for k, v in m.items() if (x := _real(v)) is not None]
-    out = table(["metric", "value"], rows, "config")
+    out = f'<p class="muted">measured on {window}</p>' + table(["metric", "value"], rows, "config")
     if "density_histogram" in m:
-        out += _density_histogram(m["density_histogram"])
+        out += _density_histogram(m["density_histogram"], window)
     return out
 
 
@@ -152,20 +168,23 @@ def run_page(dash: Dashboard) -> str:
     curves = "".join(
         line_chart(_curve(r["metrics"], key), title=key.replace("_", " "), logy=logy) for key, logy in CURVES
     )
+    store = r["store"]
     pngs = "".join(
-        f'<figure><img src="/files/plots/{p}" alt="{p}"><figcaption>{p}</figcaption></figure>'
+        f'<figure><img src="/files/plots/{p}" alt="{p}"><figcaption>{p}: {PLOT_WINDOWS[p].format(**store)}'
+        f"</figcaption></figure>"
         for p in PLOTS
         if dash.run_file(f"plots/{p}")
     )
     problems = "".join(f"<li><code>{esc(name)}</code>: {esc(why)}</li>" for name, why in r["problems"].items())
     problems = f'<ul class="error">{problems}</ul>' if problems else ""
-    store = r["store"]
     body = (
         f'<h1>Run {esc(r["name"])}</h1>{problems}<div class="columns"><section><h2>SAE</h2>{_config_table(r["sae"])}'
         f"</section>"
         f"<section><h2>Training</h2>{_config_table((r['train'] or {}).get('train'))}"
         f"<h3>Data</h3>{_config_table((r['train'] or {}).get('data'))}</section></div>"
-        f'<section><h2>Training curves</h2><div class="curves">{curves}</div></section>'
+        f'<section><h2>Training curves</h2><p class="muted">from {METRICS_FILE}; dead fraction: the share of '
+        f"features that fired on none of the last dead-window tokens (training config)</p>"
+        f'<div class="curves">{curves}</div></section>'
         f"<section><h2>Evaluation</h2>{_eval_section(r['eval'])}</section>"
         f"<section><h2>Feature store</h2><p>{store['features']} features analysed on {store['tokens']:,} tokens of "
         f"{esc(store['settings']['corpus'])}; {store['labelled_090']} labelled with precision ≥ 0.9.</p>"

@@ -96,5 +96,8 @@ def server(
 
 
 def serve(app, sock: socket.socket, *, log_level: str = "warning") -> None:
-    """Serve `app` on `sock` until interrupted."""
-    server(app, log_level=log_level).run(sockets=[sock])
+    """Serve `app` on `sock` until Ctrl-C, which is a clean stop: it returns (SIGTERM ends the process)."""
+    try:
+        server(app, log_level=log_level).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then raises again the SIGINT it caught
+        pass

@@ -19,12 +19,18 @@ from safetensors import SafetensorError, safe_open
 from monosemantic.analysis.store import Feature, FeatureStore, StoreError, Summary
 from monosemantic.data.corpora import document_meta, prompt_ids
 from monosemantic.errors import MonosemanticError
-from monosemantic.experiments.interventions import Intervention, clamp, mean_ablate, steer, zero
+from monosemantic.experiments.interventions import Intervention, Positions, clamp, mean_ablate, steer, zero
+from monosemantic.experiments.scoring import AFTER_BOS
+from monosemantic.experiments.steer import most_raised_token, prompt_logprobs, steered_logprobs
 from monosemantic.models import context_length
 from monosemantic.runmodel import RunModel, latent_totals, top_latents
 from monosemantic.train.rundir import EVAL_FILE, METRICS_FILE, TRAIN_CONFIG_FILE, read_metrics
 
 KINDS = ("zero", "mean", "clamp", "steer")
+SORTS = ("rank", "index", "label", "precision", "recall", "density", "max_act", "fires")
+# search hides features that fire on fewer analysed tokens than this: their labels and precision are
+# measured on too few activations to trust (a label with precision 0.00037 on 15 activations)
+SUPPORT_FLOOR = 20
 
 
 @dataclass(frozen=True)
@@ -151,9 +157,17 @@ class Dashboard:
             lat = self.run_model.text_latents(self._ids(text))
         return {"tokens": lat.tokens, "acts": lat.z[:, i].tolist()}
 
-    def search(self, query: str, limit: int = 50) -> list[dict]:
-        """Features by id ("123" or "#123"), then by label, label rules, top tokens and contexts."""
+    def search(
+        self, query: str, limit: int = 50, offset: int = 0, sort: str = "rank", floor: int = SUPPORT_FLOOR
+    ) -> dict:
+        """Features by id ("123" or "#123"), then by label (best F1 first), label rules, top tokens and
+        contexts; those firing on fewer than `floor` analysed tokens are hidden (counted in `hidden`),
+        `sort` by a column, one page of `limit` from `offset`, each with the fields that `matched`."""
         _check_range("limit", limit, 1, self.limits.listed)
+        _check_range("offset", offset, 0, self.limits.listed)
+        _check_range("floor", floor, 0, 10**12)
+        if sort not in SORTS:
+            raise RequestError(f"cannot sort by {sort!r}; expected one of {', '.join(SORTS)}")
         query = query.strip()
         if not query:
             raise RequestError("empty search; give a word, a token such as '=', or a feature number")
@@ -163,8 +177,28 @@ class Dashboard:
         number = query.removeprefix("#")
         first = [self.summary(int(number))] if number.isdigit() and int(number) < self.n_latents else []
         with self.db_lock:
-            rest = [asdict(s) for s in self.store.search(query, limit) if s.index not in {f["index"] for f in first}]
-        return (first + rest)[:limit]
+            rest = [asdict(s) for s in self.store.search(query, self.limits.listed)]
+        rest = [s for s in rest if s["index"] not in {f["index"] for f in first}]
+        kept = first + [s for s in rest if s["fires"] >= floor]
+        if sort != "rank":  # numbers high to low, ids and labels A to Z, no label last
+            known = sorted(
+                (s for s in kept if s[sort] is not None), key=lambda s: s[sort], reverse=sort not in ("index", "label")
+            )
+            kept = known + [s for s in kept if s[sort] is None]
+        page = kept[offset : offset + limit]
+        with self.db_lock:
+            matched = self.store.matched(query, [s["index"] for s in page])
+        for s in page:
+            s["matched"] = (["number"] if first and s["index"] == first[0]["index"] else []) + matched[s["index"]]
+        return {
+            "query": query,
+            "total": len(kept),
+            "hidden": len(first) + len(rest) - len(kept),
+            "floor": floor,
+            "offset": offset,
+            "sort": sort,
+            "results": page,
+        }
 
     def summary(self, i: int) -> dict:
         """Feature i's label, precision, recall, density and max activation (a search result row)."""
@@ -178,6 +212,7 @@ class Dashboard:
                 f.density,
                 f.max_act,
                 f.label and f.label.kind,
+                f.fires,
             )
         )
 
@@ -268,6 +303,42 @@ class Dashboard:
                 {"kind": e.kind, "feature": e.latents[0], "value": e.values[0] if e.values else None} for e in edits
             ],
         }
+
+    def dose_response(self, prompt: str, feature: int, alpha: float, position: str = "all", steps: int = 9) -> dict:
+        """The playground's strength sweep: steering `feature` by `steps` alphas from 0 to `alpha` at
+        `position` ("all" tokens after BOS, "last", or a token index), the probability of the target
+        token next after `prompt` and KL(clean || steered), as `experiments.steer` computes them; the
+        target is the token that steering by `alpha` raises most."""
+        self.check_feature(feature, status=400)
+        _check_range("alpha", alpha, -self.limits.strength, self.limits.strength)
+        _check_range("steps", steps, 2, 33)
+        with self.model_lock:
+            ids = self._ids(prompt, name="prompt")
+            where = self._position(position, len(ids))
+            run, args = self.run_model, (self.run_model.model, self.run_model.tokenizer, self.run_model.sae)
+            target = most_raised_token(*args, feature, alpha, [prompt], [where])
+            clean = prompt_logprobs(run.model, run.tokenizer, [prompt])[0]
+            alphas = [alpha * k / (steps - 1) for k in range(steps)]
+            curve = [steered_logprobs(*args, feature, a, [prompt], [where])[0] for a in alphas]
+        return {
+            "feature": feature,
+            "position": position,
+            "target": run.vocab[target],
+            "alphas": alphas,
+            "p_target": [float(logp[target].exp()) for logp in curve],
+            "kl": [float((clean.exp() * (clean - logp)).sum()) for logp in curve],
+        }
+
+    @staticmethod
+    def _position(position: str, n: int) -> Positions:
+        """ "all" (every token after BOS), "last", or a token index in 1..n-1 (0 is BOS: the SAE never saw it)."""
+        if position == "all":
+            return AFTER_BOS
+        if position == "last":
+            return [n - 1]
+        if position.isdigit() and 1 <= int(position) < n:
+            return [int(position)]
+        raise RequestError(f"position {position!r}; expected 'all', 'last' or a token index from 1 to {n - 1}")
 
     def run_file(self, name: str) -> Path | None:
         """RUN_DIR/name if it is a regular file whose real path lies inside the run directory, else

@@ -68,6 +68,9 @@ class TrainingError(MonosemanticError, RuntimeError):
     """Training cannot go on: non-finite data or loss, or an exhausted data source."""
 
 
+DEAD_WINDOW = 10_000_000  # the longest default dead window, in tokens
+
+
 @dataclass
 class TrainConfig:
     batch_size: int = 4096
@@ -82,8 +85,9 @@ class TrainConfig:
     """fraction of the steps at the end over which the learning rate falls linearly to 0"""
     penalty_warmup: float = 0.05
     """fraction of the steps over which the sparsity penalty (relu: L1) rises linearly from 0"""
-    dead_window: int = 10_000_000
-    """a latent that has not fired in this many tokens is dead (AuxK, resampling, dead fraction)"""
+    dead_window: int = 0
+    """a latent that has not fired in this many tokens is dead (AuxK, resampling, dead fraction); 0: the
+    run's scale, min(10M, a quarter of total_tokens), so that every run measures it"""
     resample_every: int = 0
     """resample dead latents from high-loss inputs every this many steps (0: never)"""
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
@@ -115,6 +119,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} is a fraction of the steps in [0, 1], got {getattr(self, name)}")
         if self.lr_warmup + self.lr_decay > 1:
             raise ConfigError(f"lr_warmup + lr_decay = {self.lr_warmup + self.lr_decay} exceeds 1")
+        if self.dead_window == 0:  # 10M (Anthropic's window) is more than short runs ever see
+            self.dead_window = max(1, min(DEAD_WINDOW, self.total_tokens // 4))
         for name in ("dead_window", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -22,6 +22,7 @@ from dashboard_server import view_process
 from fastapi.testclient import TestClient
 
 from monosemantic.dashboard import allowed_hosts, bind, is_loopback
+from monosemantic.dashboard.feature_page import distinct
 from monosemantic.data.corpora import prompt_ids
 from monosemantic.hooks import capture
 
@@ -92,6 +93,7 @@ def test_feature_summary_activations_trace_and_document(client, dash):
         "density": f.density,
         "max_act": f.max_act,
         "kind": f.label.kind,
+        "fires": f.fires,
     }
     acts = client.post(f"/api/feature/{i}/activations", json={"text": TEXT}).json()
     assert acts["acts"] == pytest.approx(latents_by_hand(dash, TEXT)[:, i].tolist(), abs=1e-6)
@@ -105,12 +107,14 @@ def test_feature_summary_activations_trace_and_document(client, dash):
 
 
 def test_search_by_label_token_and_id_and_listing(client, dash):
-    by_token = client.get("/api/search", params={"q": "="}).json()
+    by_token = client.get("/api/search", params={"q": "="}).json()["results"]
     assert by_token[0]["label"] and "=" in by_token[0]["label"]  # the best match is a feature labelled with "="
-    assert [s["index"] for s in client.get("/api/search", params={"q": "#82"}).json()][:1] == [82]
-    assert client.get("/api/search", params={"q": "82"}).json()[0]["index"] == 82
-    label_word = client.get("/api/search", params={"q": "multiplication"}).json()
-    assert label_word == [asdict(s) for s in dash.store.search("multiplication", 50)]
+    assert [s["index"] for s in client.get("/api/search", params={"q": "#82"}).json()["results"]][:1] == [82]
+    assert client.get("/api/search", params={"q": "82"}).json()["results"][0]["index"] == 82
+    label_word = client.get("/api/search", params={"q": "multiplication", "floor": 0}).json()["results"]
+    assert [{k: v for k, v in s.items() if k != "matched"} for s in label_word] == [
+        asdict(s) for s in dash.store.search("multiplication", 50)
+    ]
     listed = client.get("/api/features", params={"order": "precision", "limit": 20, "labelled": True}).json()
     assert [s["precision"] for s in listed] == sorted((s["precision"] for s in listed), reverse=True)
     assert len(listed) == 20 and all(s["label"] for s in listed)
@@ -154,13 +158,15 @@ def test_pages_render(client, dash):
     assert home.status_code == 200 and 'id="text"' in home.text and "1 &lt; 2" in home.text
     page = client.get("/feature/82").text
     assert "Feature 82" in page and 'class="histogram"' in page
-    assert page.count('class="example"') == len(f.top_examples) + sum(len(r.examples) for r in f.samples)
+    assert page.count('class="example"') == len(distinct(f.top_examples)) + sum(
+        len(distinct(r.examples)) for r in f.samples
+    )
     assert f'href="/document/{f.top_examples[0].doc}?feature=82&amp;position={f.top_examples[0].position}"' in page
     assert "precision" in page and "Nearest features" in page and "try-text" in page
     top = f.top_examples[0]
     doc = client.get(f"/document/{top.doc}", params={"feature": 82, "position": top.position})
     assert doc.status_code == 200 and 'class="t active"' in doc.text
-    equals = client.get("/api/search", params={"q": "="}).json()[0]["index"]
+    equals = client.get("/api/search", params={"q": "="}).json()["results"][0]["index"]
     assert f"#{equals}" in client.get("/search", params={"q": "="}).text
     assert 'data-features="[82]"' in client.get("/playground", params={"feature": 82}).text
     for path in ("/static/common.js", "/static/text.js", "/static/dashboard.css"):

@@ -160,6 +160,18 @@ def test_tokens_since_fired_counts_and_dead_fraction_is_logged_after_the_window(
     assert all(r["dead_fraction"] >= 4 / 32 for r in after) and after
 
 
+def test_the_default_dead_window_is_scaled_to_the_run_so_every_run_reports_dead_latents(tmp_path):
+    assert TrainConfig(total_tokens=2_000_000).dead_window == 500_000  # the demo: a quarter of its tokens
+    assert TrainConfig(total_tokens=10**9).dead_window == 10_000_000  # long runs: Anthropic's 10M
+    assert TrainConfig(total_tokens=2_000_000, dead_window=3000).dead_window == 3000  # as given
+    trainer = Trainer(sae_for(), cfg(dead_window=0), tmp_path, progress=False)
+    assert trainer.cfg.dead_window == 64 * 40 // 4
+    trainer.fit(TensorBatches(data(), 64))
+    rows = read_metrics(tmp_path)
+    after = [r for r in rows if r["tokens"] >= 64 * 40 // 4]
+    assert len(after) >= len(rows) - 3 and all(r["dead_fraction"] is not None for r in after)
+
+
 def test_resampling_reinitialises_dead_latents_from_the_batch():
     sae = sae_for("relu")
     _kill_latents(sae, [5, 6, 7])
@@ -368,7 +380,7 @@ def test_wrong_width_and_exhausted_data_are_clear_errors():
         (dict(lr=-1.0), "lr must be > 0"),
         (dict(lr_warmup=1.5), "lr_warmup is a fraction"),
         (dict(lr_warmup=0.6, lr_decay=0.6), "exceeds 1"),
-        (dict(dead_window=0), "dead_window must be >= 1"),
+        (dict(dead_window=-1), "dead_window must be >= 1"),
     ],
 )
 def test_bad_train_configs(kwargs, message):

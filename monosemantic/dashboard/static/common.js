@@ -19,8 +19,16 @@ const MS = {
     return `rgba(255, 122, 0, ${share.toFixed(3)})`;
   },
 
+  // `digits` significant digits, trailing zeros after a decimal point dropped: 110.3 -> "110",
+  // 99.98 -> "100", 1200 -> "1200" (not "1.20e+3"), 0.00037 -> "0.00037", 2.50 -> "2.5"
   fmt(x, digits = 3) {
-    return x === null || x === undefined ? "–" : Number(x).toPrecision(digits).replace(/\.?0+$/, "");
+    if (x === null || x === undefined) return "–";
+    const v = Number(x);
+    if (!Number.isFinite(v)) return String(v);
+    if (Math.abs(v) >= 10 ** digits) return String(Math.round(v));
+    const [mantissa, exponent] = v.toPrecision(digits).split("e");
+    const short = mantissa.includes(".") ? mantissa.replace(/\.?0+$/, "") : mantissa;
+    return exponent === undefined ? short : `${short}e${exponent}`;
   },
 
   el(tag, attrs = {}, ...children) {

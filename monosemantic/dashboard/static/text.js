@@ -43,13 +43,24 @@
   function renderTokens() {
     const tops = data.tokens.map((t) => (t.features.length ? t.features[0].act : 0));
     peak = Math.max(1e-9, ...tops);
-    grid.replaceChildren(...data.tokens.map((t, i) => {
+    const columns = data.tokens.map((t, i) => {
       const col = MS.el("div", {class: "tok-col", "data-index": i},
         MS.el("span", {class: "tok-text", style: `background: ${MS.heat(tops[i], peak)}`, text: MS.alone(t.token)}),
         MS.el("div", {class: "chips"}, ...t.features.map(chip)));
       col.addEventListener("mouseenter", () => showPanel(i, col));
       return col;
-    }));
+    });
+    grid.replaceChildren(...words(data.tokens.map((t) => t.token), columns));
+  }
+
+  // the columns grouped into words that never break across lines: the text flows and wraps at spaces
+  function words(tokens, columns) {
+    const out = [];
+    tokens.forEach((tok, i) => {
+      if (i === 0 || /^\s/.test(tok) || /\s$/.test(tokens[i - 1])) out.push(MS.el("span", {class: "word"}));
+      out[out.length - 1].append(columns[i]);
+    });
+    return out;
   }
 
   function renderList() {
