@@ -24,7 +24,8 @@ from monosemantic.data.activations import ActivationDataError, load_activation_f
 from monosemantic.data.stream import HarvestConfig
 from monosemantic.distributed.world import check_same_config, session
 from monosemantic.mathlm.pretrained import PRETRAINED_DIR, PretrainedConfig, export_pretrained, train_pretrained
-from monosemantic.sae import ARCHITECTURES, SAEConfig
+from monosemantic.sae import SAEConfig
+from monosemantic.sae.config import SAE_ARCHS
 from monosemantic.train.checkpoint import OPERATIONAL_FIELDS
 from monosemantic.train.config import DataConfig, RunConfig, SAEOptions, read_saved_run
 from monosemantic.train.rundir import PARENT_FILE, TRAIN_CONFIG_FILE, read_train_config
@@ -39,7 +40,7 @@ K_ARCHS = ("topk", "batchtopk")
 
 
 def add_sae_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="topk", help="SAE architecture")
+    parser.add_argument("--arch", choices=sorted(SAE_ARCHS), default="topk", help="SAE architecture")
     parser.add_argument(
         "--expansion-factor",
         "--expansion_factor",
