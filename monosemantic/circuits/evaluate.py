@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from monosemantic.circuits.transcoders import check_fits, splice
 from monosemantic.data.corpora import Corpus, kept_tokens
-from monosemantic.eval.splice import _batches, _scores
+from monosemantic.eval.splice import ce_kl_sums, eval_batches
 from monosemantic.hooks import capture
 from monosemantic.sae import SAE
 
@@ -83,6 +83,27 @@ def _zero(model, layers: list[int], keep: torch.Tensor):
     return splice(model, dict.fromkeys(layers, Zero()), keep)  # type: ignore[arg-type]
 
 
+@dataclass
+class _Scorer:
+    """Runs one batch under an edit and adds its summed CE and KL(clean || edited) to `totals[key]`."""
+
+    model: torch.nn.Module
+    ids: torch.Tensor
+    mask: torch.Tensor
+    clean_logp: torch.Tensor
+    targets: torch.Tensor
+    scored: torch.Tensor
+    totals: dict[str, float]
+
+    def __call__(self, key: str, edit) -> torch.Tensor:
+        with edit:
+            logits = self.model(input_ids=self.ids, attention_mask=self.mask).logits[:, :-1]
+        ce, kl = ce_kl_sums(logits, self.clean_logp, self.targets, self.scored)
+        self.totals[key] = self.totals.get(key, 0.0) + ce
+        self.totals["kl_" + key] = self.totals.get("kl_" + key, 0.0) + kl
+        return logits
+
+
 @torch.no_grad()
 def evaluate_transcoders(
     model, tokenizer, transcoders: list[SAE], corpus: Corpus, tokens: int, *, seq_len: int = 64, progress: bool = True
@@ -95,7 +116,8 @@ def evaluate_transcoders(
     ce: dict[str, float] = {}
     agree, n = 0, 0
     names = [h for i in range(L) for h in (f"layers.{i}.mlp.in", f"layers.{i}.mlp.out")]
-    for batch in tqdm(_batches(corpus, tokenizer, seq_len, 2048, tokens), desc="transcoder eval", disable=not progress):
+    batches = eval_batches(corpus, tokenizer, seq_len, 2048, tokens)
+    for batch in tqdm(batches, desc="transcoder eval", disable=not progress):
         ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
         keep = kept_tokens(batch, tokenizer).to(device)
         targets, scored = ids[:, 1:], keep[:, 1:]
@@ -103,23 +125,16 @@ def evaluate_transcoders(
             clean = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
         clean_logp = F.log_softmax(clean.float(), -1)
 
-        def score(key: str, ctx) -> torch.Tensor:
-            with ctx:
-                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            c, kl = _scores(logits, clean_logp, targets, scored)
-            ce[key] = ce.get(key, 0.0) + c
-            ce["kl_" + key] = ce.get("kl_" + key, 0.0) + kl
-            return logits
-
-        ce["clean"] = ce.get("clean", 0.0) + _scores(clean, clean_logp, targets, scored)[0]
+        run = _Scorer(model, ids, mask, clean_logp, targets, scored, ce)
+        ce["clean"] = ce.get("clean", 0.0) + ce_kl_sums(clean, clean_logp, targets, scored)[0]
         for i, tc in enumerate(transcoders):
             x, y = acts[f"layers.{i}.mlp.in"][keep], acts[f"layers.{i}.mlp.out"][keep]
             z = tc.encode(x)
             sums[i].update(y, tc.decode(z, x), float((z > 0).sum()))
-            score(f"spliced_{i}", splice(model, {i: tc}, keep))
-            score(f"zero_{i}", _zero(model, [i], keep))
-        replaced = score("all", splice(model, dict(enumerate(transcoders)), keep))
-        score("all_zero", _zero(model, list(range(L)), keep))
+            run(f"spliced_{i}", splice(model, {i: tc}, keep))
+            run(f"zero_{i}", _zero(model, [i], keep))
+        replaced = run("all", splice(model, dict(enumerate(transcoders)), keep))
+        run("all_zero", _zero(model, list(range(L)), keep))
         agree += int((replaced.argmax(-1) == clean.argmax(-1))[scored].sum())
         n += int(scored.sum())
     return _result(ce, n, agree, sums)

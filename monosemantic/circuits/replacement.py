@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from monosemantic.models import ModelError
 from monosemantic.sae import SAE
@@ -47,8 +48,8 @@ class Leaves:
 class Frozen:
     """One prompt's frozen replacement model; see the module docstring."""
 
-    model: nn.Module
-    transcoders: list[SAE]
+    model: Any  # a Hugging Face GPT-2 (its submodules are read by name)
+    transcoders: list[Any]  # SAE transcoders
     ids: Tensor  # [T]
     patterns: list[Tensor]  # per layer [H, T, T]
     scales: list[tuple[Tensor, Tensor]]  # per layer (ln_1, ln_2) frozen 1/sigma, [T, 1] each
@@ -70,7 +71,7 @@ class Frozen:
         return Leaves(rep(self.emb), [rep(f.act) for f in self.features], [rep(e) for e in self.errors])
 
 
-def _blocks(model: nn.Module) -> nn.ModuleList:
+def _blocks(model: Any) -> Any:
     if getattr(model.config, "model_type", None) != "gpt2":
         raise ModelError(
             f"attribution graphs are implemented for GPT-2-family models (the built-in model is one); "
@@ -79,7 +80,7 @@ def _blocks(model: nn.Module) -> nn.ModuleList:
     return model.transformer.h
 
 
-def _norm(x: Tensor, ln: nn.LayerNorm, inv_sigma: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _norm(x: Tensor, ln: Any, inv_sigma: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """LayerNorm with its 1/sigma [.., T, 1] given (frozen) or computed; returns (out, 1/sigma)."""
     centred = x - x.mean(-1, keepdim=True)
     if inv_sigma is None:
@@ -87,7 +88,7 @@ def _norm(x: Tensor, ln: nn.LayerNorm, inv_sigma: Tensor | None = None) -> tuple
     return centred * inv_sigma * ln.weight.to(x.dtype) + ln.bias.to(x.dtype), inv_sigma
 
 
-def _qkv(attn: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _qkv(attn: Any, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """q, k, v [.., H, T, hd] of h [.., T, d] (GPT-2's Conv1D: x @ W + b)."""
     W, b = attn.c_attn.weight.to(h.dtype), attn.c_attn.bias.to(h.dtype)
     q, k, v = (h @ W + b).split(attn.split_size, dim=-1)
@@ -95,13 +96,13 @@ def _qkv(attn: nn.Module, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return heads(q), heads(k), heads(v)
 
 
-def _attend(attn: nn.Module, pattern: Tensor, v: Tensor) -> Tensor:
+def _attend(attn: Any, pattern: Tensor, v: Tensor) -> Tensor:
     """c_proj(pattern @ v): pattern [H, T, T], v [.., H, T, hd] -> [.., T, d]."""
     z = (pattern @ v).transpose(-3, -2).flatten(-2)
     return z @ attn.c_proj.weight.to(v.dtype) + attn.c_proj.bias.to(v.dtype)
 
 
-def _pattern(attn: nn.Module, layer: int, q: Tensor, k: Tensor) -> Tensor:
+def _pattern(attn: Any, layer: int, q: Tensor, k: Tensor) -> Tensor:
     scores = q @ k.transpose(-1, -2)
     if attn.scale_attn_weights:
         scores = scores / math.sqrt(attn.head_dim)
@@ -113,7 +114,7 @@ def _pattern(attn: nn.Module, layer: int, q: Tensor, k: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def freeze(model: nn.Module, transcoders: list[SAE], ids: Tensor) -> Frozen:
+def freeze(model: Any, transcoders: list[SAE], ids: Tensor) -> Frozen:
     """One clean pass over ids [T]: the model's own computation (the real MLPs), recording what the
     replacement model freezes and the transcoders' features and errors on the way; in the model's
     dtype (the transcoders must have it too)."""

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -65,7 +66,7 @@ def load_transcoder_set(path: str | Path) -> TranscoderSet:
     return TranscoderSet(path, saved["data"]["model"], saved["data"]["corpus"], transcoders)
 
 
-def check_fits(model: nn.Module, transcoders: list[SAE]) -> None:
+def check_fits(model: Any, transcoders: list[SAE]) -> None:
     """Refuse transcoders whose count or widths do not fit the model's MLPs."""
     named = named_hookpoints(model)
     n = sum(1 for name in named if name.endswith(".mlp.in"))

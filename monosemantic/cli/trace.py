@@ -79,7 +79,8 @@ def cmd_eval_transcoders(args: argparse.Namespace) -> int:
     print("layer    FVU    NMSE     L0  CE recovered      KL")
     for r in result.layers:
         print(
-            f"{r.layer:5d} {r.fvu:6.3f} {r.normalized_mse:7.3f} {r.l0:6.1f} {r.ce_loss_recovered:13.3f} {r.kl_spliced:7.4f}"
+            f"{r.layer:5d} {r.fvu:6.3f} {r.normalized_mse:7.3f} {r.l0:6.1f} "
+            f"{r.ce_loss_recovered:13.3f} {r.kl_spliced:7.4f}"
         )
     print(
         f"all at once: CE {result.ce_all_spliced:.4f} (all MLPs zero-ablated {result.ce_all_zero_ablated:.4f}), "

@@ -43,11 +43,11 @@ def test_eval_fvu_matches_the_metric_on_captured_activations_and_a_null_transcod
     result = evaluate_transcoders(model, tokenizer, tset.transcoders, corpus, 300, progress=False)
     # reference FVU: the transcoder on every kept token of the same batches, through eval.metrics.fvu
     from monosemantic.data.corpora import kept_tokens
-    from monosemantic.eval.splice import _batches
+    from monosemantic.eval.splice import eval_batches
 
     names = ["layers.1.mlp.in", "layers.1.mlp.out"]
     xs, ys = [], []
-    for batch in _batches(corpus, tokenizer, 64, 2048, 300):
+    for batch in eval_batches(corpus, tokenizer, 64, 2048, 300):
         with capture(model, names) as acts, torch.no_grad():
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         keep = kept_tokens(batch, tokenizer)
