@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from monosemantic.atomic import read_json_object
-from monosemantic.config import ConfigError, from_dict
+from monosemantic.config import OMIT_NONE, ConfigError, from_dict
 from monosemantic.errors import MonosemanticError
 
 CFG_FILE = "cfg.json"
@@ -63,9 +63,9 @@ class SAEConfig:
     """where the activations were read, e.g. layers.4.mlp.neurons (informational)"""
     model: str | None = None
     """model the activations came from (informational)"""
-    d_out: int | None = None
+    d_out: int | None = field(default=None, metadata=OMIT_NONE)
     """transcoders: width of the output (None: d_in); W_dec is [d_sae, d_out]"""
-    output_hookpoint: str | None = None
+    output_hookpoint: str | None = field(default=None, metadata=OMIT_NONE)
     """transcoders: where the output is written, e.g. layers.4.mlp.out (hookpoint is the input's)"""
 
     def __post_init__(self) -> None:
