@@ -2,7 +2,7 @@
 
 The pipeline, one folder per stage (each folder's docstring lists its files):
 
-    sae/             SAE architectures (relu, topk, batchtopk, jumprelu, gated), registry, save / load
+    sae/             SAE architectures (relu, topk, batchtopk, jumprelu, gated, transcoders), registry, save / load
     formats/         SAEs of SAELens, sparsify, OpenAI, dictionary_learning, Gemma Scope: load, export
     models.py        load a Hugging Face causal LM (or the built-in one), hookpoints, greedy decoding
     hooks.py         capture / patch activations at hookpoints
@@ -13,6 +13,7 @@ The pipeline, one folder per stage (each folder's docstring lists its files):
     analysis/        per-latent statistics, labels, `analyze`, the feature store
     eval/            metrics, spliced evaluation, toy data, probing, splitting, the benchmark
     experiments/     interventions, task sets, ablation and steering studies
+    circuits/        transcoder sets, the frozen replacement model, attribution graphs, `trace`
     dashboard/       `monosemantic view`: the local web app over a run directory
     mathlm/          the built-in math corpus, model recipe and shipped weights
     cli/             the `monosemantic` command

@@ -185,12 +185,17 @@ def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
     return cls(**values)
 
 
+#: field metadata: leave the field out of `to_dict` while it is None (a field added to a config whose
+#: files are a contract, e.g. SAEConfig's transcoder fields: the files of plain SAEs stay as they were)
+OMIT_NONE = {"omit_none": True}
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
-    """The dataclass as JSON; a field with metadata `omit_if_none` is left out while None, so files
+    """The dataclass as JSON; a field with metadata `OMIT_NONE` is left out while None, so files
     written before it existed are written the same."""
     out = dataclasses.asdict(obj)
     for f in dataclasses.fields(obj):
-        if f.metadata.get("omit_if_none") and out.get(f.name) is None:
+        if f.metadata.get("omit_none") and out.get(f.name) is None:
             del out[f.name]
     return out
 

@@ -6,6 +6,7 @@ A hookpoint is `layers.<i>.<site>`, with sites
     resid.mid     the residual stream between attention and MLP (not in parallel-residual blocks)
     resid.post    the residual stream leaving block i
     attn.out      the attention sublayer's output
+    mlp.in        the MLP's input, after its norm (what a transcoder reads)
     mlp.neurons   the MLP's hidden activations after the nonlinearity ("the neurons")
     mlp.out       the MLP sublayer's output
 or the path of any module (its output), e.g. `transformer.h.3.mlp.c_fc`. Glob patterns select several
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SITES = ("resid.pre", "resid.mid", "resid.post", "attn.out", "mlp.neurons", "mlp.out")
+SITES = ("resid.pre", "resid.mid", "resid.post", "attn.out", "mlp.in", "mlp.neurons", "mlp.out")
 
 
 class ModelError(MonosemanticError, ValueError):
@@ -129,6 +130,7 @@ def named_hookpoints(model: nn.Module) -> dict[str, Hookpoint]:
             "resid.pre": (block, "input"),
             "resid.post": (block, "output"),
             "attn.out": (f"{block}.{fam.attn}", "output"),
+            "mlp.in": (f"{block}.{fam.mlp}", "input"),
             "mlp.neurons": (f"{block}.{fam.neurons[0]}", fam.neurons[1]),
             "mlp.out": (f"{block}.{fam.mlp}", "output"),
         }

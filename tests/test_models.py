@@ -14,7 +14,7 @@ import torch
 
 from monosemantic.models import ModelError, load_model, model_dir, named_hookpoints, resolve_hookpoints
 
-SITES = ["resid.pre", "resid.mid", "resid.post", "attn.out", "mlp.neurons", "mlp.out"]
+SITES = ["resid.pre", "resid.mid", "resid.post", "attn.out", "mlp.in", "mlp.neurons", "mlp.out"]
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
@@ -28,6 +28,24 @@ def test_load_model_and_name_its_hookpoints(tiny_model_dirs, family):
     assert all(h.module in modules for h in names.values())
     ids = torch.tensor([tokenizer("12 + 30 = 42")["input_ids"]])
     assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+def test_mlp_in_is_the_normed_input_the_mlp_maps_to_mlp_out(tiny_model_dirs, family):
+    """What a transcoder reads (mlp.in) and writes (mlp.out): the MLP applied to the first is the second,
+    and the first is the output of the block's MLP norm (ln_2 / post_attention_layernorm)."""
+    from monosemantic.hooks import capture
+
+    model, tokenizer = load_model(tiny_model_dirs[family])
+    ids = torch.tensor([tokenizer("12 + 30 = 42")["input_ids"]])
+    norm = {"gpt2": "transformer.h.1.ln_2"}.get(
+        family, f"{'model.layers' if family == 'llama' else 'gpt_neox.layers'}.1.post_attention_layernorm"
+    )
+    with capture(model, ["layers.1.mlp.in", "layers.1.mlp.out", norm]) as acts:
+        model(input_ids=ids)
+    mlp = model.get_submodule(named_hookpoints(model)["layers.1.mlp.out"].module)
+    torch.testing.assert_close(acts[norm], acts["layers.1.mlp.in"], rtol=0, atol=0)
+    torch.testing.assert_close(mlp(acts["layers.1.mlp.in"]), acts["layers.1.mlp.out"])
 
 
 def test_bfloat16_loading(tiny_model_dirs):
@@ -49,7 +67,7 @@ def test_unknown_hookpoint_lists_the_valid_ones(tiny_model_dirs, bad):
     with pytest.raises(
         ModelError,
         match=rf"hookpoint '{bad}' not found; this model has "
-        r"layers.\{0-1\}.\{resid.pre,resid.mid,resid.post,attn.out,mlp.neurons,"
+        r"layers.\{0-1\}.\{resid.pre,resid.mid,resid.post,attn.out,mlp.in,mlp.neurons,"
         r"mlp.out\}, or any module path",
     ):
         resolve_hookpoints(model, bad)

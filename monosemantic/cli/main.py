@@ -35,6 +35,7 @@ from monosemantic.atomic import atomic_write_json, os_error_message
 from monosemantic.cli.benchmark import add_benchmark_commands
 from monosemantic.cli.experiments import add_experiment_commands
 from monosemantic.cli.features import add_feature_commands
+from monosemantic.cli.trace import add_trace_commands
 from monosemantic.cli.train import add_train_commands, add_train_saes_command
 from monosemantic.cli.view import add_view_command
 from monosemantic.config import ConfigError, HelpFormatter, add_arguments, from_args, parse_int, positive_int, to_dict
@@ -434,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_experiment_commands(sub, _command)
     add_benchmark_commands(sub, _command)
     add_view_command(sub, _command)
+    add_trace_commands(sub, _command)
 
     add_mathlm_commands(sub)
     add_bench_commands(sub)

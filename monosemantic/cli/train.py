@@ -25,7 +25,8 @@ from monosemantic.data.activations import ActivationDataError, load_activation_f
 from monosemantic.data.stream import HarvestConfig
 from monosemantic.distributed.world import check_same_config, session
 from monosemantic.mathlm.pretrained import PRETRAINED_DIR, PretrainedConfig, export_pretrained, train_pretrained
-from monosemantic.sae import ARCHITECTURES, SAEConfig
+from monosemantic.sae import SAEConfig
+from monosemantic.sae.config import SAE_ARCHS, TRANSCODER_ARCHS
 from monosemantic.train.checkpoint import OPERATIONAL_FIELDS
 from monosemantic.train.config import DataConfig, RunConfig, SAEOptions, read_saved_run
 from monosemantic.train.rundir import PARENT_FILE, TRAIN_CONFIG_FILE, read_train_config
@@ -40,7 +41,7 @@ K_ARCHS = ("topk", "batchtopk")
 
 
 def add_sae_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="topk", help="SAE architecture")
+    parser.add_argument("--arch", choices=sorted(SAE_ARCHS), default="topk", help="SAE architecture")
     parser.add_argument(
         "--expansion-factor",
         "--expansion_factor",
@@ -53,6 +54,21 @@ def add_sae_arguments(parser: argparse.ArgumentParser) -> None:
         "--d-sae", type=parse_int, default=None, metavar="INT", help="number of latents; overrides --expansion-factor"
     )
     add_arguments(parser, SAEConfig, exclude=SAE_FLAGS_FROM_ELSEWHERE, defaults={"k": 32})
+
+
+def add_transcoder_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--transcoder",
+        action="store_true",
+        help="train TopK transcoders instead of SAEs: --hookpoint names MLPs ('layers.*.mlp', one transcoder "
+        "per layer from one forward); each reads its MLP's input (layers.L.mlp.in, after the norm) and "
+        "reconstructs its output (layers.L.mlp.out)",
+    )
+    parser.add_argument(
+        "--skip-transcoder",
+        action="store_true",
+        help="as --transcoder, with a linear skip path x W_skip beside the latents (Paulo et al. 2025)",
+    )
 
 
 def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,9 +87,15 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sae_options(args: argparse.Namespace) -> SAEOptions:
-    """The SAE flags (k only for the architectures that take it; d_in comes from the data)."""
+    """The SAE flags (k only for the architectures that take it; d_in comes from the data);
+    `--transcoder` / `--skip-transcoder` make the TopK architecture a transcoder's."""
     options = from_args(SAEOptions, args)
-    return options if args.arch in K_ARCHS else dataclasses.replace(options, k=None)
+    skip = getattr(args, "skip_transcoder", False)
+    if getattr(args, "transcoder", False) or skip:
+        if args.arch != "topk":
+            raise ConfigError(f"--transcoder trains TopK transcoders; --arch {args.arch} is not available for them")
+        options = dataclasses.replace(options, arch="skip_transcoder" if skip else "transcoder")
+    return options if options.arch in (*K_ARCHS, *TRANSCODER_ARCHS) else dataclasses.replace(options, k=None)
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -167,6 +189,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         if isinstance(result, dict):
             names = json.loads((out / PARENT_FILE).read_text())["hookpoints"]  # every rank's, not only ours
+            if run_is_transcoders(args, out):
+                print(f"saved {len(names)} transcoders, one per MLP, to {out}/<mlp>: {', '.join(names)}")
+                print(f"next: monosemantic eval-transcoders {out}; monosemantic trace {out} PROMPT --target TOKEN")
+                return 0
             print(f"saved {len(names)} SAEs, one per hookpoint, to {out}/<hookpoint>: {', '.join(names)}")
             print(f"next: monosemantic eval {out / names[0]}")
             return 0
@@ -176,6 +202,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         print(f"next: monosemantic eval {args.out}")
     return 0
+
+
+def run_is_transcoders(args: argparse.Namespace, out: Path) -> bool:
+    saved = json.loads((out / PARENT_FILE).read_text())
+    return saved.get("sae_options", {}).get("arch") in TRANSCODER_ARCHS
 
 
 def saved_tensor_run(args: argparse.Namespace, out: Path):
@@ -257,6 +288,7 @@ def add_train_commands(sub, command) -> None:
     add_arguments(p, DataConfig, aliases={"model": ["--model_path", "--model-path"]})
     add_arguments(p, HarvestConfig, exclude=("seed",))
     add_sae_arguments(p)
+    add_transcoder_arguments(p)
     add_arguments(p, TrainConfig, aliases={"total_tokens": ["--tokens"]})
     add_parallel_arguments(p)
 

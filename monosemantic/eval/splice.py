@@ -62,7 +62,7 @@ class SplicedEval:
         return asdict(self)
 
 
-def _scores(logits: Tensor, clean_logp: Tensor, targets: Tensor, scored: Tensor) -> tuple[float, float]:
+def ce_kl_sums(logits: Tensor, clean_logp: Tensor, targets: Tensor, scored: Tensor) -> tuple[float, float]:
     """Summed CE of `targets` and summed KL(clean || this) over the `scored` positions."""
     logp = F.log_softmax(logits.float(), dim=-1)
     ce = -logp.gather(-1, targets[..., None])[..., 0]
@@ -95,7 +95,7 @@ def spliced_eval(
     [hook] = resolve_hookpoints(model, hookpoint)
     device = next(model.parameters()).device
     sae = sae.to(device).eval()
-    batches = _batches(corpus, tokenizer, seq_len, batch_tokens, tokens)
+    batches = eval_batches(corpus, tokenizer, seq_len, batch_tokens, tokens)
     mean = _mean_activation(model, hook.name, batches, tokenizer, device)
     if mean.shape[-1] != sae.d_in:
         raise ModelError(f"hookpoint {hook.name!r} has width {mean.shape[-1]}, but the SAE expects d_in={sae.d_in}")
@@ -116,7 +116,7 @@ def spliced_eval(
         stats.update(x_kept, x_hat, z)
         spliced = x.clone()
         spliced[keep] = x_hat.to(x.dtype)
-        ce, _ = _scores(clean, clean_logp, targets, scored)
+        ce, _ = ce_kl_sums(clean, clean_logp, targets, scored)
         totals["clean"] += ce
         variants = {
             "spliced": lambda a: spliced,  # noqa: B023 (called within this iteration)
@@ -126,14 +126,14 @@ def spliced_eval(
         for name, fn in variants.items():
             with patch(model, {hook.name: _replace_on(keep, fn)}):
                 logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            ce, kl = _scores(logits, clean_logp, targets, scored)
+            ce, kl = ce_kl_sums(logits, clean_logp, targets, scored)
             totals[name] += ce
             totals[f"kl_{name}"] += kl
         n_scored += int(scored.sum())
     return _result(totals, n_scored, stats)
 
 
-def _batches(corpus: Corpus, tokenizer, seq_len: int, batch_tokens: int, tokens: int) -> list[Packed]:
+def eval_batches(corpus: Corpus, tokenizer, seq_len: int, batch_tokens: int, tokens: int) -> list[Packed]:
     """Batches holding about `tokens` kept tokens."""
     out, have = [], 0
     for batch in pack(corpus.documents(), tokenizer, seq_len, batch_tokens):

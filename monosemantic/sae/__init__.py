@@ -8,6 +8,7 @@
     config.py        SAEConfig (cfg.json), the checks a saved SAE must pass, each architecture's config checks
     base.py          what every architecture shares: parameters, input semantics, save / load
     relu.py, topk.py, batchtopk.py, jumprelu.py, gated.py    one architecture each
+    transcoder.py    transcoders (read an MLP's input, write its output), with or without a skip path
     sparse.py        the sparse kernels of the TopK fast path
     registry.py      name -> class, create_sae
 
@@ -22,6 +23,7 @@ from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.registry import ARCHITECTURES, create_sae
 from monosemantic.sae.relu import ReluSAE
 from monosemantic.sae.topk import TopKSAE
+from monosemantic.sae.transcoder import SkipTranscoder, TopKTranscoder
 
 __all__ = [
     "ARCHITECTURES",
@@ -35,5 +37,7 @@ __all__ = [
     "BatchTopKSAE",
     "JumpReLUSAE",
     "GatedSAE",
+    "TopKTranscoder",
+    "SkipTranscoder",
     "create_sae",
 ]

@@ -126,6 +126,15 @@ class SAE(nn.Module):
     def d_sae(self) -> int:
         return self.cfg.d_sae
 
+    @property
+    def batch_width(self) -> int:
+        """Width of the trainer's batches: d_in (a transcoder reads its input and target side by side)."""
+        return self.cfg.d_in
+
+    def target(self, batch: Tensor) -> Tensor:
+        """What the reconstruction of a training batch [..., batch_width] is compared with: the batch."""
+        return batch
+
     def _flatten(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.cfg.d_in:
             raise ValueError(

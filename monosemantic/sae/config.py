@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from monosemantic.atomic import read_json_object
-from monosemantic.config import ConfigError, from_dict
+from monosemantic.config import OMIT_NONE, ConfigError, from_dict
 from monosemantic.errors import MonosemanticError
 
 CFG_FILE = "cfg.json"
@@ -29,7 +29,8 @@ class SAEFormatError(MonosemanticError, ValueError):
 @dataclass
 class SAEConfig:
     arch: str
-    """architecture: relu (ReLU + L1, Anthropic), topk (OpenAI), batchtopk, jumprelu (DeepMind), gated"""
+    """architecture: relu (ReLU + L1, Anthropic), topk (OpenAI), batchtopk, jumprelu (DeepMind), gated;
+    transcoder, skip_transcoder (TopK; read one hookpoint, write another: sae/transcoder.py)"""
     d_in: int
     """width of the activation vectors the SAE reads"""
     d_sae: int
@@ -62,9 +63,13 @@ class SAEConfig:
     """where the activations were read, e.g. layers.4.mlp.neurons (informational)"""
     model: str | None = None
     """model the activations came from (informational)"""
-    origin: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
+    origin: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
     """an SAE loaded from another tool's files: that format, its own names for what differs here (hook
     name, seed, architecture) and the dtype policy applied (informational)"""
+    d_out: int | None = field(default=None, metadata=OMIT_NONE)
+    """transcoders: width of the output (None: d_in); W_dec is [d_sae, d_out]"""
+    output_hookpoint: str | None = field(default=None, metadata=OMIT_NONE)
+    """transcoders: where the output is written, e.g. layers.4.mlp.out (hookpoint is the input's)"""
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_CHECKS:
@@ -98,6 +103,18 @@ def check_k(cfg: SAEConfig) -> None:
         raise ConfigError(f"auxk_coef must be >= 0, got {cfg.auxk_coef}")
 
 
+def check_transcoder(cfg: SAEConfig) -> None:
+    """transcoder, skip_transcoder: TopK's knobs; b_dec is the output's bias, so it is not subtracted
+    from the input; the output width, if given, positive."""
+    check_k(cfg)
+    if cfg.apply_b_dec_to_input:
+        raise ConfigError(f"arch={cfg.arch!r}: b_dec lives in the output space; set apply_b_dec_to_input=False")
+    if cfg.d_out is not None and (not isinstance(cfg.d_out, int) or isinstance(cfg.d_out, bool) or cfg.d_out < 1):
+        raise ConfigError(f"d_out must be a positive integer or unset, got {cfg.d_out!r}")
+    if cfg.input_norm != "none":
+        raise ConfigError(f"arch={cfg.arch!r} takes input_norm='none' only, got {cfg.input_norm!r}")
+
+
 def check_l1(cfg: SAEConfig) -> None:
     """relu, gated: a non-negative L1 coefficient."""
     if not cfg.l1_coefficient >= 0:
@@ -120,7 +137,13 @@ ARCH_CHECKS: dict[str, Callable[[SAEConfig], None]] = {
     "batchtopk": check_k,
     "jumprelu": check_jumprelu,
     "gated": check_l1,
+    "transcoder": check_transcoder,
+    "skip_transcoder": check_transcoder,
 }
+
+#: architectures that read one hookpoint and write another (sae/transcoder.py); the rest reconstruct their input
+TRANSCODER_ARCHS = ("transcoder", "skip_transcoder")
+SAE_ARCHS = tuple(a for a in ARCH_CHECKS if a not in TRANSCODER_ARCHS)
 
 FOREIGN_HINT = (
     "SAEs of other tools (SAELens, sparsify, OpenAI, dictionary_learning, Gemma Scope) load with "

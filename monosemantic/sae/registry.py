@@ -11,6 +11,7 @@ from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.relu import ReluSAE
 from monosemantic.sae.topk import TopKSAE
+from monosemantic.sae.transcoder import SkipTranscoder, TopKTranscoder
 
 ARCHITECTURES.update(
     {
@@ -19,6 +20,8 @@ ARCHITECTURES.update(
         "batchtopk": BatchTopKSAE,
         "jumprelu": JumpReLUSAE,
         "gated": GatedSAE,
+        "transcoder": TopKTranscoder,
+        "skip_transcoder": SkipTranscoder,
     }
 )
 assert ARCHITECTURES.keys() == ARCH_CHECKS.keys(), "an architecture's config checks go in sae/config.py"

@@ -51,22 +51,33 @@ def encoder_preacts(sae: SAE, x: Tensor, matmul_dtype: torch.dtype | None) -> Te
     return torch.addmm(sae.b_enc.to(dtype), x_c.to(dtype), W_enc, out=out)
 
 
-def auxk_dense(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> dict[str, Tensor]:
-    """AuxK term with dense ops (reference): top-k_aux dead latents reconstruct the residual."""
+def auxk_dense(
+    sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None, target: Tensor | None = None
+) -> dict[str, Tensor]:
+    """AuxK term with dense ops (reference): top-k_aux dead latents reconstruct the residual
+    (`target` - x_hat; the target is x, or a transcoder's output)."""
     if dead is None or not bool(dead.any()):
         return {}
     n = min(k_aux(sae.cfg), int(dead.sum()))
     vals, idx = pre.masked_fill(~dead, float("-inf")).topk(n, dim=-1, sorted=False)
     z = torch.zeros_like(pre).scatter(-1, idx, F.relu(vals))
-    return {"auxk": sae.cfg.auxk_coef * mse_loss(z @ sae.W_dec, (x - x_hat).detach())}
+    y = x if target is None else target
+    return {"auxk": sae.cfg.auxk_coef * mse_loss(z @ sae.W_dec, (y - x_hat).detach())}
 
 
 def auxk_sparse(
-    sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None, W_enc_rows: Tensor | None
+    sae: SAE,
+    x: Tensor,
+    x_hat: Tensor,
+    pre: Tensor,
+    dead: Tensor | None,
+    W_enc_rows: Tensor | None,
+    target: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """AuxK term touching only the dead latents: cost O(B * n_dead) to select, O(B * k_aux * d_in) after.
 
-    `W_enc_rows` (W_enc^T, contiguous) is needed when `pre` came from a low-precision matmul."""
+    `W_enc_rows` (W_enc^T, contiguous) is needed when `pre` came from a low-precision matmul;
+    `target`: what x_hat reconstructs, when not x (a transcoder's output)."""
     if dead is None:
         return {}
     dead_ids = dead.nonzero().squeeze(1)
@@ -81,16 +92,26 @@ def auxk_sparse(
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
     pre_aux = selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, exact, W_enc_rows)
     e_hat = sparse_decode(F.relu(pre_aux), rows, cols, sae.W_dec, B)
-    return {"auxk": sae.cfg.auxk_coef * mse_loss(e_hat, (x - x_hat).detach())}
+    y = x if target is None else target
+    return {"auxk": sae.cfg.auxk_coef * mse_loss(e_hat, (y - x_hat).detach())}
 
 
 def sparse_training_step(
-    sae: SAE, x: Tensor, pre: Tensor, rows: Tensor, cols: Tensor, values: Tensor | None, dead: Tensor | None
+    sae: SAE,
+    x: Tensor,
+    pre: Tensor,
+    rows: Tensor,
+    cols: Tensor,
+    values: Tensor | None,
+    dead: Tensor | None,
+    target: Tensor | None = None,
+    skip: Tensor | None = None,
 ) -> TrainOutput:
     """Loss and statistics for selected latents (rows, cols) of x [B, d_in]; see `sparse`.
 
     `values` are the selected pre-activations from `pre` when it was computed in the weights'
-    dtype; None makes them be recomputed exactly from the selected columns.
+    dtype; None makes them be recomputed exactly from the selected columns. A transcoder gives
+    its `target` [B, d_out] (else x is reconstructed) and its `skip` term [B, d_out] (added to x_hat).
     """
     B = x.shape[0]
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
@@ -98,8 +119,11 @@ def sparse_training_step(
     W_enc_rows = sae.transposed_copy("W_enc_T", sae.W_enc) if pre.dtype != sae.W_enc.dtype else None
     acts = F.relu(selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, values, W_enc_rows))
     x_hat = sparse_decode(acts, rows, cols, sae.W_dec, B) + sae.b_dec
-    losses = {"mse": mse_loss(x_hat, x)}
-    losses.update(auxk_sparse(sae, x, x_hat, pre, dead, W_enc_rows))
+    if skip is not None:
+        x_hat = x_hat + skip
+    y = x if target is None else target
+    losses = {"mse": mse_loss(x_hat, y)}
+    losses.update(auxk_sparse(sae, x, x_hat, pre, dead, W_enc_rows, target))
     loss = torch.stack(list(losses.values())).sum()
     active = acts > 0
     fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=x.device)

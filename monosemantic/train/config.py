@@ -26,6 +26,7 @@ from typing import Literal
 from monosemantic.config import from_dict, to_dict
 from monosemantic.data.stream import HarvestConfig
 from monosemantic.sae import SAEConfig
+from monosemantic.sae.config import TRANSCODER_ARCHS
 from monosemantic.train.rundir import PARENT_FILE, TRAIN_CONFIG_FILE, read_train_config
 from monosemantic.train.trainer import TrainConfig
 
@@ -70,11 +71,30 @@ class SAEOptions:
         """The options that give back `cfg` (its size as d_sae)."""
         return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if f.name != "expansion_factor"})
 
-    def sae_config(self, d_in: int, *, hookpoint: str | None = None, model: str | None = None) -> SAEConfig:
-        """The SAE that reads vectors of width `d_in` (at `hookpoint` of `model`, recorded in cfg.json)."""
+    def sae_config(
+        self,
+        d_in: int,
+        *,
+        hookpoint: str | None = None,
+        model: str | None = None,
+        d_out: int | None = None,
+        output_hookpoint: str | None = None,
+    ) -> SAEConfig:
+        """The SAE that reads vectors of width `d_in` (at `hookpoint` of `model`, recorded in cfg.json);
+        a transcoder also writes vectors of width `d_out` at `output_hookpoint`."""
         knobs = {k: v for k, v in to_dict(self).items() if k not in ("d_sae", "expansion_factor")}
+        if self.arch in TRANSCODER_ARCHS:  # its b_dec is the output's bias
+            knobs["apply_b_dec_to_input"] = False
         d_sae = self.d_sae or self.expansion_factor * d_in
-        return SAEConfig(d_in=d_in, d_sae=d_sae, hookpoint=hookpoint, model=model, **knobs)
+        return SAEConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            hookpoint=hookpoint,
+            model=model,
+            d_out=d_out,
+            output_hookpoint=output_hookpoint,
+            **knobs,
+        )
 
 
 @dataclass

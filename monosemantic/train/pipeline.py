@@ -45,7 +45,7 @@ from monosemantic.distributed.world import (
     all_gather_json,
     create_rank_sae,
 )
-from monosemantic.models import Hookpoint, load_model, model_name, resolve_hookpoints
+from monosemantic.models import Hookpoint, load_model, model_name
 from monosemantic.plots import plot_training
 from monosemantic.sae import SAE, SAEConfig
 from monosemantic.train.config import RunConfig, SavedRun, read_saved_run
@@ -60,6 +60,7 @@ from monosemantic.train.rundir import (
     locked_run_dir,
 )
 from monosemantic.train.trainer import TrainConfig, Trainer
+from monosemantic.train.units import Unit, dictionary_units, flat_hooks, unit_widths
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -105,14 +106,15 @@ def train_on_model(
     """Train a new SAE on `run.data` into the run directory `out` and return it (it takes raw
     activations). When `run.data.hookpoint` names several hookpoints (a comma-separated list, or a
     glob), train one SAE per hookpoint from one model forward into `out/<hookpoint>/` (multi_sae.py)
-    and return {hookpoint: SAE}. Under torchrun (`world`), ranks that end with no whole SAE get None."""
+    and return {hookpoint: SAE}. Under torchrun (`world`), ranks that end with no whole SAE get None.
+    A transcoder arch reads MLPs (`layers.*.mlp`: each one's mlp.in -> mlp.out; train/units.py)."""
     check_new_run_dir(out)  # before the model loads; again, under the lock, when it is created
     job = Job.open(out, run, world, progress)
-    hooks = resolve_hookpoints(job.model, run.data.hookpoint.split(","))  # the only resolution of this job
-    if len(hooks) > 1:
-        return _train_many(job, run, hooks)
-    stream, source = activation_stream(job, run, hooks)
-    cfg = run.sae.sae_config(stream.d, hookpoint=stream.hook.name, model=model_name(run.data.model))
+    units = dictionary_units(job.model, run.data.hookpoint, run.sae.arch)  # the only resolution of this job
+    if len(units) > 1:
+        return _train_many(job, run, units)
+    stream, source = activation_stream(job, run, flat_hooks(units))
+    cfg = unit_config(run, units[0], unit_widths(units, stream.widths)[0])
     new = NewSAE(cfg, job.out, job.world, progress, run.record(cfg, source))
     return train_saes({0: new}, run.train, lambda: training_batches(job, stream, run), job.world)[0]
 
@@ -132,10 +134,12 @@ def resume_on_model(
     run = dataclasses.replace(saved.run, train=dataclasses.replace(saved.run.train, **operational))
     job = Job.open(saved.path, run, world, progress)
     if saved.hookpoints is not None:
-        hooks = resolve_hookpoints(job.model, saved.hookpoints)
-        return _train_many(job, run, hooks, saved_source=saved.source, step=step)
+        units = dictionary_units(job.model, saved.hookpoints, run.sae.arch)
+        return _train_many(job, run, units, saved_source=saved.source, step=step)
     assert saved.sae is not None  # a single run records its SAE
-    stream, source = activation_stream(job, run, run.data.hookpoint)
+    stream, source = activation_stream(
+        job, run, flat_hooks(dictionary_units(job.model, run.data.hookpoint, run.sae.arch))
+    )
     check_source(job.out, source, saved.source)
     new = NewSAE(saved.sae, job.out, job.world, progress)
     batches = lambda: training_batches(job, stream, run)
@@ -169,22 +173,31 @@ def train_on_tensors(
     return train_saes({0: new}, train, lambda: batches, world, resume=resume, step=step)[0]
 
 
-def _train_many(
-    job: Job, run: RunConfig, hooks: list[Hookpoint], saved_source: dict | None = None, step: int | None = None
-):
-    """One SAE per hookpoint from one forward, spread over the ranks (multi_sae.py); continues the
-    job whose activations `saved_source` describes, when given (from the checkpoints of `step`, or
-    the newest that all have)."""
-    world, names = job.world, [h.name for h in hooks]
+def unit_config(run: RunConfig, unit: Unit, dims: tuple[int, int | None]) -> SAEConfig:
+    """The SAE (or transcoder) of one unit of the job, its input (and output) width `dims`."""
+    d_in, d_out = dims
+    out = unit.out.name if unit.out is not None else None
+    return run.sae.sae_config(
+        d_in, hookpoint=unit.inp.name, model=model_name(run.data.model), d_out=d_out, output_hookpoint=out
+    )
+
+
+def _train_many(job: Job, run: RunConfig, units: list[Unit], saved_source: dict | None = None, step: int | None = None):
+    """One SAE per hookpoint (or transcoder per MLP) from one forward, spread over the ranks
+    (multi_sae.py); continues the job whose activations `saved_source` describes, when given (from
+    the checkpoints of `step`, or the newest that all have)."""
+    world, names = job.world, [u.name for u in units]
     if world.latent_size > 1:
-        raise ConfigError(f"--shard-latents splits the SAE of one hookpoint; {len(hooks)} hookpoints were given")
-    stream, source = activation_stream(job, run, hooks)
+        raise ConfigError(f"--shard-latents splits the SAE of one hookpoint; {len(units)} hookpoints were given")
+    stream, source = activation_stream(job, run, flat_hooks(units))
     if saved_source is not None:
         check_source(job.out, source, saved_source)
-    owners = assign(len(hooks), world.size)
+    dims = unit_widths(units, stream.widths)
+    widths = [d_in + (d_out or 0) for d_in, d_out in dims]  # each unit's columns of a batch
+    owners = assign(len(units), world.size)
     saes = {}
     for h, w in hookpoint_worlds(world, owners).items():
-        cfg = run.sae.sae_config(stream.widths[h], hookpoint=names[h], model=model_name(run.data.model))
+        cfg = unit_config(run, units[h], dims[h])
         record = run.record(cfg, source, hookpoint=names[h])
         saes[h] = NewSAE(cfg, job.out / names[h], w, job.progress and world.writer, record)
     done = train_saes(
@@ -195,8 +208,8 @@ def _train_many(
         resume=saved_source is not None,
         step=step,
         parent=(job.out / PARENT_FILE, run.parent_record(names, source)),
-        split=Exchange(stream.widths, owners, world.rank, world.size),
-        n_init=init_batches(stream.widths, run.train.batch_size),
+        split=Exchange(widths, owners, world.rank, world.size),
+        n_init=init_batches(widths, run.train.batch_size),
     )
     return {names[h]: sae for h, sae in done.items()}
 

@@ -345,21 +345,21 @@ class Trainer:
         return x.to(self.device, self.sae.W_enc.dtype, non_blocking=True) * self.state.scale
 
     def _check_batch(self, x: Tensor, where: str) -> None:
-        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.sae.d_in:
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.sae.batch_width:
             shape = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ActivationDataError(f"{where} has shape {shape}; expected [batch, {self.sae.d_in}]")
+            raise ActivationDataError(f"{where} has shape {shape}; expected [batch, {self.sae.batch_width}]")
         check_finite(x, where)
         check_norms(x, where)
 
     def _log_row(self, x: Tensor, out: TrainOutput, tokens_per_s: float) -> dict:
         s = self.state
         if self.world.distributed:
-            measured = self.world.batch_metrics(x, out)
+            measured = self.world.batch_metrics(self.sae.target(x), out)
         else:
             measured = {
                 "loss": out.loss.item(),
                 **{k: v.item() for k, v in out.losses.items()},
-                "fvu": fvu(x, out.x_hat).item(),
+                "fvu": fvu(self.sae.target(x), out.x_hat).item(),
                 "l0": out.l0.item(),
             }
         row = {
@@ -383,7 +383,7 @@ class Trainer:
     def _initialise(self, batches: Iterator[Tensor]) -> Iterator[Tensor]:
         """Estimate the normalisation scalar and b_dec from the first batches without losing them."""
         saved = batches.state_dict() if isinstance(batches, ResumableBatches) else None
-        tokens = min(SCALE_TOKENS, SCALE_FLOATS // self.sae.d_in)
+        tokens = min(SCALE_TOKENS, SCALE_FLOATS // self.sae.batch_width)
         n_batches = max(1, -(-tokens // self.cfg.batch_size))
         peeked = list(islice(batches, n_batches))
         if not peeked:
@@ -392,12 +392,12 @@ class Trainer:
             self._check_batch(b, f"batch {i} (read to initialise)")
         sample = torch.cat(peeked).to(self.device, torch.float32)
         if self.world.data_size > 1:  # the global batches, in order: rank r holds rows [r * b, (r + 1) * b) of each
-            by_rank = sample.view(len(peeked), -1, self.sae.d_in).transpose(0, 1)  # [b, n_batches, d_in]
-            sample = self.world.data_gather(by_rank).transpose(0, 1).reshape(-1, self.sae.d_in)
+            by_rank = sample.view(len(peeked), -1, self.sae.batch_width).transpose(0, 1)  # [b, n_batches, d_in]
+            sample = self.world.data_gather(by_rank).transpose(0, 1).reshape(-1, self.sae.batch_width)
         if self.cfg.normalize_activations:  # norms in float64: in float32, those of huge activations overflow
             mean_norm = sample.cpu().double().norm(dim=1).mean().item()
-            self.state.scale = math.sqrt(self.sae.d_in) / max(mean_norm, 1e-12)
-        sample = sample * self.state.scale
+            self.state.scale = math.sqrt(self.sae.batch_width) / max(mean_norm, 1e-12)
+        sample = self.sae.target(sample * self.state.scale)  # b_dec: a transcoder's is in its output space
         with torch.no_grad():
             if self.cfg.b_dec_init == "geometric_median":
                 self.sae.b_dec.copy_(geometric_median(sample[:MEDIAN_TOKENS]))

@@ -11,11 +11,12 @@ import safetensors.torch
 import torch
 
 from monosemantic.config import ConfigError
-from monosemantic.sae import ARCHITECTURES, SAE, SAEConfig, SAEFormatError, TopKSAE, create_sae
+from monosemantic.sae import SAE, SAEConfig, SAEFormatError, TopKSAE, create_sae
 from monosemantic.sae.base import CFG_FILE, WEIGHTS_FILE
 from monosemantic.sae.batchtopk import batch_topk_select
+from monosemantic.sae.config import SAE_ARCHS
 
-ARCHS = sorted(ARCHITECTURES)
+ARCHS = sorted(SAE_ARCHS)
 SPARSE_ARCHS = ["topk", "batchtopk"]
 
 

@@ -6,7 +6,8 @@ import torch
 
 from monosemantic.config import ConfigError
 from monosemantic.eval.metrics import evaluate, fvu
-from monosemantic.sae import ARCHITECTURES, SAEConfig, create_sae
+from monosemantic.sae import SAEConfig, create_sae
+from monosemantic.sae.config import SAE_ARCHS
 from monosemantic.train.trainer import TrainConfig, Trainer
 
 
@@ -32,7 +33,7 @@ def by_hand(input_norm, x):
     return x * coeff, lambda y: y / coeff
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", sorted(SAE_ARCHS))
 @pytest.mark.parametrize("input_norm", ["layer_norm", "constant_norm"])
 def test_every_architecture_normalises_each_token_and_restores_it(arch, input_norm):
     sae = make(arch, input_norm)

@@ -1,0 +1,111 @@
+"""Command line for circuits (wired in by main.py): attribution graphs and the transcoders behind them.
+
+monosemantic train --model builtin --transcoder --hookpoint 'layers.*.mlp' --k 32 --tokens 2M --out runs/tc
+monosemantic eval-transcoders runs/tc            # per-layer FVU, CE recovered, KL; next-token agreement
+monosemantic trace runs/tc "47 + 35 = " --target 8
+    -> runs/tc/graphs/47_35_8.json (nodes, edges, scores, settings) and the top paths, printed
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from monosemantic.atomic import atomic_write_json
+from monosemantic.config import add_arguments, from_args, parse_int
+
+GRAPHS_DIR = "graphs"
+EVAL_FILE = "transcoder_eval.json"
+
+
+def graph_name(prompt: str, target: str | None) -> str:
+    slug = re.sub(r"[^0-9A-Za-z]+", "_", f"{prompt} {target or ''}").strip("_")
+    return slug[:60] or "graph"
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Build the attribution graph of a prompt for a target token with the run's transcoders (one per
+    MLP): direct effects between active features, error nodes, tokens and logits through the frozen
+    replacement model, pruned as circuit-tracer prunes; writes RUN/graphs/NAME.json and prints the top paths."""
+    from monosemantic.circuits.graph import TraceConfig, describe_node, trace_prompt
+    from monosemantic.circuits.transcoders import check_fits, load_transcoder_set
+    from monosemantic.models import load_model
+
+    cfg = from_args(TraceConfig, args)
+    tset = load_transcoder_set(args.run)
+    model, tokenizer = load_model(tset.model)
+    check_fits(model, tset.transcoders)
+    graph = trace_prompt(model, tokenizer, tset.transcoders, args.prompt, cfg)
+    name = args.name or graph_name(args.prompt, args.target)
+    out = Path(args.run) / GRAPHS_DIR / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    atomic_write_json(out, graph)
+    s, c, t = graph["scores"], graph["counts"], graph["target"]
+    print(
+        f"graph of {args.prompt!r} -> {t['token']!r} (p={t['probability']:.3f}): {c['kept_nodes']} of {c['nodes']} "
+        f"nodes ({c['features']} active features), {c['kept_edges']} edges kept; in {graph['seconds']:.1f} s"
+    )
+    print(
+        f"replacement score {s['replacement']:.3f}, completeness {s['completeness']:.3f} "
+        f"(pruned: {s['pruned_replacement']:.3f}, {s['pruned_completeness']:.3f})"
+    )
+    by_id = {n["id"]: n for n in graph["nodes"]}
+    print("top paths (product of normalised edge weights):")
+    for path in graph["paths"]:
+        print(f"  {path['score']:.4f}  " + " -> ".join(describe_node(by_id[i]) for i in path["nodes"]))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_eval_transcoders(args: argparse.Namespace) -> int:
+    """Measure a run's transcoders (one per MLP) on held-out text: per layer FVU and NMSE of the MLP's
+    output, L0, CE loss recovered and KL with it spliced in; all at once: CE recovered, KL and the
+    replacement model's next-token agreement with the model. Writes RUN/transcoder_eval.json."""
+    from monosemantic.circuits.evaluate import evaluate_transcoders
+    from monosemantic.circuits.transcoders import load_transcoder_set
+    from monosemantic.data.corpora import open_corpus
+    from monosemantic.eval.splice import default_eval_corpus
+    from monosemantic.models import load_model
+
+    tset = load_transcoder_set(args.run)
+    corpus = args.corpus or default_eval_corpus(tset.corpus)
+    model, tokenizer = load_model(tset.model)
+    result = evaluate_transcoders(
+        model, tokenizer, tset.transcoders, open_corpus(corpus), args.tokens, progress=not args.quiet
+    )
+    atomic_write_json(Path(args.run) / EVAL_FILE, {"corpus": corpus, "metrics": result.to_dict()})
+    print(f"{result.n_tokens} tokens of {corpus}; CE clean {result.ce_clean:.4f}")
+    print("layer    FVU    NMSE     L0  CE recovered      KL")
+    for r in result.layers:
+        print(
+            f"{r.layer:5d} {r.fvu:6.3f} {r.normalized_mse:7.3f} {r.l0:6.1f} "
+            f"{r.ce_loss_recovered:13.3f} {r.kl_spliced:7.4f}"
+        )
+    print(
+        f"all at once: CE {result.ce_all_spliced:.4f} (all MLPs zero-ablated {result.ce_all_zero_ablated:.4f}), "
+        f"CE recovered {result.ce_loss_recovered_all:.3f}, KL {result.kl_all_spliced:.4f}, "
+        f"next-token agreement {result.next_token_agreement:.1%}"
+    )
+    return 0
+
+
+def add_trace_commands(sub, command) -> None:
+    """`trace` and `eval-transcoders`."""
+    from monosemantic.circuits.graph import TraceConfig
+
+    p = command(sub, "trace", cmd_trace)
+    p.add_argument("run", metavar="RUN", help="directory of `train --transcoder --hookpoint 'layers.*.mlp'`")
+    p.add_argument("prompt", metavar="PROMPT", help="text whose next token the graph explains")
+    p.add_argument("--name", default=None, metavar="NAME", help="graph file name (default: from the prompt and target)")
+    add_arguments(p, TraceConfig)
+
+    p = command(sub, "eval-transcoders", cmd_eval_transcoders)
+    p.add_argument("run", metavar="RUN", help="directory of `train --transcoder --hookpoint 'layers.*.mlp'`")
+    p.add_argument("--tokens", type=parse_int, default=20_000, metavar="INT", help="held-out tokens to measure on")
+    p.add_argument(
+        "--corpus",
+        default=None,
+        metavar="CORPUS",
+        help="text to measure on (default: the held-out split of the training corpus)",
+    )
