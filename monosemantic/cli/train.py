@@ -32,7 +32,7 @@ from monosemantic.train.trainer import TrainConfig
 
 # input_norm comes only with SAEs of other tools, which the trainer refuses
 SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm")
-K_ARCHS = ("topk", "batchtopk")
+K_ARCHS = ("topk", "batchtopk", "matryoshka")
 
 
 # ---- flags ------------------------------------------------------------------------------------
@@ -72,6 +72,8 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
 def sae_options(args: argparse.Namespace) -> SAEOptions:
     """The SAE flags (k only for the architectures that take it; d_in comes from the data)."""
     options = from_args(SAEOptions, args)
+    if args.arch != "matryoshka":
+        options = dataclasses.replace(options, matryoshka_prefixes=None)
     return options if args.arch in K_ARCHS else dataclasses.replace(options, k=None)
 
 

@@ -122,6 +122,7 @@ def toy_recovery(sae: SAE, cfg: BenchmarkConfig) -> dict:
         train=train,  # and its sparsity knob
         l1_coefficient=sae.cfg.l1_coefficient,
         l0_coefficient=sae.cfg.l0_coefficient,
+        matryoshka_prefixes=sae.cfg.matryoshka_prefixes,
     )
     return {"toy": to_dict(data.cfg), "mmcs": r.mmcs, "fvu": r.fvu, "l0": r.l0, "dead_fraction": r.dead_fraction}
 

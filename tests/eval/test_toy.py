@@ -57,6 +57,7 @@ def test_an_untrained_sae_does_not_recover_the_features():
         ("topk", {}),
         ("relu", {"l1_coefficient": 3.0}),
         ("batchtopk", {}),
+        ("matryoshka", {}),
         ("jumprelu", {"l0_coefficient": 10.0}),
         ("gated", {"l1_coefficient": 6.0}),
     ],
