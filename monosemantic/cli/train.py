@@ -120,6 +120,7 @@ def changed_on_resume(args: argparse.Namespace, saved: dict, source: Path) -> di
             continue
         value = getattr(args, name)
         value = tuple(value) if isinstance(value, list) else value
+        saved_value = tuple(saved_value) if isinstance(saved_value, list) else saved_value  # JSON lists
         if value != args.parser.get_default(name) and value != saved_value:
             (changed.__setitem__(name, value) if name in OPERATIONAL_FIELDS else refused.append(name))
     sae = saved.get("sae", {})

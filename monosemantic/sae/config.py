@@ -132,9 +132,13 @@ def check_matryoshka(cfg: SAEConfig) -> None:
     """matryoshka: k as for batchtopk, and strictly increasing prefix sizes in [1, d_sae]."""
     check_k(cfg)
     p = cfg.matryoshka_prefixes
-    if p is None:
-        return
-    ok = len(p) > 0 and all(isinstance(m, int) and not isinstance(m, bool) for m in p)
+    if p is not None:
+        _check_prefixes(cfg, p)
+    cfg.matryoshka_prefixes = matryoshka_prefixes(cfg)  # stated in cfg.json, not left to the default
+
+
+def _check_prefixes(cfg: SAEConfig, p: tuple[int, ...]) -> None:
+    ok = isinstance(p, (list, tuple)) and len(p) > 0 and all(isinstance(m, int) and not isinstance(m, bool) for m in p)
     if not ok or p[0] < 1 or p[-1] > cfg.d_sae or any(a >= b for a, b in zip(p, p[1:])):
         raise ConfigError(
             f"matryoshka_prefixes must be strictly increasing integers between 1 and d_sae={cfg.d_sae} "

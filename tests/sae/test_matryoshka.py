@@ -147,6 +147,13 @@ def test_default_prefixes_grow_fourfold_to_d_sae():
     assert make(None, d_sae=1024).prefixes == (16, 64, 256, 1024)
     assert make(None, d_sae=40).prefixes == (2, 10, 40)
     assert make((5, 20), d_sae=40).prefixes == (5, 20, 40)  # d_sae appended, as SAELens does
+    # the config states them, so cfg.json says which prefixes were trained
+    assert make(None, d_sae=1024).cfg.matryoshka_prefixes == (16, 64, 256, 1024)
+    assert SAEConfig(arch="matryoshka", d_in=4, d_sae=40, k=2, matryoshka_prefixes=[5, 20]).matryoshka_prefixes == (
+        5,
+        20,
+        40,
+    )
 
 
 @pytest.mark.parametrize(
