@@ -129,7 +129,6 @@ def run_toy_benchmark(
     results = []
     for arch in archs:
         torch.manual_seed(train.seed)
-        knobs = {"matryoshka_prefixes": matryoshka_prefixes} if arch == "matryoshka" else {}
         sae = create_sae(
             SAEConfig(
                 arch=arch,
@@ -138,7 +137,7 @@ def run_toy_benchmark(
                 k=k,
                 l1_coefficient=l1_coefficient,
                 l0_coefficient=l0_coefficient,
-                **knobs,
+                matryoshka_prefixes=matryoshka_prefixes if arch == "matryoshka" else None,
             )
         )
         start = time.perf_counter()
