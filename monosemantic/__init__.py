@@ -2,7 +2,8 @@
 
 The pipeline, one folder per stage (each folder's docstring lists its files):
 
-    sae/             SAE architectures (relu, topk, batchtopk, jumprelu, gated, transcoders), registry, save / load
+    sae/             SAE architectures (relu, topk, batchtopk, matryoshka, jumprelu, gated, transcoders), registry,
+                     save / load
     formats/         SAEs of SAELens, sparsify, OpenAI, dictionary_learning, Gemma Scope: load, export
     models.py        load a Hugging Face causal LM (or the built-in one), hookpoints, greedy decoding
     hooks.py         capture / patch activations at hookpoints

@@ -158,7 +158,7 @@ def add_arguments(
             help_text += shown
         elif typing.get_origin(tp) is tuple:
             item = typing.get_args(tp)[0]
-            kwargs["nargs"] = len(typing.get_args(tp))
+            kwargs["nargs"] = "+" if typing.get_args(tp)[-1] is Ellipsis else len(typing.get_args(tp))
             kwargs["type"] = item
             kwargs["metavar"] = item.__name__.upper()
             help_text += shown

@@ -35,7 +35,7 @@ def labelled_examples(run_dir: str, n: int = 5) -> list[dict]:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     """Benchmark SAEs (core metrics, toy recovery, sparse probing, label quality, concept recall
-    against the corpus' token roles beside the neurons, feature splitting) and write
+    against the corpus' token roles beside the neurons, feature absorption, feature splitting) and write
     OUT/benchmark.json, OUT/report.md and a self-contained OUT/report.html."""
     cfg = from_args(BenchmarkConfig, args)
     results = [benchmark_run(run, cfg, toy=not args.no_toy, progress=not args.quiet) for run in args.runs]
@@ -58,6 +58,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                 f"{_num(c['neurons']['concept_recall'])}) over {c['concepts']} concepts; features whose best "
                 f"concept has P >= 0.8, R >= 0.5: {c['sae']['concept_labelled_share']:.1%} (neurons "
                 f"{c['neurons']['concept_labelled_share']:.1%})"
+            )
+    for r in results:
+        if r.get("absorption") and r["absorption"]["concepts"]:
+            a = r["absorption"]
+            print(
+                f"{r['name']}: feature absorption {a['mean_absorption']:.3f} (mean over {a['concepts']} concepts), "
+                f"{a['pooled_absorption']:.3f} pooled, at L0 {r['core']['l0']:.1f}"
             )
     print(f"wrote {out / 'benchmark.json'}, {md}, {page}")
     return 0

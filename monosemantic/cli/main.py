@@ -386,13 +386,20 @@ def add_bench_commands(sub) -> None:
     p = _command(benches, "toy", cmd_bench_toy)
     add_arguments(p, ToyConfig)
     p.add_argument(
-        "--archs", default="topk,batchtopk,relu", metavar="LIST", help="comma-separated architectures to train"
+        "--archs",
+        default="topk,batchtopk,matryoshka,relu",
+        metavar="LIST",
+        help="comma-separated architectures to train",
     )
     p.add_argument(
         "--d-sae", type=parse_int, default=None, metavar="INT", help="latents per SAE (default: 2 x n_features)"
     )
     p.add_argument(
-        "--k", type=parse_int, default=None, metavar="INT", help="topk/batchtopk k (default: avg_active rounded)"
+        "--k",
+        type=parse_int,
+        default=None,
+        metavar="INT",
+        help="topk/batchtopk/matryoshka k (default: avg_active rounded)",
     )
     p.add_argument("--l1-coefficient", type=float, default=3.0, metavar="FLOAT", help="relu, gated: L1 penalty weight")
     p.add_argument("--l0-coefficient", type=float, default=10.0, metavar="FLOAT", help="jumprelu: L0 penalty weight")

@@ -34,7 +34,7 @@ from monosemantic.train.trainer import TrainConfig
 
 # input_norm comes only with SAEs of other tools, which the trainer refuses
 SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm", "origin")
-K_ARCHS = ("topk", "batchtopk")
+K_ARCHS = ("topk", "batchtopk", "matryoshka")
 
 
 # ---- flags ------------------------------------------------------------------------------------
@@ -90,6 +90,8 @@ def sae_options(args: argparse.Namespace) -> SAEOptions:
     """The SAE flags (k only for the architectures that take it; d_in comes from the data);
     `--transcoder` / `--skip-transcoder` make the TopK architecture a transcoder's."""
     options = from_args(SAEOptions, args)
+    if args.arch != "matryoshka":
+        options = dataclasses.replace(options, matryoshka_prefixes=None)
     skip = getattr(args, "skip_transcoder", False)
     if getattr(args, "transcoder", False) or skip:
         if args.arch != "topk":
@@ -141,6 +143,7 @@ def changed_on_resume(args: argparse.Namespace, saved: dict, source: Path) -> di
             continue
         value = getattr(args, name)
         value = tuple(value) if isinstance(value, list) else value
+        saved_value = tuple(saved_value) if isinstance(saved_value, list) else saved_value  # JSON lists
         if value != args.parser.get_default(name) and value != saved_value:
             (changed.__setitem__(name, value) if name in OPERATIONAL_FIELDS else refused.append(name))
     sae = saved.get("sae", {})

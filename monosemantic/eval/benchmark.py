@@ -9,6 +9,8 @@ Per run (schema "monosemantic-benchmark/1", see README):
     labels    the automatic labels (needs `analyze`): how many, dense, concepts, the share of non-dense
               features with a concept or token label at precision >= 0.8, precision and recall quantiles
     concepts  the labelling benchmark against the corpus' token roles, SAE beside neurons (`concept_bench.py`)
+    absorption  feature absorption of the corpus' token-role concepts, SAEBench's full-absorption rate
+              (`absorption.py`)
 Across runs at the same hookpoint: feature splitting between each width and the next.
 """
 
@@ -21,6 +23,7 @@ import torch
 
 from monosemantic.config import to_dict
 from monosemantic.data.corpora import document_meta, kept_tokens, open_corpus, pack
+from monosemantic.eval.absorption import absorption_benchmark
 from monosemantic.eval.concept_bench import concept_benchmark
 from monosemantic.eval.probing import linear_probe, sparse_probe
 from monosemantic.eval.splitting import find_splits, match_fraction
@@ -43,6 +46,8 @@ class BenchmarkConfig:
     """training samples of the toy-recovery SAE"""
     concept_tokens: int = 20_000
     """held-out tokens of the labelling benchmark (corpora with token roles: the math corpus, .jsonl with roles)"""
+    absorption_tokens: int = 20_000
+    """held-out tokens of the feature-absorption measure (corpora with token roles; half fit the probes)"""
     seed: int = 0
     """seed of the probe splits and the toy SAE"""
 
@@ -122,6 +127,7 @@ def toy_recovery(sae: SAE, cfg: BenchmarkConfig) -> dict:
         train=train,  # and its sparsity knob
         l1_coefficient=sae.cfg.l1_coefficient,
         l0_coefficient=sae.cfg.l0_coefficient,
+        matryoshka_prefixes=sae.cfg.matryoshka_prefixes,
     )
     return {"toy": to_dict(data.cfg), "mmcs": r.mmcs, "fvu": r.fvu, "l0": r.l0, "dead_fraction": r.dead_fraction}
 
@@ -182,6 +188,7 @@ def benchmark_run(
         "probing": probe_properties(x, z, meta, cfg.probe_k, cfg.seed),
         "labels": label_quality(run_dir),
         "concepts": concept_benchmark(run_dir, cfg.concept_tokens, progress=progress),
+        "absorption": absorption_benchmark(run_dir, cfg.absorption_tokens, progress=progress),
     }
 
 

@@ -110,7 +110,7 @@ def concept_scores(fires: Tensor, support: Tensor, joint: Tensor, names: list[st
     return per_concept, summary
 
 
-def _documents(corpus, tokenizer, roles: dict) -> Iterator[Document]:
+def role_documents(corpus, tokenizer, roles: dict) -> Iterator[Document]:
     """Distinct texts of the corpus, each with its token roles (in `roles`), skipping those without."""
     seen = set()
     for doc in corpus.documents():
@@ -141,7 +141,7 @@ def concept_benchmark(
     roles: dict[int, list] = {}
     bar = tqdm(total=tokens, unit="tok", unit_scale=True, desc="concept benchmark", disable=not progress)
     with torch.inference_mode(), bar:
-        for batch in pack(_documents(corpus, run.tokenizer, roles), run.tokenizer, run.seq_len, batch_tokens):
+        for batch in pack(role_documents(corpus, run.tokenizer, roles), run.tokenizer, run.seq_len, batch_tokens):
             keep = kept_tokens(batch, run.tokenizer)
             x = run_and_capture(run.model, batch.input_ids, [run.hook], batch.attention_mask)[run.hook.name][keep]
             x = x.float().cpu()

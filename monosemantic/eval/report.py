@@ -174,6 +174,17 @@ def sections(results: list[dict], splits: list[dict], features: dict[str, list[d
         for r in results
         if r.get("concepts")
     ]
+    absorption = [
+        {
+            "run": _name(r),
+            "L0": r["core"]["l0"],
+            "concepts": r["absorption"]["concepts"],
+            "mean absorption": r["absorption"]["mean_absorption"],
+            "pooled absorption": r["absorption"]["pooled_absorption"],
+        }
+        for r in results
+        if r.get("absorption")
+    ]
     split_rows = [{k: v for k, v in s.items() if k not in ("examples", "narrow", "wide")} for s in splits]
     feature_rows = [{"run": run, **f} for run, fs in features.items() for f in fs]
     return [
@@ -181,6 +192,7 @@ def sections(results: list[dict], splits: list[dict], features: dict[str, list[d
         ("Sparse probing", _table(probing)),
         ("Label quality", _table(labels)),
         ("Concept recall (labelling benchmark)", _table(concepts)),
+        ("Feature absorption (SAEBench's full-absorption rate on the token roles)", _table(absorption)),
         ("Feature splitting", _table(split_rows)),
         ("Labelled features", _table(feature_rows)),
     ]

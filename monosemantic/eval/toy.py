@@ -115,6 +115,7 @@ def run_toy_benchmark(
     k: int | None = None,
     l1_coefficient: float = 3.0,
     l0_coefficient: float = 10.0,
+    matryoshka_prefixes: tuple[int, ...] | None = None,
     train: TrainConfig | None = None,
     progress: bool = False,
 ) -> list[ToyResult]:
@@ -130,7 +131,13 @@ def run_toy_benchmark(
         torch.manual_seed(train.seed)
         sae = create_sae(
             SAEConfig(
-                arch=arch, d_in=cfg.d, d_sae=d_sae, k=k, l1_coefficient=l1_coefficient, l0_coefficient=l0_coefficient
+                arch=arch,
+                d_in=cfg.d,
+                d_sae=d_sae,
+                k=k,
+                l1_coefficient=l1_coefficient,
+                l0_coefficient=l0_coefficient,
+                matryoshka_prefixes=matryoshka_prefixes if arch == "matryoshka" else None,
             )
         )
         start = time.perf_counter()
@@ -139,7 +146,7 @@ def run_toy_benchmark(
         assert trained is not None  # only a latent-sharded trainer's other ranks return None
         held_out = ToyBatches(data, 4096, start=EVAL_OFFSET)
         ev = evaluate(trained, (next(held_out) for _ in range(8)))
-        k_used = k if arch in ("topk", "batchtopk") else None
+        k_used = k if arch in ("topk", "batchtopk", "matryoshka") else None
         results.append(
             ToyResult(arch, d_sae, k_used, mmcs(data.features, trained.W_dec), ev.fvu, ev.l0, ev.dead_fraction, seconds)
         )

@@ -22,7 +22,7 @@ Semantics carried over into our cfg:
   flattened [..., d_in], and the maths is the same.
 
 Writing (`write`) produces a SAELens 6 config that `sae_lens.SAE.load_from_disk` loads; BatchTopK
-is written as jumprelu with its one threshold for every latent (SAELens' own BatchTopK export).
+and Matryoshka are written as jumprelu with their one threshold for every latent (SAELens' own export of both).
 """
 
 from __future__ import annotations
@@ -232,14 +232,15 @@ def input_scale(cfg: dict[str, Any], path: Path, given: float | None = None) -> 
 def write(sae: SAE, out: Path) -> Path:
     """Write `sae` as DIR/cfg.json + DIR/sae_weights.safetensors in the SAELens 6 layout."""
     cfg = sae.cfg
-    arch = {"relu": "standard", "batchtopk": "jumprelu"}.get(cfg.arch, cfg.arch)  # topk, jumprelu, gated: same
+    # topk, jumprelu, gated: same; matryoshka infers as batchtopk, and SAELens saves both as jumprelu
+    arch = {"relu": "standard", "batchtopk": "jumprelu", "matryoshka": "jumprelu"}.get(cfg.arch, cfg.arch)
     state = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
     tensors = {"W_enc": state["W_enc"], "W_dec": state["W_dec"], "b_dec": state["b_dec"]}
     if arch == "gated":
         tensors.update(b_gate=state["b_enc"], r_mag=state["r_mag"], b_mag=state["b_mag"])
     else:
         tensors["b_enc"] = state["b_enc"]
-    if cfg.arch == "batchtopk":  # one threshold for all latents; below 0 it means "not estimated": ReLU
+    if cfg.arch in ("batchtopk", "matryoshka"):  # one threshold for all latents; below 0 it means "not estimated": ReLU
         tensors["threshold"] = state["threshold"].clamp_min(0).expand(cfg.d_sae).contiguous()
     elif cfg.arch == "jumprelu":
         tensors["threshold"] = state["threshold"]

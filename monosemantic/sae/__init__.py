@@ -7,7 +7,7 @@
 
     config.py        SAEConfig (cfg.json), the checks a saved SAE must pass, each architecture's config checks
     base.py          what every architecture shares: parameters, input semantics, save / load
-    relu.py, topk.py, batchtopk.py, jumprelu.py, gated.py    one architecture each
+    relu.py, topk.py, batchtopk.py, matryoshka.py, jumprelu.py, gated.py    one architecture each
     transcoder.py    transcoders (read an MLP's input, write its output), with or without a skip path
     sparse.py        the sparse kernels of the TopK fast path
     registry.py      name -> class, create_sae
@@ -20,6 +20,7 @@ from monosemantic.sae.base import SAE, SAEConfig, SAEFormatError, SAEOutput, Tra
 from monosemantic.sae.batchtopk import BatchTopKSAE
 from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE
+from monosemantic.sae.matryoshka import MatryoshkaSAE
 from monosemantic.sae.registry import ARCHITECTURES, create_sae
 from monosemantic.sae.relu import ReluSAE
 from monosemantic.sae.topk import TopKSAE
@@ -35,6 +36,7 @@ __all__ = [
     "ReluSAE",
     "TopKSAE",
     "BatchTopKSAE",
+    "MatryoshkaSAE",
     "JumpReLUSAE",
     "GatedSAE",
     "TopKTranscoder",

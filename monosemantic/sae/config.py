@@ -29,14 +29,15 @@ class SAEFormatError(MonosemanticError, ValueError):
 @dataclass
 class SAEConfig:
     arch: str
-    """architecture: relu (ReLU + L1, Anthropic), topk (OpenAI), batchtopk, jumprelu (DeepMind), gated;
-    transcoder, skip_transcoder (TopK; read one hookpoint, write another: sae/transcoder.py)"""
+    """architecture: relu (ReLU + L1, Anthropic), topk (OpenAI), batchtopk, matryoshka (BatchTopK with
+    nested prefixes), jumprelu (DeepMind), gated; transcoder, skip_transcoder (TopK; read one
+    hookpoint, write another: sae/transcoder.py)"""
     d_in: int
     """width of the activation vectors the SAE reads"""
     d_sae: int
     """number of latents in the dictionary (d_in x expansion factor)"""
     k: int | None = None
-    """active latents per token (topk; batchtopk: on average over a batch)"""
+    """active latents per token (topk; batchtopk, matryoshka: on average over a batch)"""
     dtype: Literal["float32", "bfloat16", "float16", "float64"] = "float32"
     """dtype of the weights"""
     apply_b_dec_to_input: bool = True
@@ -57,6 +58,9 @@ class SAEConfig:
     """topk/batchtopk: dead latents used by the AuxK loss per token (default d_in // 2)"""
     auxk_coef: float = 1 / 32
     """topk/batchtopk: weight of the AuxK loss (OpenAI: 1/32)"""
+    matryoshka_prefixes: tuple[int, ...] | None = None
+    """matryoshka: sizes of the nested prefixes of the dictionary, each trained to reconstruct on its
+    own, increasing, the last d_sae (appended if missing); default d_sae/64, d_sae/16, d_sae/4, d_sae"""
     activation_scale: float = 1.0
     """input-normalisation scalar already folded into these weights (informational)"""
     hookpoint: str | None = None
@@ -84,6 +88,8 @@ class SAEConfig:
             raise ConfigError(
                 f"input_norm {self.input_norm!r} not supported; expected none, layer_norm or constant_norm"
             )
+        if self.matryoshka_prefixes is not None and self.arch != "matryoshka":
+            raise ConfigError(f"matryoshka_prefixes is for arch='matryoshka', not {self.arch!r}; drop it")
         ARCH_CHECKS[self.arch](self)
 
     @property
@@ -128,6 +134,38 @@ def check_jumprelu(cfg: SAEConfig) -> None:
         raise ConfigError(f"jumprelu_bandwidth must be > 0, got {cfg.jumprelu_bandwidth}")
 
 
+def default_prefixes(d_sae: int) -> tuple[int, ...]:
+    """Prefixes growing 4x up to d_sae (d_sae/64, d_sae/16, d_sae/4, d_sae; sizes below 1 dropped):
+    geometric like the paper's nested dictionaries, with the smallest a few times k at our widths."""
+    return tuple(sorted({d_sae // 4**i for i in range(4) if d_sae // 4**i >= 1}))
+
+
+def matryoshka_prefixes(cfg: SAEConfig) -> tuple[int, ...]:
+    """The prefix sizes of a matryoshka config, increasing and ending at d_sae."""
+    if cfg.matryoshka_prefixes is None:
+        return default_prefixes(cfg.d_sae)
+    prefixes = tuple(cfg.matryoshka_prefixes)
+    return prefixes if prefixes[-1] == cfg.d_sae else (*prefixes, cfg.d_sae)
+
+
+def check_matryoshka(cfg: SAEConfig) -> None:
+    """matryoshka: k as for batchtopk, and strictly increasing prefix sizes in [1, d_sae]."""
+    check_k(cfg)
+    p = cfg.matryoshka_prefixes
+    if p is not None:
+        _check_prefixes(cfg, p)
+    cfg.matryoshka_prefixes = matryoshka_prefixes(cfg)  # stated in cfg.json, not left to the default
+
+
+def _check_prefixes(cfg: SAEConfig, p: tuple[int, ...]) -> None:
+    ok = isinstance(p, (list, tuple)) and len(p) > 0 and all(isinstance(m, int) and not isinstance(m, bool) for m in p)
+    if not ok or p[0] < 1 or p[-1] > cfg.d_sae or any(a >= b for a, b in zip(p, p[1:])):
+        raise ConfigError(
+            f"matryoshka_prefixes must be strictly increasing integers between 1 and d_sae={cfg.d_sae} "
+            f"(e.g. {list(default_prefixes(cfg.d_sae))}), got {list(p) if isinstance(p, (list, tuple)) else p!r}"
+        )
+
+
 # What each architecture requires of its config, by name. The classes live in registry.py, which
 # imports the architectures, which import this module: so the checks are here, and a test keeps
 # the two tables' names the same.
@@ -135,6 +173,7 @@ ARCH_CHECKS: dict[str, Callable[[SAEConfig], None]] = {
     "relu": check_l1,
     "topk": check_k,
     "batchtopk": check_k,
+    "matryoshka": check_matryoshka,
     "jumprelu": check_jumprelu,
     "gated": check_l1,
     "transcoder": check_transcoder,

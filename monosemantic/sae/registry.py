@@ -9,6 +9,7 @@ from monosemantic.sae.batchtopk import BatchTopKSAE
 from monosemantic.sae.config import ARCH_CHECKS
 from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE
+from monosemantic.sae.matryoshka import MatryoshkaSAE
 from monosemantic.sae.relu import ReluSAE
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.sae.transcoder import SkipTranscoder, TopKTranscoder
@@ -18,6 +19,7 @@ ARCHITECTURES.update(
         "relu": ReluSAE,
         "topk": TopKSAE,
         "batchtopk": BatchTopKSAE,
+        "matryoshka": MatryoshkaSAE,
         "jumprelu": JumpReLUSAE,
         "gated": GatedSAE,
         "transcoder": TopKTranscoder,

@@ -61,6 +61,7 @@ class SAEOptions:
     jumprelu_bandwidth: float = SAEConfig.jumprelu_bandwidth
     k_aux: int | None = SAEConfig.k_aux
     auxk_coef: float = SAEConfig.auxk_coef
+    matryoshka_prefixes: tuple[int, ...] | None = SAEConfig.matryoshka_prefixes
     d_sae: int | None = None
     """number of latents; overrides expansion_factor"""
     expansion_factor: int = 32

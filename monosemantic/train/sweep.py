@@ -29,6 +29,7 @@ from monosemantic.train.rundir import SWEEP_FILE, check_new_run_dir
 SPARSITY_KNOB = {
     "topk": "k",
     "batchtopk": "k",
+    "matryoshka": "k",
     "relu": "l1_coefficient",
     "gated": "l1_coefficient",
     "jumprelu": "l0_coefficient",

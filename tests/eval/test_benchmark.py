@@ -48,6 +48,8 @@ def report(runs, tmp_path_factory):
             "20000",
             "--concept-tokens",
             "1500",
+            "--absorption-tokens",
+            "3000",
         ],
         capture_output=True,
         text=True,
@@ -72,6 +74,10 @@ def test_benchmark_writes_json_markdown_and_html(report):
         assert (r["concepts"]["sae"]["features"], r["concepts"]["neurons"]["features"]) == (width, 256)
         assert r["concepts"]["concepts"] == len(r["concepts"]["sae"]["per_concept"]) > 0
     assert "concept recall" in printed
+    for r in (narrow, wide):
+        a = r["absorption"]
+        assert a["tokens"] >= 3000 and a["concepts"] == len(a["per_concept"])
+        assert a["concepts"] == 0 or 0 <= a["mean_absorption"] <= 1
     assert {row["property"] for row in narrow["probing"]} >= {"language", "operation"}
     assert all(0 <= row["best_feature"] <= 1 and 0 <= row["linear_probe_neurons"] <= 1 for row in narrow["probing"])
     [split] = data["splitting"]

@@ -57,6 +57,11 @@ def test_an_untrained_sae_does_not_recover_the_features():
         ("topk", {}),
         ("relu", {"l1_coefficient": 3.0}),
         ("batchtopk", {}),
+        # measured 2026-12-02: MMCS 0.887, FVU 0.130, 28% dead with the default prefixes 2 8 32 128 (the
+        # 2-latent prefix starves); strict, so that a fix shows
+        pytest.param(
+            "matryoshka", {}, marks=pytest.mark.xfail(strict=True, reason="MMCS 0.887 < 0.9 at default prefixes")
+        ),
         ("jumprelu", {"l0_coefficient": 10.0}),
         ("gated", {"l1_coefficient": 6.0}),
     ],
