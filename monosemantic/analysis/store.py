@@ -6,11 +6,9 @@
                          fixed-shape arrays per shard of latents: histograms, top and quantile
                          examples with their context windows, and the token roles of the
                          examples (math corpus; older stores have no roles table, examples no role)
-    manifest.json        the analysis settings and every finished shard with the sha256 of its file
-                         and of its rows in features.sqlite; a shard counts only once it is listed
-                         here (written after the shard and its rows); "labels": the version of the
-                         label definitions (LABELS_VERSION). integrity.py: a reader checks each
-                         shard's rows and file before it serves anything from them.
+    manifest.json        the settings, the label definitions' version ("labels"), every finished
+                         shard with the sha256 of its file and of its rows (a shard counts once
+                         listed); readers check them before serving a shard (integrity.py)
 
 `writer.StoreWriter` fills it shard by shard (`analyze.py`); `FeatureStore` reads it, and only
 reads files: what needs the run's model builds a `runmodel.RunModel`.
