@@ -6,13 +6,18 @@ names TransformerLens (hence SAELens) and sparsify use, both ways.
     resid.mid     layers.4.resid.mid    blocks.4.hook_resid_mid    - (sparsify reads module outputs)
     resid.post    layers.4.resid.post   blocks.4.hook_resid_post   h.4 | layers.4 | layers.4
     attn.out      layers.4.attn.out     blocks.4.hook_attn_out     h.4.attn | layers.4.self_attn | layers.4.attention
+    mlp.in        layers.4.mlp.in       -                          -
     mlp.neurons   layers.4.mlp.neurons  blocks.4.mlp.hook_post     h.4.mlp.act | - | layers.4.mlp.act
     mlp.out       layers.4.mlp.out      blocks.4.hook_mlp_out      h.4.mlp | layers.4.mlp | layers.4.mlp
 
 TransformerLens names one site the same way in every family. sparsify names the output of a module
 under the model's `base_model` (GPT-2: `h.4.mlp`), so its names depend on the family; where a site
-is no module's output (resid.mid, block 0's resid.pre, Llama's neurons, which are the input of
-`down_proj`) it has no sparsify name. Names outside these tables are kept as they are.
+is no module's output here (resid.mid, block 0's resid.pre, Llama's neurons, which are the input of
+`down_proj`, and mlp.in, which sparsify's transcoders read as the MLP module's input) it has no
+sparsify name. mlp.in (the MLP's input, after its norm) has no TransformerLens name either:
+`ln2.hook_normalized` comes before the norm's weight and bias, so it equals mlp.in only once
+TransformerLens has folded them into the MLP (`fold_ln`), which changes the weights a transcoder reads.
+Names outside these tables are kept as they are.
 """
 
 from __future__ import annotations

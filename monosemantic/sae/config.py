@@ -58,7 +58,7 @@ class SAEConfig:
     """topk/batchtopk: dead latents used by the AuxK loss per token (default d_in // 2)"""
     auxk_coef: float = 1 / 32
     """topk/batchtopk: weight of the AuxK loss (OpenAI: 1/32)"""
-    matryoshka_prefixes: tuple[int, ...] | None = None
+    matryoshka_prefixes: tuple[int, ...] | None = field(default=None, metadata=OMIT_NONE)
     """matryoshka: sizes of the nested prefixes of the dictionary, each trained to reconstruct on its
     own, increasing, the last d_sae (appended if missing); default d_sae/64, d_sae/16, d_sae/4, d_sae"""
     activation_scale: float = 1.0

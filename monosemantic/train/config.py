@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from monosemantic.config import from_dict, to_dict
+from monosemantic.config import OMIT_NONE, from_dict, to_dict
 from monosemantic.data.stream import HarvestConfig
 from monosemantic.sae import SAEConfig
 from monosemantic.sae.config import TRANSCODER_ARCHS
@@ -61,7 +61,7 @@ class SAEOptions:
     jumprelu_bandwidth: float = SAEConfig.jumprelu_bandwidth
     k_aux: int | None = SAEConfig.k_aux
     auxk_coef: float = SAEConfig.auxk_coef
-    matryoshka_prefixes: tuple[int, ...] | None = SAEConfig.matryoshka_prefixes
+    matryoshka_prefixes: tuple[int, ...] | None = field(default=SAEConfig.matryoshka_prefixes, metadata=OMIT_NONE)
     d_sae: int | None = None
     """number of latents; overrides expansion_factor"""
     expansion_factor: int = 32

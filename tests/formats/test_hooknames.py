@@ -68,6 +68,9 @@ def test_every_site_reads_the_same_activation_in_transformer_lens(models):
         tl_logits, cache = tl.run_with_cache(ids)
     torch.testing.assert_close(tl_logits, logits, rtol=1e-5, atol=1e-4)  # the same model
     for name in ours:
+        if name.endswith(".mlp.in"):  # no TransformerLens name: ln2.hook_normalized is before the norm's affine
+            assert to_transformer_lens(name) is None
+            continue
         tl_name = to_transformer_lens(name)
         assert tl_name is not None and from_transformer_lens(tl_name) == name
         torch.testing.assert_close(cache[tl_name], acts[name], rtol=1e-5, atol=1e-5, msg=f"{name} vs {tl_name}")
@@ -77,7 +80,7 @@ def test_names_outside_the_tables_stay_untranslated():
     assert from_transformer_lens("blocks.3.attn.hook_z") is None and from_transformer_lens("hook_embed") is None
     assert to_transformer_lens("transformer.h.3.mlp.c_fc") is None and to_transformer_lens(None) is None
     assert from_sparsify("embed_tokens") is None and from_sparsify("layers.3.mlp.act_fn") is None
-    assert len(TL_SITES) == len(SITES)
+    assert set(TL_SITES.values()) == set(SITES) - {"mlp.in"}
 
 
 @pytest.mark.parametrize(

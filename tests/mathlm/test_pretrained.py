@@ -123,7 +123,10 @@ def test_a_stopped_training_goes_on_to_the_same_saes(trained, tiny_recipe, tmp_p
 @pytest.mark.integration
 def test_another_recipe_on_the_same_directory_is_refused(trained, tiny_recipe):
     work, model, _ = trained
-    with pytest.raises(ConfigError, match=r"another recipe \(sae.d_sae, train.total_tokens differ\)"):
+    differ = (
+        r"another recipe \(sae.d_sae, train.dead_window, train.total_tokens differ\)"  # the window scales with them
+    )
+    with pytest.raises(ConfigError, match=differ):
         train_pretrained(work, dataclasses.replace(tiny_recipe, d_sae=128, tokens=8192), model=model, progress=False)
 
 
