@@ -387,9 +387,10 @@ def add_bench_commands(sub) -> None:
     add_arguments(p, ToyConfig)
     p.add_argument(
         "--archs",
-        default="topk,batchtopk,matryoshka,relu",
+        default="topk,batchtopk,relu",
         metavar="LIST",
-        help="comma-separated architectures to train",
+        help="comma-separated architectures to train (also: matryoshka, which at its default prefixes "
+        "recovers the toy dictionary at MMCS 0.887, under the 0.9 the others reach)",
     )
     p.add_argument(
         "--d-sae", type=parse_int, default=None, metavar="INT", help="latents per SAE (default: 2 x n_features)"
