@@ -144,31 +144,14 @@ def cmd_steer(args: argparse.Namespace) -> int:
     lo, hi = args.alpha
     alphas = [lo + (hi - lo) * i / max(args.steps - 1, 1) for i in range(args.steps)] if hi > lo else [lo]
     _experiments_dir(args.run_dir)
-    result = steer(
-        args.run_dir,
-        args.feature,
-        alphas,
-        task=args.task,
-        n=args.n,
-        target=args.target,
-        positions=args.positions,
-        seed=args.seed,
-        device=args.device,
-    )
+    # what the curve and the answers share: the feature, the alphas, the task's prompts and positions
+    shared = dict(task=args.task, n=args.n, positions=args.positions, seed=args.seed, device=args.device)
+    result = steer(args.run_dir, args.feature, alphas, target=args.target, **shared)
     print(result.table())
     base = _out(args.run_dir, args.name or f"steer_{args.feature}_{args.task}")
     saved = result.to_dict()
     if args.answers:
-        shift = steer_answers(
-            args.run_dir,
-            args.feature,
-            alphas,
-            task=args.task,
-            n=args.n,
-            positions=args.positions,
-            seed=args.seed,
-            device=args.device,
-        )
+        shift = steer_answers(args.run_dir, args.feature, alphas, **shared)
         print(shift.table())
         saved["answers"] = shift.to_dict()["answers"]
     save_json(base.with_suffix(".json"), saved)
