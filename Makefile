@@ -63,15 +63,17 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium || \
 		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
+# both tiers run on every core (pytest-xdist, one worker per core): most tests are a process start, a
+# small training or a browser page, single-threaded for much of their time
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -n auto
 
 # no subprocess, server, browser, torchrun or whole-run training (tests/conftest.py sets the marker): under a minute on 2 cores
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit -q
 
 test-slow: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m pytest -m slow -q -n auto
 
 # ruff's and mypy's settings (which packages mypy checks, how strictly) are in pyproject.toml
 LINT_PATHS := monosemantic tests benchmarks

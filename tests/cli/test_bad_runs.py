@@ -5,6 +5,7 @@ naming the first's pid, and the run's metrics.jsonl stays as one writer leaves i
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def test_activations_whose_squared_norm_overflows_float32_are_refused(tmp_path):
 
 # ---- two writers at once ------------------------------------------------------------------------
 
-STEPS = 20_000  # the first writer trains for tens of seconds: long enough for the others to be refused
+STEPS = 200_000  # the first writer would train for minutes: it is stopped (Ctrl-C) once the others are refused
 TENSOR_RUN = ["--arch", "topk", "--k", "4", "--expansion-factor", "2", "--batch-size", "256"]
 TENSOR_RUN += ["--total-tokens", str(STEPS * 256), "--checkpoint-every", "100", "--log-every", "10"]
 
@@ -145,13 +146,14 @@ def test_a_second_writer_of_a_run_is_refused_naming_the_first(tmp_path, one_thre
         second = run_cli("-q", "--threads", "1", "train-tensors", "--out", str(run), "--resume")
         analysis = run_cli("-q", "analyze", str(run))
         assert_running(first, "while the others ran")
+        first.send_signal(signal.SIGINT)  # a clean Ctrl-C: the first writer checkpoints and ends
         _, err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:
             first.kill()
             first.wait()
-    assert first.returncode == 0, err
+    assert first.returncode == 130, err
     for refused in (second, analysis):
         assert_one_error(refused, str(run), f"in use by another monosemantic process (pid {first.pid}")
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(10, STEPS + 1, 10))  # one writer's rows, each step once
+    assert steps[-1] > 100 and steps == list(range(10, steps[-1] + 1, 10))  # one writer's rows, each step once

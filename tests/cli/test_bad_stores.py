@@ -127,7 +127,10 @@ def test_a_damaged_database_is_one_error_naming_the_repair(analysed_run, tmp_pat
     assert_one_error(run, str(db), f"monosemantic analyze {run_dir} --tokens 6000", "repair")
 
 
-@pytest.mark.parametrize("lost", ["database", "shard", "manifest"])
+@pytest.mark.parametrize(
+    "lost",
+    [pytest.param("database", marks=pytest.mark.slow), pytest.param("shard", marks=pytest.mark.slow), "manifest"],
+)
 def test_analyze_again_repairs_a_damaged_store(analysed_run, tmp_path, lost):
     run_dir = Path(shutil.copytree(analysed_run, tmp_path / "run"))
     store = run_dir / "features"
@@ -153,7 +156,7 @@ def test_analyze_again_repairs_a_damaged_store(analysed_run, tmp_path, lost):
 # ---- 11: a read-only copy ------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["alone", "with empty -wal and -shm"])
+@pytest.fixture(params=["alone", pytest.param("with empty -wal and -shm", marks=pytest.mark.slow)])
 def read_only_copy(request, analysed_run, tmp_path):
     """A copy of analysed_run that no one may write, its database alone (as `analyze` leaves it) or
     with the empty log files a reader open elsewhere leaves beside it."""

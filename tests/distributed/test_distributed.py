@@ -172,6 +172,7 @@ def test_data_parallel_training_equals_one_process_on_the_concatenated_batch(tmp
 
 
 @pytest.mark.process
+@pytest.mark.slow
 def test_data_parallel_batchtopk_calibrates_its_threshold_on_the_last_global_batch(tmp_path, acts):
     # each rank selects the top k*b of its own half batch, so there is no one-process twin; the
     # threshold must still come from the whole last global batch (both halves), under the final weights
@@ -207,6 +208,7 @@ def test_data_parallel_batchtopk_calibrates_its_threshold_on_the_last_global_bat
 
 
 @pytest.mark.process
+@pytest.mark.slow
 def test_data_parallel_resampling_of_dead_latents_equals_one_process(tmp_path, acts, caplog):
     # relu + L1, dead latents resampled every 20 steps: every rank draws from the whole global batch.
     # lr 0.003: at 0.01 the many near-dead latents of relu's scaled initialisation have ~0 gradients,

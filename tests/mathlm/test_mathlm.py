@@ -90,6 +90,7 @@ def test_training_resumes_exactly_and_exports_a_loadable_model(tmp_path, monkeyp
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_resume_refuses_another_configuration(tmp_path, quick_probe):
     from monosemantic.config import ConfigError
     from monosemantic.mathlm import train as lm_train

@@ -138,7 +138,7 @@ def wait_for_kill_point(victim: subprocess.Popen, run: Path, log: Path, arch: st
 
 
 @pytest.mark.process
-@pytest.mark.parametrize("arch", ["topk", "relu"])
+@pytest.mark.parametrize("arch", ["topk", pytest.param("relu", marks=pytest.mark.slow)])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, acts, spawn, arch):
     a, b, victim_log = tmp_path / "A", tmp_path / "B", tmp_path / "victim.err"
     reference = spawn(*train_argv(acts, a, arch))  # one thread each (train_argv): the two share two cores

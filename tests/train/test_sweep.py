@@ -86,6 +86,7 @@ def test_a_sweep_of_one_is_refused_and_writes_nothing(tiny_model_dirs, tmp_path,
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 def test_each_architecture_sweeps_its_own_sparsity_knob(tiny_model_dirs, tmp_path):
     model = ["--model_path", str(tiny_model_dirs["gpt2"])]
     assert (
