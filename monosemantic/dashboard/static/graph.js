@@ -16,35 +16,44 @@ function svg(tag, attrs = {}, text = null) {
   return node;
 }
 
-// (x, y) of every node: rows from the top are the logits, layers L-1 .. 0, the tokens
+// (x, y) of every node: rows from the top are the logits, layers L-1 .. 0, the tokens; a position's
+// column is as wide as its fullest cell needs (PER nodes a line at least, up to 2 * PER)
 function layout(g) {
-  const cells = new Map();
+  const cells = new Map(), n = g.tokens.length;
   let layers = 0;
-  for (const n of g.nodes) {
-    if (n.kind !== "feature" && n.kind !== "error") continue;
-    layers = Math.max(layers, n.layer + 1);
-    const key = `${n.layer}:${n.pos}`;
+  for (const node of g.nodes) {
+    if (node.kind !== "feature" && node.kind !== "error") continue;
+    layers = Math.max(layers, node.layer + 1);
+    const key = `${node.layer}:${node.pos}`;
     if (!cells.has(key)) cells.set(key, []);
-    cells.get(key).push(n);
+    cells.get(key).push(node);
   }
+  const size = (l, p) => (cells.get(`${l}:${p}`) || []).length;
+  const per = Array.from({length: n}, (_, p) => {
+    let most = 0;
+    for (let l = 0; l < layers; l++) most = Math.max(most, size(l, p));
+    return Math.min(2 * PER, Math.max(PER, Math.ceil(most / 3)));
+  });
+  const colX = [LEFT];
+  for (let p = 1; p <= n; p++) colX[p] = colX[p - 1] + Math.max(COL, per[p - 1] * STEP + 14);
   const rows = Array.from({length: layers}, (_, l) => {
     let most = 1;
-    for (let p = 0; p < g.tokens.length; p++) most = Math.max(most, Math.ceil((cells.get(`${l}:${p}`) || []).length / PER));
+    for (let p = 0; p < n; p++) most = Math.max(most, Math.ceil(size(l, p) / per[p]));
     return most * STEP + 12;
   });
-  const top = [50];  // y of each layer row's top, from layer L-1 down
-  for (let l = layers - 1; l >= 0; l--) top[l] = (l === layers - 1 ? 50 : top[l + 1] + rows[l + 1]);
+  const top = [];  // y of each layer row's top, layer L-1 first
+  for (let l = layers - 1; l >= 0; l--) top[l] = l === layers - 1 ? 50 : top[l + 1] + rows[l + 1];
   const tokenY = (layers ? top[0] + rows[0] : 50) + 18;
   for (const [key, list] of cells) {
     const [l, p] = key.split(":").map(Number);
     list.sort((a, b) => (a.kind === "error" ? -1 : b.kind === "error" ? 1 : a.latent - b.latent));
-    list.forEach((n, k) => state.pos.set(n.id, [LEFT + p * COL + 10 + (k % PER) * STEP, top[l] + 8 + Math.floor(k / PER) * STEP]));
+    list.forEach((node, k) => state.pos.set(node.id, [colX[p] + 10 + (k % per[p]) * STEP, top[l] + 8 + Math.floor(k / per[p]) * STEP]));
   }
-  const logits = g.nodes.filter((n) => n.kind === "logit");
-  const right = LEFT + (g.tokens.length - 1) * COL + COL / 2;
-  logits.forEach((n, k) => state.pos.set(n.id, [right - (logits.length - 1 - k) * 58, 22]));
-  for (const n of g.nodes) if (n.kind === "token") state.pos.set(n.id, [LEFT + n.pos * COL + COL / 2, tokenY]);
-  return {layers, top, rows, width: LEFT + g.tokens.length * COL + 10, height: tokenY + 24};
+  const mid = (p) => (colX[p] + colX[p + 1]) / 2;
+  const logits = g.nodes.filter((node) => node.kind === "logit");
+  logits.forEach((node, k) => state.pos.set(node.id, [mid(n - 1) - (logits.length - 1 - k) * 58, 22]));
+  for (const node of g.nodes) if (node.kind === "token") state.pos.set(node.id, [mid(node.pos), tokenY]);
+  return {layers, top, rows, width: colX[n] + 10, height: tokenY + 24};
 }
 
 // the drawn endpoints: a grouped node is its supernode ("s:K"); edges inside a supernode are dropped,
@@ -197,7 +206,7 @@ async function intervene(value) {
       return MS.el("tr", {"data-token": tok}, MS.el("td", {text: MS.alone(tok)}), MS.el("td", {class: "clean", "data-value": r.clean[i], text: MS.fmt(r.clean[i], 4)}),
         MS.el("td", {class: "edited", "data-value": r.edited[i], text: MS.fmt(r.edited[i], 4)}),
         MS.el("td", {class: delta >= 0 ? "up" : "down", text: `${delta >= 0 ? "+" : ""}${MS.fmt(delta, 3)}`}),
-        MS.el("td", {class: "prob", text: `p ${MS.fmt(r.clean_probs[i], 3)} → ${MS.fmt(r.edited_probs[i], 3)}`}));
+        MS.el("td", {class: "probs", text: `p ${MS.fmt(r.clean_probs[i], 3)} → ${MS.fmt(r.edited_probs[i], 3)}`}));
     });
     const head = MS.el("tr", {}, ...["logit", "clean", "edited", "Δ", "probability"].map((h) => MS.el("th", {text: h})));
     const top = MS.el("tr", {}, MS.el("td", {colspan: 5, class: "muted", id: "top-after",
