@@ -102,7 +102,7 @@ function render() {
   for (const e of edges) {
     const [x1, y1] = where(e.source), [x2, y2] = where(e.target);
     lines.append(svg("line", {class: `edge ${e.weight >= 0 ? "pos" : "neg"}`, x1, y1, x2, y2, "data-source": e.source,
-      "data-target": e.target, "stroke-width": (0.4 + 3.6 * Math.abs(e.weight) / peak).toFixed(2)}));
+      "data-target": e.target, "data-weight": e.weight, "stroke-width": (0.4 + 3.6 * Math.abs(e.weight) / peak).toFixed(2)}));
   }
   root.append(lines);
   for (const n of g.nodes) if (!state.owner.has(n.id)) root.append(drawShape(n, state.pos.get(n.id)));
