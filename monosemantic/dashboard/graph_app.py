@@ -102,15 +102,17 @@ def graph_page(graphs: GraphSet, name: str) -> str:
     g = graphs.graph(name)  # 404 before the page is drawn
     s, c = g["scores"], g["counts"]
     body = (
-        f'<h1>Graph {esc(name)}</h1><p><code>{esc(visible(g["prompt"]))}</code> → <b>{esc(g["target"]["token"])}</b> '
+        f"<h1>Graph {esc(name)}</h1><p><code>{esc(visible(g['prompt']))}</code> → <b>{esc(g['target']['token'])}</b> "
         f"(p = {num(g['target']['probability'])}); {c['kept_nodes']} of {c['nodes']} nodes, {c['kept_edges']} "
         f"edges; replacement {num(s['replacement'])}, completeness {num(s['completeness'])}.</p>"
         f'<p class="muted">Layers bottom to top, token positions left to right. Edges: width by |weight|, '
         f"blue positive, red negative. Hover a node for its label, activation and influence; click a feature "
         f"to open it; shift-click to pin (and select for interventions).</p>"
-        f'<link rel="stylesheet" href="/static/graph.css"><div class="graph-view"><div id="graph" class="graph"></div><aside>'
+        f'<link rel="stylesheet" href="/static/graph.css">'
+        f'<div class="graph-view"><div id="graph" class="graph"></div><aside>'
         f'<div id="node-info" class="info">hover a node</div>'
-        f'<h2>Pinned</h2><ul id="pinned"></ul><div class="controls"><input id="group-name" placeholder="supernode name">'
+        f'<h2>Pinned</h2><ul id="pinned"></ul>'
+        f'<div class="controls"><input id="group-name" placeholder="supernode name">'
         f'<button id="group">group as supernode</button></div><ul id="supernodes"></ul>'
         f'<h2>Intervene</h2><p class="muted">on the pinned features (supernodes: all their features), in the real '
         f"model with the transcoders spliced in and their errors kept.</p>"
@@ -149,25 +151,28 @@ def feature_page(graphs: GraphSet, layer: int, latent: int) -> str:
         ]
         for n in f["nodes"]
     ]
-    body = (
-        f"<h1>Layer {layer} feature {latent}</h1>{about}<h2>In the graphs</h2>"
-        + (table(["graph", "position", "token", "activation", "influence"], rows, "nodes") if rows else "<p>none</p>")
+    body = f"<h1>Layer {layer} feature {latent}</h1>{about}<h2>In the graphs</h2>" + (
+        table(["graph", "position", "token", "activation", "influence"], rows, "nodes") if rows else "<p>none</p>"
     )
     return _page(graphs, f"L{layer} f{latent}", body, "feature")
 
 
 def graph_router(graphs: GraphSet) -> APIRouter:
     r = APIRouter()
-    html = {"response_class": HTMLResponse}
 
-    r.get("/", **html)(lambda: trace_page(graphs))
-    r.get("/graphs", **html)(lambda: _page(graphs, "Graphs", f"<h1>Graphs</h1>{graphs_table(graphs.names())}", "graphs"))
+    @r.get("/", response_class=HTMLResponse)
+    def home() -> str:
+        return trace_page(graphs)
 
-    @r.get("/graph/{name}", **html)
+    @r.get("/graphs", response_class=HTMLResponse)
+    def listing() -> str:
+        return _page(graphs, "Graphs", f"<h1>Graphs</h1>{graphs_table(graphs.names())}", "graphs")
+
+    @r.get("/graph/{name}", response_class=HTMLResponse)
     def graph(name: str) -> str:
         return graph_page(graphs, name)
 
-    @r.get("/feature/{layer}/{latent}", **html)
+    @r.get("/feature/{layer}/{latent}", response_class=HTMLResponse)
     def feature(layer: int, latent: int) -> str:
         return feature_page(graphs, layer, latent)
 
@@ -175,7 +180,9 @@ def graph_router(graphs: GraphSet) -> APIRouter:
     def health() -> dict:
         return {"ok": True, "run": graphs.run_dir.name, "layers": graphs.n_layers}
 
-    r.get("/api/graphs")(graphs.names)
+    @r.get("/api/graphs")
+    def names() -> list[dict]:
+        return graphs.names()
 
     @r.get("/api/graph/{name}")
     def graph_json(name: str) -> dict:

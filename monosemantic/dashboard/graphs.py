@@ -22,11 +22,12 @@ import torch
 from monosemantic.analysis.store import FeatureStore, StoreError
 from monosemantic.atomic import atomic_write_json
 from monosemantic.circuits.graph import TraceConfig, trace_prompt
+from monosemantic.circuits.intervene import intervene
 from monosemantic.circuits.transcoders import check_fits, load_transcoder_set
 from monosemantic.config import ConfigError
+from monosemantic.dashboard.service import RequestError, shown
 from monosemantic.data.corpora import prompt_ids
 from monosemantic.models import context_length, load_model
-from monosemantic.dashboard.service import RequestError, shown
 
 GRAPHS_DIR = "graphs"  # as `monosemantic trace` writes them (cli/trace.py)
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
@@ -42,15 +43,6 @@ def _valid_unicode(text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise RequestError(f"the prompt has a lone surrogate at character {e.start}; expected valid Unicode") from None
-
-
-def intervene_fn():
-    """`circuits.intervene.intervene` where the circuits package has it, else the graph view's own."""
-    try:
-        from monosemantic.circuits.intervene import intervene  # type: ignore[import-not-found]
-    except ImportError:
-        from monosemantic.dashboard.graph_intervene import intervene
-    return intervene
 
 
 @dataclass(frozen=True)
@@ -172,14 +164,14 @@ class GraphSet:
             ids = prompt_ids(self.tokenizer, g["prompt"])
             if len(ids) != n_pos:
                 raise RequestError(f"graph {name!r} has {n_pos} tokens but its prompt tokenizes to {len(ids)} here")
-            device = next(self.model.parameters()).device
-            out = intervene_fn()(self.model, self.transcoders, torch.tensor(ids, device=device), edits, logit_tokens)
-        names = lambda ts: [self.tokenizer.decode([t]) for t in ts]  # noqa: E731
+            out = intervene(self.model, self.transcoders, ids, edits, logit_tokens)
         return {
-            **out,
-            "tokens": names(logit_tokens),
-            "top": [[self.tokenizer.decode([t]), p] for t, p in out.get("top", [])],
-            "edits": edits,
+            "tokens": [self.tokenizer.decode([t]) for t in logit_tokens],
+            "token_ids": logit_tokens,
+            "clean": out["clean"],
+            "edited": out["edited"],
+            "diff": out["diff"],
+            "edits": out["edits"],
         }
 
     def trace(self, prompt: str, target: str | None = None) -> dict:
@@ -187,10 +179,14 @@ class GraphSet:
         if not prompt.strip():
             raise RequestError("the prompt is empty; give the text whose next token the graph explains")
         if len(prompt) > self.limits.prompt_chars:
-            raise RequestError(f"prompt of {len(prompt)} characters; the graph view takes at most {self.limits.prompt_chars}")
+            raise RequestError(
+                f"prompt of {len(prompt)} characters; the graph view takes at most {self.limits.prompt_chars}"
+            )
         _valid_unicode(prompt)
         if target is not None and (len(target) > 40 or not target):
-            raise RequestError(f"target {target[:60]!r}; expected one token (e.g. a digit), or none for the top prediction")
+            raise RequestError(
+                f"target {target[:60]!r}; expected one token (e.g. a digit), or none for the top prediction"
+            )
         n = len(prompt_ids(self.tokenizer, prompt))
         if n > self.max_tokens:
             raise RequestError(f"the prompt has {n} tokens; the model's context is {self.max_tokens}")
@@ -231,7 +227,9 @@ class GraphSet:
                 continue
             for n in json.loads(self._path(g["name"]).read_text())["nodes"]:
                 if n.get("kind") == "feature" and n.get("layer") == layer and n.get("latent") == latent:
-                    nodes.append({"graph": g["name"], **{k: n.get(k) for k in ("pos", "token", "activation", "influence")}})
+                    nodes.append(
+                        {"graph": g["name"], **{k: n.get(k) for k in ("pos", "token", "activation", "influence")}}
+                    )
         return {
             "layer": layer,
             "latent": latent,

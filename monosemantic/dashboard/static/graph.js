@@ -201,18 +201,14 @@ async function intervene(value) {
   MS.status(status, "running…");
   try {
     const r = await MS.post(`/api/graph/${encodeURIComponent(state.graph.name)}/intervene`, {edits});
-    const rows = r.tokens.map((tok, i) => {
-      const delta = r.edited[i] - r.clean[i];
-      return MS.el("tr", {"data-token": tok}, MS.el("td", {text: MS.alone(tok)}), MS.el("td", {class: "clean", "data-value": r.clean[i], text: MS.fmt(r.clean[i], 4)}),
-        MS.el("td", {class: "edited", "data-value": r.edited[i], text: MS.fmt(r.edited[i], 4)}),
-        MS.el("td", {class: delta >= 0 ? "up" : "down", text: `${delta >= 0 ? "+" : ""}${MS.fmt(delta, 3)}`}),
-        MS.el("td", {class: "probs", text: `p ${MS.fmt(r.clean_probs[i], 3)} → ${MS.fmt(r.edited_probs[i], 3)}`}));
-    });
-    const head = MS.el("tr", {}, ...["logit", "clean", "edited", "Δ", "probability"].map((h) => MS.el("th", {text: h})));
-    const top = MS.el("tr", {}, MS.el("td", {colspan: 5, class: "muted", id: "top-after",
-      text: `top after: ${r.top.slice(0, 5).map(([t, p]) => `${MS.alone(t)} ${MS.fmt(p, 2)}`).join(", ")}`}));
-    document.getElementById("logits").replaceChildren(head, ...rows, top);
-    MS.status(status, `${value === 0 ? "ablated" : `set to ${value}`}: ${edits.length} feature${edits.length > 1 ? "s" : ""}`);
+    const rows = r.tokens.map((tok, i) => MS.el("tr", {"data-token": tok}, MS.el("td", {text: MS.alone(tok)}),
+      MS.el("td", {class: "clean", "data-value": r.clean[i], text: MS.fmt(r.clean[i], 4)}),
+      MS.el("td", {class: "edited", "data-value": r.edited[i], text: MS.fmt(r.edited[i], 4)}),
+      MS.el("td", {class: r.diff[i] >= 0 ? "up" : "down", text: `${r.diff[i] >= 0 ? "+" : ""}${MS.fmt(r.diff[i], 3)}`})));
+    const head = MS.el("tr", {}, ...["logit", "clean", "edited", "Δ"].map((h) => MS.el("th", {text: h})));
+    document.getElementById("logits").replaceChildren(head, ...rows);
+    const was = r.edits.map((e) => MS.fmt(e.clean_value, 3)).join(", ");
+    MS.status(status, `${value === 0 ? "ablated" : `set to ${value}`}: ${edits.length} feature${edits.length > 1 ? "s" : ""} (clean: ${was})`);
   } catch (e) {
     MS.status(status, e.message, true);
   }
