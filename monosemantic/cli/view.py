@@ -75,7 +75,8 @@ def add_view_command(sub, command) -> None:
     p.add_argument(
         "run_dir",
         metavar="RUN_DIR",
-        help="analysed run directory (after `monosemantic analyze`), or 'builtin': a pretrained SAE of the "
+        help="analysed run directory (after `monosemantic analyze`), a transcoder set (its graph view), or "
+        "'builtin': a pretrained SAE of the "
         "built-in model, analysed on first use into ~/.cache/monosemantic/builtin (or $MONOSEMANTIC_CACHE/builtin)",
     )
     p.add_argument(
