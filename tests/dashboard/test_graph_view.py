@@ -4,6 +4,7 @@ by a real uvicorn server and driven in Debian's chromium; interventions checked 
 by hand with a hook."""
 
 import json
+import shutil
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from playwright.sync_api import expect
 from monosemantic.atomic import atomic_write_json
 from monosemantic.circuits.graph import TraceConfig, trace_prompt
 from monosemantic.circuits.intervene import intervene
+from monosemantic.cli.main import main
 from monosemantic.dashboard.graph_app import create_graph_app
 from monosemantic.dashboard.graphs import GraphSet
 from monosemantic.data.corpora import prompt_ids
@@ -36,6 +38,11 @@ def tset(tiny_model_dirs, tmp_path_factory):
     tcs = []
     for layer in range(model.config.n_layer):
         cfg = SAEConfig(arch="transcoder", d_in=model.config.n_embd, d_sae=64, k=4, apply_b_dec_to_input=False)
+        cfg.hookpoint, cfg.output_hookpoint, cfg.model = (
+            f"layers.{layer}.mlp.in",
+            f"layers.{layer}.mlp.out",
+            str(model_dir),
+        )
         tc = create_sae(cfg).eval()
         with torch.no_grad():
             tc.b_enc.normal_(0, 0.1)
@@ -178,6 +185,37 @@ def test_intervening_from_the_graph_shows_the_models_logits(graph_tab, url, tset
     assert shown == direct["edited"] and clean == direct["clean"]
     assert shown != clean
     graph_tab.shot("graph-intervene")
+
+
+@pytest.fixture(scope="module")
+def analysed(tset, tmp_path_factory):
+    """A copy of the set whose last feature layer's transcoder `monosemantic analyze` has analysed,
+    served; (url, layer directory)."""
+    run = tmp_path_factory.mktemp("analysed") / "tc"
+    shutil.copytree(tset, run)
+    layer_dir = run / f"layers.{last_layer_feature(saved_graph(tset))['layer']}.mlp"
+    argv = ["-q", "analyze", str(layer_dir), "--tokens", "3000", "--corpus", "mathlm", "--batch-tokens", "1024"]
+    assert main(argv) == 0
+    with running(create_graph_app(run)) as u:
+        yield u, layer_dir
+
+
+def test_an_analysed_layer_labels_its_nodes_and_feature_pages(browser, analysed, tset):
+    from browser_tab import open_tab
+
+    from monosemantic.analysis.store import FeatureStore
+
+    url, layer_dir = analysed
+    f = last_layer_feature(saved_graph(tset))
+    label = FeatureStore.open(layer_dir).labels([f["latent"]])[f["latent"]]
+    node = next(n for n in api(url, "/api/graph/g")["nodes"] if n["id"] == f["id"])
+    assert node["analysed"] is True and node["label"] == label
+    for tab in open_tab(browser, url):
+        tab.page.goto("/graph/g")
+        tab.page.locator(f'svg .node[data-id="{f["id"]}"]').hover()
+        assert tab.page.locator("#node-info .label").inner_text() == f"label: {label or '–'}"
+        tab.page.goto(f"/feature/{f['layer']}/{f['latent']}")
+        assert f"label: {label or '–'}" in tab.page.locator("#feature-label").inner_text()
 
 
 def test_trace_this_opens_the_new_graph(graph_tab, tset):
