@@ -18,7 +18,8 @@ from monosemantic.models import BUILTIN
 
 def cmd_view(args: argparse.Namespace) -> int:
     """Serve the interactive dashboard over an analysed run directory: text view, feature pages,
-    search, playground, run overview. Binds 127.0.0.1 unless told otherwise."""
+    search, playground, run overview; over a transcoder set, its attribution graphs (graph view, trace,
+    interventions). Binds 127.0.0.1 unless told otherwise."""
     from monosemantic.dashboard import allowed_hosts, bind, create_app, is_loopback, serve, url_of
 
     if not is_loopback(args.host):
@@ -29,8 +30,14 @@ def cmd_view(args: argparse.Namespace) -> int:
         )
     hosts = allowed_hosts(args.host, tuple(args.allow_host))
     run_dir = resolve_run_dir(args)
-    print(f"loading {run_dir} (feature store, model, SAE) ...", flush=True)
-    app = create_app(run_dir, hosts=hosts, device=args.device)
+    from monosemantic.dashboard.graph_app import create_graph_app, is_transcoder_set
+
+    if is_transcoder_set(run_dir):  # the graph view of its attribution graphs (dashboard/graph_app.py)
+        print(f"loading {run_dir} (transcoders, model) ...", flush=True)
+        app = create_graph_app(run_dir, hosts=hosts, device=args.device)
+    else:
+        print(f"loading {run_dir} (feature store, model, SAE) ...", flush=True)
+        app = create_app(run_dir, hosts=hosts, device=args.device)
     try:
         sock = bind(args.host, args.port)
     except OSError as e:
@@ -68,7 +75,8 @@ def add_view_command(sub, command) -> None:
     p.add_argument(
         "run_dir",
         metavar="RUN_DIR",
-        help="analysed run directory (after `monosemantic analyze`), or 'builtin': a pretrained SAE of the "
+        help="analysed run directory (after `monosemantic analyze`), a transcoder set (its graph view), or "
+        "'builtin': a pretrained SAE of the "
         "built-in model, analysed on first use into ~/.cache/monosemantic/builtin (or $MONOSEMANTIC_CACHE/builtin)",
     )
     p.add_argument(

@@ -7,6 +7,8 @@ feature_page.py   the feature page and the document page an example traces back 
 html.py, svg.py   HTML building blocks; histograms and curves as inline SVG
 guard.py          Host-header allowlist, request-body limit, security headers
 app.py            the FastAPI app and its listening socket
+graphs.py         the graph view of a transcoder set: its attribution graphs, interventions, trace
+graph_app.py      the graph view's app, pages and API (`view` serves it for a transcoder set)
 server.py         serving it with uvicorn: a deadline per request, a cap on open connections
 static/           the pages' scripts and stylesheet (vanilla JS, no build step, nothing fetched from elsewhere)
 """

@@ -28,10 +28,19 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.2%}"
 
 
-def page(title: str, body: str, *, name: str, run: str, scripts: tuple[str, ...] = (), data: dict | None = None) -> str:
-    """A whole page: nav bar, `body`, and the scripts it needs (from /static)."""
+def page(
+    title: str,
+    body: str,
+    *,
+    name: str,
+    run: str,
+    scripts: tuple[str, ...] = (),
+    data: dict | None = None,
+    nav: tuple[tuple[str, str], ...] = NAV,
+) -> str:
+    """A whole page: nav bar (`nav`: (href, label) pairs), `body`, and the scripts it needs (from /static)."""
     links = "".join(
-        f'<a href="{href}"{" class=active" if label.lower() == name else ""}>{label}</a>' for href, label in NAV
+        f'<a href="{href}"{" class=active" if label.lower() == name else ""}>{label}</a>' for href, label in nav
     )
     attrs = "".join(
         f' data-{esc(k)}="{esc(v if isinstance(v, str) else json.dumps(v))}"' for k, v in (data or {}).items()

@@ -3,6 +3,7 @@ edges against the slow one-source-at-a-time reference, and pruning/scores agains
 
 import pytest
 import torch
+from tiny_transcoders import random_transcoders as transcoders
 
 from monosemantic.circuits.attribution import (
     adjacency,
@@ -14,22 +15,6 @@ from monosemantic.circuits.prune import influence, normalize, prune, scores
 from monosemantic.circuits.replacement import Leaves, freeze, linear_forward
 from monosemantic.data.corpora import prompt_ids
 from monosemantic.models import load_model
-from monosemantic.sae import SAEConfig, create_sae
-
-
-def transcoders(d: int, layers: int, arch: str, seed: int = 0):
-    torch.manual_seed(seed)
-    out = []
-    for _ in range(layers):
-        cfg = SAEConfig(arch=arch, d_in=d, d_sae=64, k=4, dtype="float64", apply_b_dec_to_input=False)
-        tc = create_sae(cfg).eval()
-        with torch.no_grad():
-            tc.b_enc.normal_(0, 0.1)
-            tc.b_dec.normal_(0, 0.1)
-            if arch == "skip_transcoder":
-                tc.W_skip.normal_(0, 0.05)
-        out.append(tc)
-    return out
 
 
 @pytest.fixture(scope="module")
