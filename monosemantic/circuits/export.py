@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml  # a dependency of transformers
+import yaml  # type: ignore[import-untyped]  # a dependency of transformers
 from safetensors.torch import save
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_text
