@@ -74,8 +74,9 @@ def heldout_prompts(cfg: CheckConfig, max_documents: int = 200_000) -> list[tupl
     seen: set[str] = set()
     quota = -(-cfg.prompts // len(wanted))
     for sample in MathCorpus("heldout", seed=cfg.seed).documents():
-        if sample.category in per and len(per[sample.category]) < quota and sample.prompt not in seen:
-            seen.add(sample.prompt)
+        key = sample.canonical_prompt()  # one problem, whatever its operator's form (`-` or `−`)
+        if sample.category in per and len(per[sample.category]) < quota and key not in seen:
+            seen.add(key)
             per[sample.category].append((sample.prompt, sample.answer))
         if all(len(v) >= quota for v in per.values()) or sample.id >= max_documents:
             break
