@@ -130,6 +130,13 @@ def replaced_mlps(model: Any, transcoders: list[SAE], clean: CleanRun, edits: li
 
 
 @torch.no_grad()
+def edited_logits(model: Any, transcoders: list[SAE], clean: CleanRun, ids: Tensor, edits: list[Edit]) -> Tensor:
+    """The logits [vocab] at the last position of ids [T] with `edits` (of `clean_run(.., ids)`)."""
+    with replaced_mlps(model, transcoders, clean, edits):
+        return model(input_ids=ids[None]).logits[0, -1]
+
+
+@torch.no_grad()
 def intervene(
     model: Any, transcoders: list[SAE], ids: Tensor | Sequence[int], edits: Sequence[dict], logit_tokens: Sequence[int]
 ) -> dict:
@@ -139,8 +146,7 @@ def intervene(
     ids = torch.as_tensor(ids, device=device).reshape(-1)
     parsed = parse_edits(edits, transcoders, ids.shape[0])
     clean = clean_run(model, transcoders, ids)
-    with replaced_mlps(model, transcoders, clean, parsed):
-        edited = model(input_ids=ids[None]).logits[0, -1]
+    edited = edited_logits(model, transcoders, clean, ids, parsed)
     tokens = torch.as_tensor(list(logit_tokens), device=device, dtype=torch.long)
     before, after = clean.logits[-1, tokens], edited[tokens]
     return {

@@ -4,6 +4,8 @@ monosemantic train --model builtin --transcoder --hookpoint 'layers.*.mlp' --k 3
 monosemantic eval-transcoders runs/tc            # per-layer FVU, CE recovered, KL; next-token agreement
 monosemantic trace runs/tc "47 + 35 = " --target 8
     -> runs/tc/graphs/47_35_8.json (nodes, edges, scores, settings) and the top paths, printed
+monosemantic check-graphs runs/tc --prompts 24   # graphs vs real ablations -> runs/tc/graphs/check.json
+monosemantic export-transcoders runs/tc out/ct    # circuit-tracer's layout: config.yaml + layer_L.safetensors
 """
 
 from __future__ import annotations
@@ -58,6 +60,46 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_graphs(args: argparse.Namespace) -> int:
+    """Check attribution graphs against interventions in the real model: on held-out problems, ablate
+    each graph's top feature nodes and as many random active features one at a time, and correlate
+    the real change of the target logit with the graph's prediction (total and direct effect); mean
+    correlation over prompts with bootstrap 95% CIs. Writes RUN/graphs/check.json, prints the table."""
+    from monosemantic.circuits.check import CheckConfig, check_graphs, format_table
+    from monosemantic.circuits.transcoders import check_fits, load_transcoder_set
+    from monosemantic.models import load_model
+
+    cfg = from_args(CheckConfig, args)
+    tset = load_transcoder_set(args.run)
+    model, tokenizer = load_model(tset.model)
+    check_fits(model, tset.transcoders)
+    result = check_graphs(model, tokenizer, tset.transcoders, cfg, progress=not args.quiet)
+    out = Path(args.run) / GRAPHS_DIR / "check.json"
+    out.parent.mkdir(exist_ok=True)
+    atomic_write_json(out, result)
+    print(format_table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export_transcoders(args: argparse.Namespace) -> int:
+    """Export a run's transcoders (one per MLP) in circuit-tracer's layout: OUT/config.yaml and
+    OUT/layer_L.safetensors. circuit-tracer 0.5.0 loads per-layer transcoders with ReLU (or JumpReLU);
+    ours are TopK: set each loaded transcoder's activation_function to its TopK(k) (config.yaml has k)."""
+    from monosemantic.circuits.export import export_circuit_tracer
+    from monosemantic.circuits.transcoders import load_transcoder_set
+
+    tset = load_transcoder_set(args.run)
+    config = export_circuit_tracer(tset, args.out, args.model_name)
+    k = tset.transcoders[0].cfg.k
+    print(f"wrote {config} and {config.parent}/layer_*.safetensors")
+    print(
+        "circuit-tracer's loader applies ReLU: after loading, set "
+        f"`tc.activation_function = TopK({k})` on each (circuit_tracer.transcoder.activation_functions.TopK)"
+    )
+    return 0
+
+
 def cmd_eval_transcoders(args: argparse.Namespace) -> int:
     """Measure a run's transcoders (one per MLP) on held-out text: per layer FVU and NMSE of the MLP's
     output, L0, CE loss recovered and KL with it spliced in; all at once: CE recovered, KL and the
@@ -92,6 +134,7 @@ def cmd_eval_transcoders(args: argparse.Namespace) -> int:
 
 def add_trace_commands(sub, command) -> None:
     """`trace` and `eval-transcoders`."""
+    from monosemantic.circuits.check import CheckConfig
     from monosemantic.circuits.graph import TraceConfig
 
     p = command(sub, "trace", cmd_trace)
@@ -99,6 +142,17 @@ def add_trace_commands(sub, command) -> None:
     p.add_argument("prompt", metavar="PROMPT", help="text whose next token the graph explains")
     p.add_argument("--name", default=None, metavar="NAME", help="graph file name (default: from the prompt and target)")
     add_arguments(p, TraceConfig)
+
+    p = command(sub, "check-graphs", cmd_check_graphs)
+    p.add_argument("run", metavar="RUN", help="directory of `train --transcoder --hookpoint 'layers.*.mlp'`")
+    add_arguments(p, CheckConfig)
+
+    p = command(sub, "export-transcoders", cmd_export_transcoders)
+    p.add_argument("run", metavar="RUN", help="directory of `train --transcoder --hookpoint 'layers.*.mlp'`")
+    p.add_argument("out", metavar="OUT", help="directory to write config.yaml and layer_L.safetensors into")
+    p.add_argument(
+        "--model-name", default=None, metavar="NAME", help="config.yaml's model_name (default: the run's model)"
+    )
 
     p = command(sub, "eval-transcoders", cmd_eval_transcoders)
     p.add_argument("run", metavar="RUN", help="directory of `train --transcoder --hookpoint 'layers.*.mlp'`")

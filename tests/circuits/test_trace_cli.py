@@ -97,3 +97,28 @@ def test_trace_of_a_directory_without_transcoders_is_one_error_line(tmp_path, ca
     assert main(["trace", str(tmp_path), "1 + 1 = "]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {tmp_path}: no hookpoints.json") and "\n" not in err
+
+
+def test_check_graphs_writes_the_check_and_prints_the_table(tc_run, capsys):
+    argv = ["check-graphs", str(tc_run), "--prompts", "3", "--nodes", "2", "--bootstrap", "50"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tc_run / "graphs" / "check.json").read_text())
+    assert len(result["graphs"]) == 3 and all(len(g["rows"]) == 4 for g in result["graphs"])
+    assert {g["prompt"][-2:] for g in result["graphs"]} <= {"= ", "≈ "}
+    assert "graph    total" in printed and "random   direct" in printed and "CIs" in printed
+
+
+def test_export_transcoders_writes_circuit_tracers_layout(tc_run, tmp_path, capsys):
+    assert main(["export-transcoders", str(tc_run), str(tmp_path / "ct")]) == 0
+    assert "TopK(4)" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "ct").iterdir()) == [
+        "config.yaml",
+        "layer_0.safetensors",
+        "layer_1.safetensors",
+    ]
+
+
+def test_check_graphs_with_an_unknown_category_is_one_error_line(tc_run, capsys):
+    assert main(["check-graphs", str(tc_run), "--categories", "add_9d"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: unknown categories ['add_9d']")
