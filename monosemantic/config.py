@@ -146,7 +146,7 @@ def add_arguments(
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = None
-        help_text = docs.get(f.name, "")
+        help_text = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
         shown = " (default: %(default)s)" if default is not None else ""
         kwargs: dict[str, Any] = {"dest": f.name, "default": default}
         if tp is bool:
