@@ -1,10 +1,11 @@
 """SAELens: DIR/cfg.json + DIR/sae_weights.safetensors, configs of SAELens 6 and of earlier versions.
 
-Architectures: standard (ReLU), topk, jumprelu, gated, and the training checkpoints `SAETrainer`
-writes of batchtopk and matryoshka_batchtopk (our batchtopk: topk_threshold [] is the inference
-threshold of every latent, as SAELens' own inference save makes it). W_enc [d_in, d_sae],
-W_dec [d_sae, d_in], b_enc [d_sae] (gated: b_gate, r_mag, b_mag), b_dec [d_in], threshold [d_sae]
-(jumprelu). Refused, with the reason: abstopk, matching_pursuit, temporal, the transcoders.
+Architectures: standard (ReLU), topk, abstopk (signed latents: sae/signed.py), jumprelu, gated, and
+the training checkpoints `SAETrainer` writes of batchtopk and matryoshka_batchtopk (topk_threshold []
+is the inference threshold of every latent, as SAELens' own inference save makes it; Matryoshka
+loads as our matryoshka with matryoshka_widths as its prefixes). W_enc [d_in, d_sae], W_dec
+[d_sae, d_in], b_enc [d_sae] (gated: b_gate, r_mag, b_mag), b_dec [d_in], threshold [d_sae]
+(jumprelu). Refused, with the reason: matching_pursuit, temporal, the transcoders.
 The TransformerLens hook name (metadata.hook_name) becomes our hookpoint where it names a site
 (`hooknames.py`); cfg.origin keeps it, and `write` writes the TransformerLens name.
 
@@ -16,7 +17,7 @@ Semantics carried over into our cfg:
   b_dec / s; latents unchanged); without that file the caller passes it (activation_scale),
   else loading is refused with the factor's definition.
 - dtype: cast to cfg.json's dtype, as SAELens does (or the caller's).
-- topk/batchtopk rescale_acts_by_decoder_norm: folded (decoder rows made unit norm, latents scaled to match).
+- topk/batchtopk/abstopk rescale_acts_by_decoder_norm: folded (decoder rows made unit norm, latents scaled to match).
 - a pre-6 `scaling_factor` tensor of ones is dropped (as SAELens does); any other is refused.
 - reshape_activations hook_z: SAELens flattens [..., n_heads, d_head] inputs itself; ours take the
   flattened [..., d_in], and the maths is the same.
@@ -63,6 +64,7 @@ ARCHS = {
     "gated": "gated",
     "batchtopk": "batchtopk",  # training checkpoints of SAETrainer; the finished SAE is saved as jumprelu
     "matryoshka_batchtopk": "batchtopk",
+    "abstopk": "abstopk",
 }
 NOTES = {
     "matryoshka_batchtopk": "loaded as batchtopk: matryoshka_widths shape only the training loss, and SAELens' "
@@ -71,8 +73,6 @@ NOTES = {
     "which is our batchtopk's",
 }
 REFUSED = {
-    "abstopk": "AbsTopK keeps the k largest pre-activations by magnitude with their sign, and no architecture "
-    "here has negative latents",
     "matching_pursuit": "matching pursuit encodes by greedy residual selection over the decoder, which no "
     "architecture here computes",
     "transcoder": "transcoders read one site and predict another; they load with the transcoder classes "
@@ -87,11 +87,14 @@ NORMS = {"none": "none", "layer_norm": "layer_norm", "constant_norm_rescale": "c
 EXTRA_TENSORS = {
     "standard": ("b_enc",),
     "topk": ("b_enc",),
+    "abstopk": ("b_enc",),
     "jumprelu": ("b_enc", "threshold"),
     "gated": ("b_gate", "r_mag", "b_mag"),
     "batchtopk": ("b_enc", "topk_threshold"),
     "matryoshka_batchtopk": ("b_enc", "topk_threshold"),
 }
+WRITABLE = ("relu", "topk", "abstopk", "batchtopk", "matryoshka", "jumprelu", "gated")
+K_ARCHS = ("topk", "batchtopk", "abstopk")  # ours that take k (and may rescale by decoder norms)
 WRITTEN_VERSION = "6.0.0"  # the config layout we write; SAELens reads any 6.x this way
 
 
@@ -148,7 +151,7 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     scale = input_scale(cfg, path, opts.activation_scale)
     if scale is not None:
         ours.update(W_enc=ours["W_enc"] * scale, W_dec=ours["W_dec"] / scale, b_dec=ours["b_dec"] / scale)
-    rescaled = ARCHS[arch] in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", False)
+    rescaled = ARCHS[arch] in K_ARCHS and cfg.get("rescale_acts_by_decoder_norm", False)
     if scale is not None and rescaled and "threshold" in ours:
         # the BatchTopK threshold is in units of pre * ||W_dec row||, and W_dec was just divided by the
         # factor: SAELens' own fold divides the threshold too (its issue #763)
@@ -169,7 +172,7 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
         "model": metadata.get("model_name"),
         "origin": origin("saelens", policy, hook_name=hook_name, architecture=arch, note=NOTES.get(arch)),
     }
-    if ARCHS[arch] in ("topk", "batchtopk"):
+    if ARCHS[arch] in K_ARCHS:
         ours_cfg["k"] = average_k(cfg, source)
     return build_sae(ours_cfg, ours, path, device)
 
@@ -232,7 +235,9 @@ def input_scale(cfg: dict[str, Any], path: Path, given: float | None = None) -> 
 def write(sae: SAE, out: Path) -> Path:
     """Write `sae` as DIR/cfg.json + DIR/sae_weights.safetensors in the SAELens 6 layout."""
     cfg = sae.cfg
-    # topk, jumprelu, gated: same; matryoshka infers as batchtopk, and SAELens saves both as jumprelu
+    if cfg.arch not in WRITABLE:
+        raise SAEFormatError(f"SAELens has no architecture for arch={cfg.arch!r}; it writes {', '.join(WRITABLE)}")
+    # topk, abstopk, jumprelu, gated: same; matryoshka infers as batchtopk, and SAELens saves both as jumprelu
     arch = {"relu": "standard", "batchtopk": "jumprelu", "matryoshka": "jumprelu"}.get(cfg.arch, cfg.arch)
     state = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
     tensors = {"W_enc": state["W_enc"], "W_dec": state["W_dec"], "b_dec": state["b_dec"]}
@@ -256,7 +261,7 @@ def write(sae: SAE, out: Path) -> Path:
         "reshape_activations": "none",
         "metadata": {"sae_lens_version": WRITTEN_VERSION, "hook_name": peer_hook_name(cfg), "model_name": cfg.model},
     }
-    if arch == "topk":
+    if arch in ("topk", "abstopk"):
         config.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / WEIGHTS_FILE, safetensors.torch.save(tensors))

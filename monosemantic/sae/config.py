@@ -31,7 +31,8 @@ class SAEConfig:
     arch: str
     """architecture: relu (ReLU + L1, Anthropic), topk (OpenAI), batchtopk, matryoshka (BatchTopK with
     nested prefixes), jumprelu (DeepMind), gated; transcoder, skip_transcoder (TopK; read one
-    hookpoint, write another: sae/transcoder.py)"""
+    hookpoint, write another: sae/transcoder.py); abstopk, topk_identity (signed latents, as other
+    tools make them: sae/signed.py)"""
     d_in: int
     """width of the activation vectors the SAE reads"""
     d_sae: int
@@ -178,11 +179,15 @@ ARCH_CHECKS: dict[str, Callable[[SAEConfig], None]] = {
     "gated": check_l1,
     "transcoder": check_transcoder,
     "skip_transcoder": check_transcoder,
+    "abstopk": check_k,
+    "topk_identity": check_k,
 }
 
 #: architectures that read one hookpoint and write another (sae/transcoder.py); the rest reconstruct their input
 TRANSCODER_ARCHS = ("transcoder", "skip_transcoder")
-SAE_ARCHS = tuple(a for a in ARCH_CHECKS if a not in TRANSCODER_ARCHS)
+#: architectures with signed latents (sae/signed.py): loaded from other tools' files, not trained here
+SIGNED_ARCHS = ("abstopk", "topk_identity")
+SAE_ARCHS = tuple(a for a in ARCH_CHECKS if a not in TRANSCODER_ARCHS + SIGNED_ARCHS)
 
 FOREIGN_HINT = (
     "SAEs of other tools (SAELens, sparsify, OpenAI, dictionary_learning, Gemma Scope) load with "
