@@ -63,12 +63,12 @@ ARCHS = {
     "jumprelu": "jumprelu",
     "gated": "gated",
     "batchtopk": "batchtopk",  # training checkpoints of SAETrainer; the finished SAE is saved as jumprelu
-    "matryoshka_batchtopk": "batchtopk",
+    "matryoshka_batchtopk": "matryoshka",
     "abstopk": "abstopk",
 }
 NOTES = {
-    "matryoshka_batchtopk": "loaded as batchtopk: matryoshka_widths shape only the training loss, and SAELens' "
-    "inference SAE of it is the same JumpReLU with the one BatchTopK threshold",
+    "matryoshka_batchtopk": "a training checkpoint; matryoshka_widths are its prefixes (they shape the training "
+    "loss), and its inference forward is JumpReLU with topk_threshold for every latent, which is our matryoshka's",
     "batchtopk": "a training checkpoint; its inference forward is JumpReLU with topk_threshold for every latent, "
     "which is our batchtopk's",
 }
@@ -94,7 +94,7 @@ EXTRA_TENSORS = {
     "matryoshka_batchtopk": ("b_enc", "topk_threshold"),
 }
 WRITABLE = ("relu", "topk", "abstopk", "batchtopk", "matryoshka", "jumprelu", "gated")
-K_ARCHS = ("topk", "batchtopk", "abstopk")  # ours that take k (and may rescale by decoder norms)
+K_ARCHS = ("topk", "batchtopk", "matryoshka", "abstopk")  # ours that take k (and may rescale by decoder norms)
 WRITTEN_VERSION = "6.0.0"  # the config layout we write; SAELens reads any 6.x this way
 
 
@@ -174,6 +174,8 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     }
     if ARCHS[arch] in K_ARCHS:
         ours_cfg["k"] = average_k(cfg, source)
+    if arch == "matryoshka_batchtopk":
+        ours_cfg["matryoshka_prefixes"] = tuple(get(cfg, "matryoshka_widths", list, source))
     return build_sae(ours_cfg, ours, path, device)
 
 

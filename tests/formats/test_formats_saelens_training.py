@@ -69,11 +69,15 @@ def assert_same_forward(ours, peer):
 def test_batchtopk_training_checkpoints_match_saelens_inference_sae(tmp_path, arch, rescale):
     sae, path = checkpoint(tmp_path, arch, rescale_acts_by_decoder_norm=rescale)
     ours = load_sae(path)
-    assert (ours.cfg.arch, ours.cfg.k, ours.cfg.hookpoint) == ("batchtopk", 4, "layers.3.resid.post")
+    ours_arch = "matryoshka" if arch == "matryoshka_batchtopk" else "batchtopk"
+    assert (ours.cfg.arch, ours.cfg.k, ours.cfg.hookpoint) == (ours_arch, 4, "layers.3.resid.post")
     assert ours.cfg.origin["architecture"] == arch and ours.cfg.origin["hook_name"] == "blocks.3.hook_resid_post"
-    if arch == "matryoshka_batchtopk":
-        assert "loaded as batchtopk" in ours.cfg.origin["note"]
+    if arch == "matryoshka_batchtopk":  # the peer's widths are our prefixes, and survive our save / load
+        assert ours.prefixes == (10, 25, 40) and "matryoshka_widths are its prefixes" in ours.cfg.origin["note"]
+        assert load_sae(ours.save(tmp_path / "ours")).prefixes == (10, 25, 40)
     assert_same_forward(ours, inference_peer(sae, tmp_path))
+    back = PeerSAE.load_from_disk(export_sae(ours, tmp_path / "export", "saelens"))  # as SAELens' own: jumprelu
+    assert_same_forward(ours, back)
 
 
 @pytest.mark.parametrize("rescale", [True, False])
