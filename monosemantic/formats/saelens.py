@@ -5,7 +5,8 @@ the training checkpoints `SAETrainer` writes of batchtopk and matryoshka_batchto
 is the inference threshold of every latent, as SAELens' own inference save makes it; Matryoshka
 loads as our matryoshka with matryoshka_widths as its prefixes). W_enc [d_in, d_sae], W_dec
 [d_sae, d_in], b_enc [d_sae] (gated: b_gate, r_mag, b_mag), b_dec [d_in], threshold [d_sae]
-(jumprelu). Refused, with the reason: matching_pursuit, temporal, the transcoders.
+(jumprelu); the transcoders (transcoder, skip_transcoder, jumprelu_transcoder,
+jumprelu_skip_transcoder) in `transcoders.py`. Refused, with the reason: matching_pursuit, temporal.
 The TransformerLens hook name (metadata.hook_name) becomes our hookpoint where it names a site
 (`hooknames.py`); cfg.origin keeps it, and `write` writes the TransformerLens name.
 
@@ -37,6 +38,7 @@ import torch
 from torch import Tensor
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
+from monosemantic.formats import transcoders
 from monosemantic.formats.hooknames import from_transformer_lens, to_transformer_lens
 from monosemantic.formats.reading import (
     LoadOptions,
@@ -75,12 +77,6 @@ NOTES = {
 REFUSED = {
     "matching_pursuit": "matching pursuit encodes by greedy residual selection over the decoder, which no "
     "architecture here computes",
-    "transcoder": "transcoders read one site and predict another; they load with the transcoder classes "
-    "(issue 19 leaves them to the transcoder issue)",
-    "skip_transcoder": "transcoders read one site and predict another; they load with the transcoder classes "
-    "(issue 19 leaves them to the transcoder issue)",
-    "jumprelu_transcoder": "transcoders read one site and predict another; they load with the transcoder classes "
-    "(issue 19 leaves them to the transcoder issue)",
     "temporal": "the temporal SAE's encoder attends over previous tokens, which no architecture here does",
 }
 NORMS = {"none": "none", "layer_norm": "layer_norm", "constant_norm_rescale": "constant_norm"}
@@ -126,12 +122,19 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     arch = get(cfg, "architecture", str, source)
     if arch in REFUSED:
         raise SAEFormatError(f"{source}: architecture {arch!r} not supported: {REFUSED[arch]}")
-    if arch not in ARCHS:
-        raise SAEFormatError(f"{source}: architecture {arch!r} not supported; expected one of {sorted(ARCHS)}")
+    if arch not in ARCHS and arch not in transcoders.SAELENS:
+        known = sorted([*ARCHS, *transcoders.SAELENS])
+        raise SAEFormatError(f"{source}: architecture {arch!r} not supported; expected one of {known}")
     d_in, d_sae = get(cfg, "d_in", int, source), get(cfg, "d_sae", int, source)
     check_orientation(d_in, d_sae, source, opts.allow_square)
     tensors = load_weights(path)
     wsource = path / WEIGHTS_FILE
+    policy = choose_dtype(_dtype(cfg.get("dtype", "float32"), source), None, opts.dtype, source)
+    policy["file_dtype"] = dtype_name(take(tensors, "W_enc", (d_in, d_sae), "[d_in, d_sae]", wsource).dtype, wsource)
+    hook_name = (cfg.get("metadata") or {}).get("hook_name")
+    if arch in transcoders.SAELENS:
+        found = origin("saelens", policy, hook_name=hook_name, architecture=arch)
+        return transcoders.read_saelens(cfg, tensors, path, policy, found, device)
     ours = {
         "W_enc": take(tensors, "W_enc", (d_in, d_sae), "[d_in, d_sae]", wsource),
         "W_dec": take(tensors, "W_dec", (d_sae, d_in), "[d_sae, d_in]", wsource),
@@ -145,8 +148,6 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
         ours["b_enc"] = ours.pop("b_gate")
     if "topk_threshold" in ours:  # SAELens' inference save: one threshold for every latent (JumpReLU)
         ours["threshold"] = ours.pop("topk_threshold")
-    policy = choose_dtype(_dtype(cfg.get("dtype", "float32"), source), None, opts.dtype, source)
-    policy["file_dtype"] = dtype_name(ours["W_enc"].dtype, wsource)
     ours = cast_all(ours, policy["dtype"])  # SAELens casts to cfg.json's dtype on load
     scale = input_scale(cfg, path, opts.activation_scale)
     if scale is not None:
@@ -159,7 +160,6 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     if rescaled:
         ours["W_enc"], ours["b_enc"], ours["W_dec"] = fold_decoder_norms(ours["W_enc"], ours["b_enc"], ours["W_dec"])
     metadata = cfg.get("metadata") or {}
-    hook_name = metadata.get("hook_name")
     ours_cfg = {
         "arch": ARCHS[arch],
         "d_in": d_in,

@@ -4,9 +4,9 @@ cfg.json: activation ("topk"), k, num_latents (0: d_in * expansion_factor), d_in
 transcode / skip_connection / multi_topk / normalize_decoder. Tensors: encoder.weight [d_sae, d_in]
 (nn.Linear layout), encoder.bias [d_sae], W_dec [d_sae, d_in], b_dec [d_in].
 
-sparsify's encoder is ReLU(encoder(x - b_dec)) then the top k, the same latents as our topk. Only
-autoencoders load: a transcoder (transcode, which also skips the b_dec subtraction), a skip
-connection (W_skip) or the groupmax activation have no counterpart here and are refused.
+sparsify's encoder is ReLU(encoder(x - b_dec)) then the top k, the same latents as our topk. A
+transcoder (transcode, which also skips the b_dec subtraction) and a skip connection (W_skip) load
+into our transcoder classes (`transcoders.py`); the groupmax activation is refused.
 multi_topk and normalize_decoder only change training, and are ignored, as sparsify's loader does
 (with multi_topk, sparsify's `forward` returns the reconstruction from the top 4k latents, the one
 its Multi-TopK loss uses; its `encode`/`decode`, and ours, use k).
@@ -31,17 +31,16 @@ import safetensors.torch
 import torch
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
+from monosemantic.formats import transcoders
 from monosemantic.formats.hooknames import family_of_model, from_sparsify, to_sparsify
 from monosemantic.formats.reading import (
     LoadOptions,
     build_sae,
     cast_all,
     check_orientation,
-    check_unexpected,
     choose_dtype,
     get,
     origin,
-    take,
 )
 from monosemantic.sae import SAE, SAEFormatError
 from monosemantic.sae.config import read_json
@@ -58,12 +57,8 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     activation = get(cfg, "activation", str, source, default="topk")
     if activation != "topk":
         raise SAEFormatError(f"{source}: activation {activation!r} not supported; expected 'topk'")
-    for flag, why in (
-        ("transcode", "a transcoder predicts another module's output"),
-        ("skip_connection", "a skip connection (W_skip) has no counterpart here"),
-    ):
-        if get(cfg, flag, bool, source, default=False):
-            raise SAEFormatError(f"{source}: {flag} is true: {why}; only sparse autoencoders load")
+    transcode = get(cfg, "transcode", bool, source, default=False)
+    skip = get(cfg, "skip_connection", bool, source, default=False)
     d_in, k = get(cfg, "d_in", int, source), get(cfg, "k", int, source)
     d_sae = get(cfg, "num_latents", int, source, default=0) or d_in * get(cfg, "expansion_factor", int, source)
     check_orientation(d_in, d_sae, source, opts.allow_square)
@@ -72,24 +67,16 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
         tensors = safetensors.torch.load_file(weights)
     except (safetensors.SafetensorError, OSError, ValueError) as e:
         raise SAEFormatError(f"{weights}: not a readable safetensors file ({e})") from e
-    check_unexpected(tensors, {"encoder.weight", "encoder.bias", "W_dec", "b_dec"}, weights, "a sparsify SAE")
-    ours = {
-        "W_enc": take(tensors, "encoder.weight", (d_sae, d_in), "[d_sae, d_in]", weights).T,
-        "b_enc": take(tensors, "encoder.bias", (d_sae,), "[d_sae]", weights),
-        "W_dec": take(tensors, "W_dec", (d_sae, d_in), "[d_sae, d_in]", weights),
-        "b_dec": take(tensors, "b_dec", (d_in,), "[d_in]", weights),
-    }
+    ours = transcoders.sparsify_tensors(tensors, d_in, d_sae, transcode, skip, weights)
     policy = choose_dtype(ours["W_enc"].dtype, None, opts.dtype, weights)  # sparsify keeps the file's dtype
     hookpoint, seed = run_names(path)
-    ours_cfg = {
-        "arch": "topk",
-        "d_in": d_in,
-        "d_sae": d_sae,
-        "k": k,
-        "hookpoint": from_sparsify(hookpoint) or hookpoint,
-        "dtype": policy["dtype"],
-        "origin": origin("sparsify", policy, hookpoint=hookpoint, seed=seed),
-    }
+    ours_cfg: dict = {"arch": "topk", "d_in": d_in, "d_sae": d_sae, "k": k}
+    ours_cfg["hookpoint"] = from_sparsify(hookpoint) or hookpoint
+    if transcode or skip:
+        hook_in, hook_out = transcoders.sparsify_sites(hookpoint, transcode)
+        arch = "skip_transcoder" if skip else "transcoder"
+        ours_cfg.update(arch=arch, d_out=d_in, hookpoint=hook_in, output_hookpoint=hook_out, apply_b_dec_to_input=False)
+    ours_cfg.update(dtype=policy["dtype"], origin=origin("sparsify", policy, hookpoint=hookpoint, seed=seed))
     return build_sae(ours_cfg, cast_all(ours, policy["dtype"]), path, device)
 
 

@@ -14,6 +14,12 @@ from monosemantic.sae.relu import ReluSAE
 from monosemantic.sae.signed import AbsTopKSAE, IdentityTopKSAE
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.sae.transcoder import SkipTranscoder, TopKTranscoder
+from monosemantic.sae.transcoder_peers import (
+    JumpReLUSkipTranscoder,
+    JumpReLUTranscoder,
+    ReluSkipTranscoder,
+    ReluTranscoder,
+)
 
 ARCHITECTURES.update(
     {
@@ -27,6 +33,10 @@ ARCHITECTURES.update(
         "skip_transcoder": SkipTranscoder,
         "abstopk": AbsTopKSAE,
         "topk_identity": IdentityTopKSAE,
+        "relu_transcoder": ReluTranscoder,
+        "relu_skip_transcoder": ReluSkipTranscoder,
+        "jumprelu_transcoder": JumpReLUTranscoder,
+        "jumprelu_skip_transcoder": JumpReLUSkipTranscoder,
     }
 )
 assert ARCHITECTURES.keys() == ARCH_CHECKS.keys(), "an architecture's config checks go in sae/config.py"

@@ -1,0 +1,111 @@
+"""monosemantic.formats.transcoders: transcoders written by SAELens' and sparsify's own code load into
+our transcoder classes and compute what the peer computes, on random inputs at scale 1 and 1000
+(rtol 1e-5, atol 1e-5 x scale; float32), with their hookpoints translated."""
+
+import json
+
+import pytest
+import torch
+
+sae_lens = pytest.importorskip("sae_lens")  # imported at collection: its import runs git once
+sparsify = pytest.importorskip("sparsify")
+
+from monosemantic import load_sae  # noqa: E402
+from monosemantic.config import ConfigError  # noqa: E402
+from monosemantic.sae import SAEFormatError  # noqa: E402
+
+D_IN, D_OUT, D_SAE = 12, 10, 40
+
+
+def randomise(module):
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.normal_(0, 0.3)
+            if name == "threshold":
+                p.uniform_(0.0, 0.4)
+    return module
+
+
+def assert_same(ours, encode, transcode, d_in=D_IN):
+    for scale in (1.0, 1000.0):
+        tol = {"rtol": 1e-5, "atol": 1e-5 * scale}
+        x = torch.randn(64, d_in) * scale
+        z = encode(x)
+        assert 0 < int((z != 0).sum()) < z.numel()
+        torch.testing.assert_close(ours.encode(x), z, **tol)
+        torch.testing.assert_close(ours.transcode(x), transcode(x), **tol)
+
+
+SAELENS = {
+    "transcoder": ("TranscoderConfig", "Transcoder", "relu_transcoder"),
+    "skip_transcoder": ("SkipTranscoderConfig", "SkipTranscoder", "relu_skip_transcoder"),
+    "jumprelu_transcoder": ("JumpReLUTranscoderConfig", "JumpReLUTranscoder", "jumprelu_transcoder"),
+    "jumprelu_skip_transcoder": ("JumpReLUSkipTranscoderConfig", "JumpReLUSkipTranscoder", "jumprelu_skip_transcoder"),
+}
+
+
+def saelens_transcoder(tmp_path, arch, **cfg):
+    """A SAELens transcoder with random weights, written by its own save_model and read back by its
+    own load_from_disk (the reference)."""
+    cfg_name, cls_name, _ = SAELENS[arch]
+    cfg = getattr(sae_lens, cfg_name)(d_in=D_IN, d_sae=D_SAE, d_out=D_OUT, apply_b_dec_to_input=False, **cfg)
+    cfg.metadata.hook_name = "blocks.2.ln2.hook_normalized"
+    cfg.metadata.hook_name_out = "blocks.2.hook_mlp_out"
+    randomise(getattr(sae_lens, cls_name)(cfg)).save_model(tmp_path / arch)
+    return sae_lens.SAE.load_from_disk(tmp_path / arch), tmp_path / arch
+
+
+@pytest.mark.parametrize("arch", sorted(SAELENS))
+def test_saelens_transcoders_match_saelens(tmp_path, arch):
+    peer, path = saelens_transcoder(tmp_path, arch)
+    ours = load_sae(path)
+    assert (ours.cfg.arch, ours.d_out, ours.skip) == (SAELENS[arch][2], D_OUT, "skip" in arch)
+    # the input name is before ln2's affine, which our mlp.in is after: kept as it is; the output translates
+    assert (ours.cfg.hookpoint, ours.cfg.output_hookpoint) == ("blocks.2.ln2.hook_normalized", "layers.2.mlp.out")
+    assert ours.cfg.origin["hook_name_out"] == "blocks.2.hook_mlp_out"
+    assert_same(ours, peer.encode, peer)
+    assert load_sae(ours.save(tmp_path / "ours")).cfg.arch == ours.cfg.arch
+    with pytest.raises(ConfigError, match=r"loaded from other tools' files, not trained here.*--transcoder"):
+        ours.training_forward(torch.randn(4, D_IN + D_OUT))
+
+
+def test_a_saelens_transcoder_with_a_normalised_input_is_refused(tmp_path):
+    _, path = saelens_transcoder(tmp_path, "transcoder")
+    cfg = json.loads((path / "cfg.json").read_text())
+    (path / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": "layer_norm"}))
+    with pytest.raises(SAEFormatError, match=r"'transcoder' with normalize_activations 'layer_norm' is not supported"):
+        load_sae(path)
+
+
+def sparsify_coder(tmp_path, name, **cfg):
+    coder = sparsify.SparseCoder(D_IN, sparsify.SparseCoderConfig(k=5, num_latents=D_SAE, **cfg))
+    randomise(coder).save_to_disk(tmp_path / name)
+    peer = sparsify.SparseCoder.load_from_disk(tmp_path / name)
+
+    def encode(x):
+        top_acts, top_indices, _ = peer.encode(x)
+        return torch.zeros(x.shape[0], D_SAE).scatter(-1, top_indices, top_acts)
+
+    return peer, encode, lambda x: peer(x).sae_out
+
+
+@pytest.mark.parametrize(
+    "cfg, arch, sites",
+    [
+        ({"transcode": True}, "transcoder", ("layers.2.mlp.in", "layers.2.mlp.out")),
+        ({"transcode": True, "skip_connection": True}, "skip_transcoder", ("layers.2.mlp.in", "layers.2.mlp.out")),
+        ({"skip_connection": True}, "skip_transcoder", ("layers.2.mlp.out", "layers.2.mlp.out")),  # an SAE + skip
+    ],
+)
+def test_sparsify_transcoders_match_sparsify(tmp_path, cfg, arch, sites):
+    _, encode, transcode = sparsify_coder(tmp_path, "h.2.mlp", **cfg)
+    ours = load_sae(tmp_path / "h.2.mlp")
+    assert (ours.cfg.arch, ours.cfg.k, ours.d_out) == (arch, 5, D_IN)
+    assert (ours.cfg.hookpoint, ours.cfg.output_hookpoint, ours.cfg.origin["hookpoint"]) == (*sites, "h.2.mlp")
+    assert_same(ours, encode, transcode)
+
+
+def test_a_sparsify_block_transcoder_reads_the_blocks_input(tmp_path):
+    sparsify_coder(tmp_path, "layers.5", transcode=True)
+    ours = load_sae(tmp_path / "layers.5")
+    assert (ours.cfg.hookpoint, ours.cfg.output_hookpoint) == ("layers.5.resid.pre", "layers.5.resid.post")
