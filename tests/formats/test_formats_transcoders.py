@@ -109,3 +109,43 @@ def test_a_sparsify_block_transcoder_reads_the_blocks_input(tmp_path):
     sparsify_coder(tmp_path, "layers.5", transcode=True)
     ours = load_sae(tmp_path / "layers.5")
     assert (ours.cfg.hookpoint, ours.cfg.output_hookpoint) == ("layers.5.resid.pre", "layers.5.resid.post")
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_gemma_scope_2_transcoders_match_saelens_gemma_3_loading(tmp_path, affine):
+    """params.safetensors (lowercase w_enc / w_dec, affine_skip_connection [d_in, d_out]) + config.json;
+    the reference is SAELens' JumpReLU(Skip)Transcoder given the state dict as its Gemma 3 loader maps it."""
+    import safetensors.torch
+
+    g = torch.Generator().manual_seed(0)
+    raw = {
+        "w_enc": torch.randn(D_IN, D_SAE, generator=g) * 0.3,
+        "w_dec": torch.randn(D_SAE, D_OUT, generator=g) * 0.3,
+        "b_enc": torch.randn(D_SAE, generator=g) * 0.3,
+        "b_dec": torch.randn(D_OUT, generator=g) * 0.3,
+        "threshold": torch.rand(D_SAE, generator=g) * 0.4,
+    }
+    if affine:
+        raw["affine_skip_connection"] = torch.randn(D_IN, D_OUT, generator=g) * 0.3
+    (tmp_path / "t").mkdir()
+    safetensors.torch.save_file(
+        {k: v.to(torch.bfloat16) for k, v in raw.items()}, tmp_path / "t" / "params.safetensors"
+    )
+    hooks = {"hf_hook_point_in": "model.layers.3.pre_feedforward_layernorm.output"}
+    hooks["hf_hook_point_out"] = "model.layers.3.post_feedforward_layernorm.output"
+    cfg = {"architecture": "jump_relu", "model_name": "gemma-v3-1b-pt", "affine_connection": affine, **hooks}
+    (tmp_path / "t" / "config.json").write_text(json.dumps(cfg))
+    ours = load_sae(tmp_path / "t")
+    arch = "jumprelu_skip_transcoder" if affine else "jumprelu_transcoder"
+    assert (ours.cfg.arch, ours.cfg.dtype, ours.d_out) == (arch, "float32", D_OUT)
+    want = ("model.layers.3.pre_feedforward_layernorm", "model.layers.3.post_feedforward_layernorm")
+    assert (ours.cfg.hookpoint, ours.cfg.output_hookpoint) == want
+    state = {k: v.to(torch.bfloat16).float() for k, v in raw.items()}  # what the file holds, upcast
+    state = {"W_enc": state["w_enc"], "W_dec": state["w_dec"], **{k: state[k] for k in ("b_enc", "b_dec", "threshold")}}
+    if affine:
+        state["W_skip"] = raw["affine_skip_connection"].to(torch.bfloat16).float().T.contiguous()
+    cfg_name, cls_name, _ = SAELENS[arch]
+    peer_cfg = getattr(sae_lens, cfg_name)(d_in=D_IN, d_sae=D_SAE, d_out=D_OUT, apply_b_dec_to_input=False)
+    peer = getattr(sae_lens, cls_name)(peer_cfg)
+    peer.load_state_dict(state)
+    assert_same(ours, peer.encode, peer)
