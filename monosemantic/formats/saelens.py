@@ -24,7 +24,8 @@ Semantics carried over into our cfg:
   flattened [..., d_in], and the maths is the same.
 
 Writing (`write`) produces a SAELens 6 config that `sae_lens.SAE.load_from_disk` loads; BatchTopK
-and Matryoshka are written as jumprelu with their one threshold for every latent (SAELens' own export of both).
+and Matryoshka are written as jumprelu with their one threshold for every latent (SAELens' own export of both);
+ReLU and JumpReLU transcoders as SAELens' (TopK transcoders have no SAELens architecture: sparsify holds them).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from monosemantic.formats.reading import (
     take,
 )
 from monosemantic.sae import SAE, SAEConfig, SAEFormatError
-from monosemantic.sae.config import read_json
+from monosemantic.sae.config import TRANSCODER_ARCHS, read_json
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -237,6 +238,11 @@ def input_scale(cfg: dict[str, Any], path: Path, given: float | None = None) -> 
 def write(sae: SAE, out: Path) -> Path:
     """Write `sae` as DIR/cfg.json + DIR/sae_weights.safetensors in the SAELens 6 layout."""
     cfg = sae.cfg
+    metadata = {"sae_lens_version": WRITTEN_VERSION, "hook_name": peer_hook_name(cfg), "model_name": cfg.model}
+    if cfg.arch in TRANSCODER_ARCHS:
+        metadata["hook_name_out"] = peer_hook_name(cfg, output=True)
+        config, tensors = transcoders.saelens_write(sae, metadata)
+        return _write(out, config, tensors)
     if cfg.arch not in WRITABLE:
         raise SAEFormatError(f"SAELens has no architecture for arch={cfg.arch!r}; it writes {', '.join(WRITABLE)}")
     # topk, abstopk, jumprelu, gated: same; matryoshka infers as batchtopk, and SAELens saves both as jumprelu
@@ -261,21 +267,27 @@ def write(sae: SAE, out: Path) -> Path:
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
         "normalize_activations": norm,
         "reshape_activations": "none",
-        "metadata": {"sae_lens_version": WRITTEN_VERSION, "hook_name": peer_hook_name(cfg), "model_name": cfg.model},
+        "metadata": metadata,
     }
     if arch in ("topk", "abstopk"):
         config.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+    return _write(out, config, tensors)
+
+
+def _write(out: Path, config: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / WEIGHTS_FILE, safetensors.torch.save(tensors))
     atomic_write_json(out / CFG_FILE, config)
     return out
 
 
-def peer_hook_name(cfg: SAEConfig) -> str | None:
-    """The TransformerLens name SAELens expects: of our hookpoint if it is a named site, else the
-    SAELens name the SAE came with, else our hookpoint as it is."""
-    came_with = (cfg.origin or {}).get("hook_name") if (cfg.origin or {}).get("format") == "saelens" else None
-    return to_transformer_lens(cfg.hookpoint) or came_with or cfg.hookpoint
+def peer_hook_name(cfg: SAEConfig, output: bool = False) -> str | None:
+    """The TransformerLens name SAELens expects: of our hookpoint (a transcoder's output hookpoint, with
+    `output`) if it is a named site, else the SAELens name the SAE came with, else ours as it is."""
+    ours = cfg.output_hookpoint if output else cfg.hookpoint
+    came = cfg.origin or {}
+    came_with = came.get("hook_name_out" if output else "hook_name") if came.get("format") == "saelens" else None
+    return to_transformer_lens(ours) or came_with or ours
 
 
 def _major(version: Any) -> int:

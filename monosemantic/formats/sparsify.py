@@ -16,7 +16,8 @@ its translation (`hooknames.py`), cfg.origin keeps the name. With several `init_
 writes run/<hookpoint>/seed<i>/: the hookpoint is then the directory above, and origin keeps the seed.
 The file's dtype is kept, as sparsify's loader keeps it.
 
-Writing (`write`) needs a topk SAE; one that does not subtract b_dec is written with that folded
+Writing (`write`) needs a topk SAE or a TopK transcoder (d_out = d_in, into the directory of the
+module whose output it writes, e.g. `h.3.mlp`); an SAE that does not subtract b_dec is written with that folded
 into encoder.bias (b_enc + b_dec @ W_enc, in float32, then cast), since sparsify always subtracts it.
 """
 
@@ -95,13 +96,21 @@ def write(sae: SAE, out: Path) -> Path:
     loads: into out/<sparsify hookpoint>/ as sparsify's Trainer lays out a run (so `load_many(out)`
     finds it by name) where the SAE's hookpoint has a sparsify name, else into out. Returns the directory."""
     cfg = sae.cfg
-    if cfg.arch != "topk" or cfg.input_norm != "none":
+    transcode = cfg.arch in ("transcoder", "skip_transcoder")
+    if cfg.arch != "topk" and not transcode or cfg.input_norm != "none":
         raise SAEFormatError(
-            f"sparsify holds only TopK SAEs without input normalisation; this SAE has arch={cfg.arch!r}, "
-            f"input_norm={cfg.input_norm!r} (export it to saelens instead)"
+            f"sparsify holds only TopK SAEs and TopK transcoders without input normalisation; this SAE has "
+            f"arch={cfg.arch!r}, input_norm={cfg.input_norm!r} (export it to saelens instead)"
+        )
+    if transcode and cfg.d_out not in (None, cfg.d_in):
+        raise SAEFormatError(
+            f"sparsify's transcoders write as many values as they read; this one reads {cfg.d_in} "
+            f"and writes d_out={cfg.d_out}"
         )
     W_enc, b_enc, W_dec, b_dec = (p.detach().cpu() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec))
-    if not cfg.apply_b_dec_to_input:  # x @ W_enc + b_enc == (x - b_dec) @ W_enc + (b_enc + b_dec @ W_enc)
+    if (
+        not cfg.apply_b_dec_to_input and not transcode
+    ):  # x @ W_enc + b_enc == (x - b_dec) @ W_enc + (b_enc + b_dec @ W_enc)
         # folded in float32 (at least), then cast: a half-precision matmul here is off by O(1)
         wide = torch.promote_types(b_enc.dtype, torch.float32)
         b_enc = (b_enc.to(wide) + b_dec.to(wide) @ W_enc.to(wide)).to(b_enc.dtype)
@@ -111,6 +120,8 @@ def write(sae: SAE, out: Path) -> Path:
         "W_dec": W_dec.contiguous(),
         "b_dec": b_dec.contiguous(),
     }
+    if cfg.arch == "skip_transcoder":
+        tensors["W_skip"] = sae.state_dict()["W_skip"].cpu().T.contiguous()  # sparsify's [d_out, d_in]
     config = {
         "activation": "topk",
         "expansion_factor": max(1, cfg.d_sae // cfg.d_in),
@@ -118,8 +129,8 @@ def write(sae: SAE, out: Path) -> Path:
         "num_latents": cfg.d_sae,
         "k": cfg.k,
         "multi_topk": False,
-        "skip_connection": False,
-        "transcode": False,
+        "skip_connection": cfg.arch == "skip_transcoder",
+        "transcode": transcode,
         "d_in": cfg.d_in,
     }
     out = out / name if (name := peer_hookpoint(sae)) else out
@@ -132,9 +143,9 @@ def write(sae: SAE, out: Path) -> Path:
 def peer_hookpoint(sae: SAE) -> str | None:
     """sparsify's name for the SAE's hookpoint, from the family of the model it records."""
     family = family_of_model(sae.cfg.model)
-    name = to_sparsify(sae.cfg.hookpoint, family) if family is not None else None
-    if name is None and sae.cfg.hookpoint is not None:
-        log.warning(
-            "hookpoint %r of model %r has no sparsify name here; name the directory", sae.cfg.hookpoint, sae.cfg.model
-        )
+    # a transcoder is named after the module whose input it reads and whose output it writes
+    hookpoint = sae.cfg.output_hookpoint if sae.cfg.arch in ("transcoder", "skip_transcoder") else sae.cfg.hookpoint
+    name = to_sparsify(hookpoint, family) if family is not None else None
+    if name is None and hookpoint is not None:
+        log.warning("hookpoint %r of model %r has no sparsify name here; name the directory", hookpoint, sae.cfg.model)
     return name

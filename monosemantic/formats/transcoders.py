@@ -130,3 +130,30 @@ def sparsify_tensors(tensors: dict[str, Tensor], d_in: int, d_sae: int, transcod
         b_enc = ours["b_enc"].to(wide) - ours["b_dec"].to(wide) @ ours["W_enc"].to(wide)
         ours["b_enc"] = b_enc.to(ours["b_enc"].dtype)
     return ours
+
+
+def saelens_write(sae: SAE, metadata: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """SAELens' cfg.json and tensors of our relu_ or jumprelu_ transcoder; `metadata` names its sites."""
+    back = {ours: theirs for theirs, ours in SAELENS.items()}
+    cfg = sae.cfg
+    if cfg.arch not in back:
+        raise SAEFormatError(
+            f"SAELens' transcoders are ReLU or JumpReLU ({', '.join(SAELENS)}); arch={cfg.arch!r} has none there: "
+            "export a TopK transcoder to sparsify"
+        )
+    state = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
+    if "W_skip" in state:
+        state["W_skip"] = state["W_skip"].T.contiguous()  # SAELens' [d_out, d_in]
+    config = {
+        "architecture": back[cfg.arch],
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "d_out": cfg.d_out if cfg.d_out is not None else cfg.d_in,
+        "dtype": cfg.dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": False,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": metadata,
+    }
+    return config, state

@@ -102,8 +102,7 @@ def test_a_topk_training_checkpoint_matches(tmp_path):
     "arch, why",
     [
         ("matching_pursuit", r"'matching_pursuit' not supported: matching pursuit encodes by greedy residual"),
-        ("transcoder", r"'transcoder' not supported: transcoders .* transcoder issue"),
-        ("jumprelu_transcoder", r"'jumprelu_transcoder' not supported: transcoders"),
+        ("temporal", r"'temporal' not supported: the temporal SAE's encoder attends over previous tokens"),
     ],
 )
 def test_unsupported_architectures_are_refused_with_the_reason(tmp_path, arch, why):

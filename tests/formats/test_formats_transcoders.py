@@ -10,7 +10,7 @@ import torch
 sae_lens = pytest.importorskip("sae_lens")  # imported at collection: its import runs git once
 sparsify = pytest.importorskip("sparsify")
 
-from monosemantic import load_sae  # noqa: E402
+from monosemantic import SAEConfig, create_sae, export_sae, load_sae  # noqa: E402
 from monosemantic.config import ConfigError  # noqa: E402
 from monosemantic.sae import SAEFormatError  # noqa: E402
 
@@ -67,6 +67,10 @@ def test_saelens_transcoders_match_saelens(tmp_path, arch):
     assert load_sae(ours.save(tmp_path / "ours")).cfg.arch == ours.cfg.arch
     with pytest.raises(ConfigError, match=r"loaded from other tools' files, not trained here.*--transcoder"):
         ours.training_forward(torch.randn(4, D_IN + D_OUT))
+    back = sae_lens.SAE.load_from_disk(export_sae(ours, tmp_path / "export", "saelens"))  # and back to SAELens
+    assert type(back) is type(peer) and back.cfg.metadata.hook_name_out == "blocks.2.hook_mlp_out"
+    assert back.cfg.metadata.hook_name == "blocks.2.ln2.hook_normalized"
+    assert_same(ours, back.encode, back)
 
 
 def test_a_saelens_transcoder_with_a_normalised_input_is_refused(tmp_path):
@@ -149,3 +153,34 @@ def test_gemma_scope_2_transcoders_match_saelens_gemma_3_loading(tmp_path, affin
     peer = getattr(sae_lens, cls_name)(peer_cfg)
     peer.load_state_dict(state)
     assert_same(ours, peer.encode, peer)
+
+
+@pytest.mark.parametrize("arch", ["transcoder", "skip_transcoder"])
+def test_our_topk_transcoders_export_to_sparsify(tmp_path, arch):
+    cfg = SAEConfig(arch=arch, d_in=D_IN, d_sae=D_SAE, k=5, apply_b_dec_to_input=False, model="builtin")
+    cfg.hookpoint, cfg.output_hookpoint = "layers.2.mlp.in", "layers.2.mlp.out"
+    ours = randomise(create_sae(cfg)).eval()
+    written = export_sae(ours, tmp_path / "out", "sparsify")
+    assert written == tmp_path / "out" / "h.2.mlp"  # the module whose input it reads and output it writes
+    peer = sparsify.SparseCoder.load_from_disk(written)
+    assert (peer.cfg.transcode, peer.cfg.skip_connection) == (True, arch == "skip_transcoder")
+
+    def encode(x):
+        top_acts, top_indices, _ = peer.encode(x)
+        return torch.zeros(x.shape[0], D_SAE).scatter(-1, top_indices, top_acts)
+
+    assert_same(ours, encode, lambda x: peer(x).sae_out)
+    again = load_sae(written)
+    assert (again.cfg.arch, again.cfg.hookpoint, again.cfg.output_hookpoint) == (
+        arch,
+        "layers.2.mlp.in",
+        "layers.2.mlp.out",
+    )
+    with pytest.raises(SAEFormatError, match=r"SAELens' transcoders are ReLU or JumpReLU.*to sparsify"):
+        export_sae(ours, tmp_path / "saelens", "saelens")
+
+
+def test_sparsify_refuses_a_transcoder_of_another_width(tmp_path):
+    cfg = SAEConfig(arch="transcoder", d_in=D_IN, d_out=D_OUT, d_sae=D_SAE, k=5, apply_b_dec_to_input=False)
+    with pytest.raises(SAEFormatError, match=r"reads 12 and writes d_out=10"):
+        export_sae(create_sae(cfg), tmp_path / "out", "sparsify")
