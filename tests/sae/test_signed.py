@@ -98,3 +98,16 @@ def test_convert_split_signed_writes_the_twin_and_refuses_the_rest(tmp_path, cap
     signed_sae("topk_identity").save(tmp_path / "ident")
     assert main(["convert", str(tmp_path / "ident"), "--out", str(tmp_path / "no"), "--split-signed"]) == 2
     assert "only an abstopk SAE splits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["abstopk", "topk_identity"])
+def test_eval_counts_a_negative_latent_as_firing(arch):
+    """L0, densities and dead latents count z != 0, so a latent firing negative counts: L0 is exactly k."""
+    from monosemantic.eval.metrics import evaluate
+
+    sae = signed_sae(arch)
+    x = torch.randn(200, D_IN)
+    result = evaluate(sae, [x])
+    assert result.l0 == K and bool((sae.encode(x) < 0).any())
+    fired = (sae.encode(x) != 0).any(0).double().mean().item()
+    assert result.dead_fraction == pytest.approx(1 - fired)
