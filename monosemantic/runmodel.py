@@ -40,6 +40,7 @@ from monosemantic.models import (
     resolve_hookpoints,
 )
 from monosemantic.sae import SAE
+from monosemantic.sae.signed import require_unsigned
 from monosemantic.train.rundir import TRAIN_CONFIG_FILE, read_train_config
 
 if TYPE_CHECKING:
@@ -99,6 +100,10 @@ class RunModel:
         """Load the run's SAE and its model; `corpus` defaults to the run's training corpus."""
         run_dir = Path(run_dir)
         sae = load_sae(run_dir, device=device)  # ours, or any format another tool wrote
+        # every reader of a RunModel (analysis, dashboard, experiments, benchmark) counts z > 0 as firing
+        require_unsigned(
+            sae, f"{run_dir}: feature analysis (top examples, densities), the dashboard and the experiments"
+        )
         saved = read_train_config(run_dir) if (run_dir / TRAIN_CONFIG_FILE).exists() else {}
         data = saved.get("data", {})
         model_spec, hookpoint = data.get("model") or sae.cfg.model, sae.cfg.hookpoint

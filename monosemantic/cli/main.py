@@ -47,6 +47,7 @@ from monosemantic.eval.toy import ToyConfig, ToyData, format_table, results_to_j
 from monosemantic.formats import WRITERS, detect_format, export_sae, load_sae
 from monosemantic.mathlm.config import MathLMConfig
 from monosemantic.sae import ARCHITECTURES
+from monosemantic.sae.signed import split_signed
 from monosemantic.train.rundir import EVAL_FILE
 from monosemantic.train.trainer import TrainConfig
 
@@ -105,6 +106,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """Convert an SAE made by another tool (format detected from its files) to cfg.json + sae.safetensors."""
     fmt = detect_format(args.src)
     sae = load_sae(args.src, allow_square=args.allow_square, dtype=args.dtype, activation_scale=args.activation_scale)
+    if args.split_signed:
+        sae = split_signed(sae)
     sae.save(new_output_dir(args.out))
     print(f"converted {fmt} {sae.cfg.arch} SAE (d_in={sae.d_in}, d_sae={sae.d_sae}) from {args.src} to {args.out}")
     return 0
@@ -265,6 +268,12 @@ def add_interop_commands(sub) -> None:
         metavar="S",
         help="SAELens expected_average_only_in SAEs without activation_scaler.json: the dataset-wide input "
         "factor sqrt(d_in) / mean ||x|| they were trained with",
+    )
+    p.add_argument(
+        "--split-signed",
+        action="store_true",
+        help="abstopk (signed latents): write the equal topk SAE with 2 x d_sae latents, latent i's positive "
+        "side then its negative side, which feature analysis and the dashboard read",
     )
     p = _command(sub, "export", cmd_export)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or any SAE that convert reads)")

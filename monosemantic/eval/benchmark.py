@@ -29,6 +29,7 @@ from monosemantic.eval.probing import linear_probe, sparse_probe
 from monosemantic.eval.splitting import find_splits, match_fraction
 from monosemantic.formats import load_sae
 from monosemantic.sae import SAE
+from monosemantic.sae.signed import require_unsigned
 
 SCHEMA = "monosemantic-benchmark/1"
 PROBE_PROPERTIES = ("language", "operation", "result")
@@ -168,6 +169,7 @@ def benchmark_run(
 
     cfg = cfg or BenchmarkConfig()
     sae = load_sae(run_dir)
+    require_unsigned(sae, f"{run_dir}: the benchmark (probing, concepts, absorption)")  # before the long eval
     core = evaluate_run(run_dir, tokens=cfg.eval_tokens, progress=progress).to_dict()
     x, z, meta = document_activations(run_dir, cfg.probe_documents)
     return {

@@ -11,8 +11,9 @@ or a checkpoint DIR/checkpoints/ae_<step>.pt of the same run (trainSAE's save_st
                          b_dec is NOT subtracted (its apply_b_dec_to_input is False and not saved).
     GatedAutoEncoder     encoder.weight, gate_bias, r_mag, mag_bias, decoder.weight, decoder_bias.
     AutoEncoderNew       encoder.*, decoder.weight, decoder.bias; ReLU(encoder(x)), no subtraction.
-    MatryoshkaBatchTopKSAE  W_enc, b_enc, W_dec, b_dec, k, threshold, group_sizes: our batchtopk
-                         (with all groups active its inference forward is BatchTopKSAE's).
+    MatryoshkaBatchTopKSAE  W_enc, b_enc, W_dec, b_dec, k, threshold, group_sizes: our matryoshka,
+                         prefixes = cumsum(group_sizes) (with all groups active, as from_pretrained
+                         leaves it, its inference forward is BatchTopKSAE's, as is ours).
 
 Its `from_pretrained` builds float32 modules and copies the file into them, so bf16/fp16 files
 compute in float32 here too (before the AutoEncoder's decoder-norm fold).
@@ -55,9 +56,8 @@ CLASSES = (
     "GatedAutoEncoder",
 )
 NOTES = {
-    "MatryoshkaBatchTopKSAE": "loaded as batchtopk: with every group active (as from_pretrained leaves it) its "
-    "inference forward is BatchTopKSAE's, ReLU(pre) * (ReLU(pre) > threshold); group_sizes shape only the "
-    "training loss",
+    "MatryoshkaBatchTopKSAE": "group_sizes become the prefixes; with every group active (as from_pretrained leaves "
+    "it) its inference forward is BatchTopKSAE's, ReLU(pre) * (ReLU(pre) > threshold), which is our matryoshka's",
     "AutoEncoderNew": "loaded as relu with apply_b_dec_to_input false: ReLU(encoder(x)), decoder(f) with its bias",
 }
 
@@ -173,7 +173,8 @@ def matryoshka(
         "b_dec": take(state, "b_dec", (d_in,), "[d_in]", src),
         "threshold": take(state, "threshold", (), "[] (a scalar)", src),
     }
-    return ours, {"arch": "batchtopk", "k": k}
+    prefixes = tuple(int(p) for p in groups.cumsum(0).tolist())
+    return ours, {"arch": "matryoshka", "k": k, "matryoshka_prefixes": prefixes}
 
 
 def autoencoder_new(

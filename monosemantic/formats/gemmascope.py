@@ -12,9 +12,11 @@ Its forward (the Gemma Scope tutorial): pre = x @ W_enc + b_enc (b_dec is NOT su
 z = (pre > threshold) * ReLU(pre), x_hat = z @ W_dec + b_dec. d_in and d_sae are declared by b_dec
 and b_enc. Lowercase `w_` keys are renamed `W_` and a `scaling_factor` of ones is dropped, as
 SAELens' Gemma loaders do; SAELens and the tutorial compute in float32, so bf16/fp16 files are
-upcast. Gemma Scope 2's transcoders (an `hf_hook_point_out`, an affine skip connection) are refused:
-they belong to the transcoder classes. The hookpoint is config.json's `hf_hook_point_in`: a block's
-output becomes `layers.<i>.resid.post`, another module's output that module's path.
+upcast. Gemma Scope 2's transcoders (an `hf_hook_point_out`, and with affine_connection an
+`affine_skip_connection` [d_in, d_out]) load as our jumprelu_transcoder / jumprelu_skip_transcoder
+(sae/transcoder_peers.py), as SAELens' Gemma 3 loader makes them. The hookpoint is config.json's
+`hf_hook_point_in` (a transcoder's output: `hf_hook_point_out`): a block's output becomes
+`layers.<i>.resid.post`, another module's output that module's path.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     factor = arrays.pop("scaling_factor", None)
     if factor is not None and not torch.allclose(factor.float(), torch.ones_like(factor.float())):
         raise SAEFormatError(f"{weights}: a finetuning 'scaling_factor' other than ones is not supported")
+    if names.get("hf_hook_point_out") is not None or "affine_skip_connection" in arrays:
+        return read_transcoder(arrays, names, weights, opts, device)
     check_unexpected(arrays, KEYS, weights, "a Gemma Scope JumpReLU SAE")
     d_in, d_sae = length(arrays, "b_dec", "d_in", weights), length(arrays, "b_enc", "d_sae", weights)
     check_orientation(d_in, d_sae, weights, opts.allow_square)
@@ -88,6 +92,46 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     return build_sae(cfg, cast_all(ours, policy["dtype"]), weights, device)
 
 
+def read_transcoder(
+    arrays: dict[str, Tensor], cfg: dict[str, Any], weights: Path, opts: LoadOptions, device: Any
+) -> SAE:
+    """A Gemma Scope 2 transcoder: reads hf_hook_point_in, writes hf_hook_point_out; W_dec [d_sae, d_out],
+    b_dec [d_out], and with affine_connection an affine_skip_connection [d_in, d_out] (our W_skip's layout;
+    SAELens transposes it into its own [d_out, d_in])."""
+    skip = "affine_skip_connection" in arrays
+    check_unexpected(
+        arrays, KEYS | ({"affine_skip_connection"} if skip else set()), weights, "a Gemma Scope 2 transcoder"
+    )
+    d_sae, d_out = length(arrays, "b_enc", "d_sae", weights), length(arrays, "b_dec", "d_out", weights)
+    w_enc = arrays.get("W_enc")
+    d_in = w_enc.shape[0] if isinstance(w_enc, Tensor) and w_enc.ndim == 2 else -1  # declared by W_enc alone
+    check_orientation(d_in, d_sae, weights, opts.allow_square)
+    ours = {
+        "W_enc": take(arrays, "W_enc", (d_in, d_sae), "[d_in, d_sae]", weights),
+        "b_enc": arrays["b_enc"],
+        "W_dec": take(arrays, "W_dec", (d_sae, d_out), "[d_sae, d_out]", weights),
+        "b_dec": arrays["b_dec"],
+        "threshold": take(arrays, "threshold", (d_sae,), "[d_sae]", weights),
+    }
+    if skip:
+        ours["W_skip"] = take(arrays, "affine_skip_connection", (d_in, d_out), "[d_in, d_out]", weights)
+    policy = choose_dtype(ours["W_enc"].dtype, UPCAST_BY, opts.dtype, weights)
+    hook_in, hook_out = cfg.get("hf_hook_point_in"), cfg.get("hf_hook_point_out")
+    ours_cfg = {
+        "arch": "jumprelu_skip_transcoder" if skip else "jumprelu_transcoder",
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "d_out": d_out,
+        "apply_b_dec_to_input": False,
+        "dtype": policy["dtype"],
+        "hookpoint": our_hookpoint(hook_in),
+        "output_hookpoint": our_hookpoint(hook_out),
+        "model": cfg.get("model_name"),
+        "origin": origin("gemmascope", policy, hf_hook_point_in=hook_in, hf_hook_point_out=hook_out),
+    }
+    return build_sae(ours_cfg, cast_all(ours, policy["dtype"]), weights, device)
+
+
 def read_npz(npz: Path) -> dict[str, Tensor]:
     try:
         with np.load(npz, allow_pickle=False) as data:
@@ -105,17 +149,12 @@ def read_safetensors(weights: Path) -> dict[str, Tensor]:
 
 def scope2_config(path: Path) -> tuple[str | None, dict[str, Any]]:
     """hf_hook_point_in and config.json (optional: SAELens infers one from the folder name); refuses
-    what is not a JumpReLU SAE of one site."""
+    what is not JumpReLU."""
     source = path / CONFIG_FILE
     cfg = read_json(source) if source.is_file() else {}
     arch = get(cfg, "architecture", str, source, default="jump_relu")
     if arch != "jump_relu":
         raise SAEFormatError(f"{source}: architecture {arch!r} not supported; expected 'jump_relu'")
-    if cfg.get("hf_hook_point_out") is not None or cfg.get("affine_connection"):
-        raise SAEFormatError(
-            f"{source}: a Gemma Scope 2 transcoder (it predicts {cfg.get('hf_hook_point_out')!r}); transcoders "
-            "load with the transcoder classes (issue 19 leaves them to the transcoder issue)"
-        )
     hook = get(cfg, "hf_hook_point_in", str, source, default=None)
     return hook, cfg
 

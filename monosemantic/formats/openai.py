@@ -12,8 +12,7 @@ saved with torch.save): a pickle, loaded only with torch.load(weights_only=True)
 Its `Autoencoder.from_state_dict` turns on the per-token layer norm (`LN`: (x - mean) / (std + 1e-5),
 undone on the output) exactly when the activation is TopK; we do the same (`input_norm`). It builds
 float32 modules and copies the file into them, so bf16/fp16 files compute in float32 here too.
-TopK with postact_fn Identity keeps the sign of the top k and is refused: no architecture here has
-negative latents.
+TopK with postact_fn Identity keeps the top k pre-activations as they are, signed: our topk_identity.
 """
 
 from __future__ import annotations
@@ -40,6 +39,8 @@ from monosemantic.sae import SAE, SAEFormatError
 
 STATS = {"stats_last_nonzero", "latents_activation_frequency", "latents_mean_square"}
 ACTIVATION_ENTRIES = {"activation.k", "activation.postact_fn"}
+# TopK's post-activation -> our architecture: Identity keeps the top k as they are, signed (sae/signed.py)
+POSTACT = {"ReLU": "topk", "Identity": "topk_identity"}
 WHAT = "an OpenAI sparse_autoencoder state dict"
 
 
@@ -51,12 +52,9 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     cfg: dict[str, Any] = {"d_in": d_in, "d_sae": d_sae}  # SAEConfig fields, for build_sae
     if activation == "TopK":
         k, postact = topk_state(state, path)
-        if postact != "ReLU":
-            raise SAEFormatError(
-                f"{path}: TopK postact_fn {postact!r} not supported; expected 'ReLU' (with {postact!r} the top k "
-                "pre-activations keep their sign, and no architecture here has negative latents)"
-            )
-        cfg.update(arch="topk", k=k, input_norm="layer_norm")
+        if postact not in POSTACT:
+            raise SAEFormatError(f"{path}: TopK postact_fn {postact!r} not supported; expected 'ReLU' or 'Identity'")
+        cfg.update(arch=POSTACT[postact], k=k, input_norm="layer_norm")
     elif activation == "ReLU":
         cfg.update(arch="relu")
     else:

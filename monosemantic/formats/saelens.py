@@ -1,10 +1,12 @@
 """SAELens: DIR/cfg.json + DIR/sae_weights.safetensors, configs of SAELens 6 and of earlier versions.
 
-Architectures: standard (ReLU), topk, jumprelu, gated, and the training checkpoints `SAETrainer`
-writes of batchtopk and matryoshka_batchtopk (our batchtopk: topk_threshold [] is the inference
-threshold of every latent, as SAELens' own inference save makes it). W_enc [d_in, d_sae],
-W_dec [d_sae, d_in], b_enc [d_sae] (gated: b_gate, r_mag, b_mag), b_dec [d_in], threshold [d_sae]
-(jumprelu). Refused, with the reason: abstopk, matching_pursuit, temporal, the transcoders.
+Architectures: standard (ReLU), topk, abstopk (signed latents: sae/signed.py), jumprelu, gated, and
+the training checkpoints `SAETrainer` writes of batchtopk and matryoshka_batchtopk (topk_threshold []
+is the inference threshold of every latent, as SAELens' own inference save makes it; Matryoshka
+loads as our matryoshka with matryoshka_widths as its prefixes). W_enc [d_in, d_sae], W_dec
+[d_sae, d_in], b_enc [d_sae] (gated: b_gate, r_mag, b_mag), b_dec [d_in], threshold [d_sae]
+(jumprelu); the transcoders (transcoder, skip_transcoder, jumprelu_transcoder,
+jumprelu_skip_transcoder) in `transcoders.py`. Refused, with the reason: matching_pursuit, temporal.
 The TransformerLens hook name (metadata.hook_name) becomes our hookpoint where it names a site
 (`hooknames.py`); cfg.origin keeps it, and `write` writes the TransformerLens name.
 
@@ -16,13 +18,14 @@ Semantics carried over into our cfg:
   b_dec / s; latents unchanged); without that file the caller passes it (activation_scale),
   else loading is refused with the factor's definition.
 - dtype: cast to cfg.json's dtype, as SAELens does (or the caller's).
-- topk/batchtopk rescale_acts_by_decoder_norm: folded (decoder rows made unit norm, latents scaled to match).
+- topk/batchtopk/abstopk rescale_acts_by_decoder_norm: folded (decoder rows made unit norm, latents scaled to match).
 - a pre-6 `scaling_factor` tensor of ones is dropped (as SAELens does); any other is refused.
 - reshape_activations hook_z: SAELens flattens [..., n_heads, d_head] inputs itself; ours take the
   flattened [..., d_in], and the maths is the same.
 
 Writing (`write`) produces a SAELens 6 config that `sae_lens.SAE.load_from_disk` loads; BatchTopK
-and Matryoshka are written as jumprelu with their one threshold for every latent (SAELens' own export of both).
+and Matryoshka are written as jumprelu with their one threshold for every latent (SAELens' own export of both);
+ReLU and JumpReLU transcoders as SAELens' (TopK transcoders have no SAELens architecture: sparsify holds them).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 from torch import Tensor
 
 from monosemantic.atomic import atomic_write_bytes, atomic_write_json
+from monosemantic.formats import transcoders
 from monosemantic.formats.hooknames import from_transformer_lens, to_transformer_lens
 from monosemantic.formats.reading import (
     LoadOptions,
@@ -51,7 +55,7 @@ from monosemantic.formats.reading import (
     take,
 )
 from monosemantic.sae import SAE, SAEConfig, SAEFormatError
-from monosemantic.sae.config import read_json
+from monosemantic.sae.config import TRANSCODER_ARCHS, read_json
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -62,36 +66,32 @@ ARCHS = {
     "jumprelu": "jumprelu",
     "gated": "gated",
     "batchtopk": "batchtopk",  # training checkpoints of SAETrainer; the finished SAE is saved as jumprelu
-    "matryoshka_batchtopk": "batchtopk",
+    "matryoshka_batchtopk": "matryoshka",
+    "abstopk": "abstopk",
 }
 NOTES = {
-    "matryoshka_batchtopk": "loaded as batchtopk: matryoshka_widths shape only the training loss, and SAELens' "
-    "inference SAE of it is the same JumpReLU with the one BatchTopK threshold",
+    "matryoshka_batchtopk": "a training checkpoint; matryoshka_widths are its prefixes (they shape the training "
+    "loss), and its inference forward is JumpReLU with topk_threshold for every latent, which is our matryoshka's",
     "batchtopk": "a training checkpoint; its inference forward is JumpReLU with topk_threshold for every latent, "
     "which is our batchtopk's",
 }
 REFUSED = {
-    "abstopk": "AbsTopK keeps the k largest pre-activations by magnitude with their sign, and no architecture "
-    "here has negative latents",
     "matching_pursuit": "matching pursuit encodes by greedy residual selection over the decoder, which no "
     "architecture here computes",
-    "transcoder": "transcoders read one site and predict another; they load with the transcoder classes "
-    "(issue 19 leaves them to the transcoder issue)",
-    "skip_transcoder": "transcoders read one site and predict another; they load with the transcoder classes "
-    "(issue 19 leaves them to the transcoder issue)",
-    "jumprelu_transcoder": "transcoders read one site and predict another; they load with the transcoder classes "
-    "(issue 19 leaves them to the transcoder issue)",
     "temporal": "the temporal SAE's encoder attends over previous tokens, which no architecture here does",
 }
 NORMS = {"none": "none", "layer_norm": "layer_norm", "constant_norm_rescale": "constant_norm"}
 EXTRA_TENSORS = {
     "standard": ("b_enc",),
     "topk": ("b_enc",),
+    "abstopk": ("b_enc",),
     "jumprelu": ("b_enc", "threshold"),
     "gated": ("b_gate", "r_mag", "b_mag"),
     "batchtopk": ("b_enc", "topk_threshold"),
     "matryoshka_batchtopk": ("b_enc", "topk_threshold"),
 }
+WRITABLE = ("relu", "topk", "abstopk", "batchtopk", "matryoshka", "jumprelu", "gated")
+K_ARCHS = ("topk", "batchtopk", "matryoshka", "abstopk")  # ours that take k (and may rescale by decoder norms)
 WRITTEN_VERSION = "6.0.0"  # the config layout we write; SAELens reads any 6.x this way
 
 
@@ -123,12 +123,19 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     arch = get(cfg, "architecture", str, source)
     if arch in REFUSED:
         raise SAEFormatError(f"{source}: architecture {arch!r} not supported: {REFUSED[arch]}")
-    if arch not in ARCHS:
-        raise SAEFormatError(f"{source}: architecture {arch!r} not supported; expected one of {sorted(ARCHS)}")
+    if arch not in ARCHS and arch not in transcoders.SAELENS:
+        known = sorted([*ARCHS, *transcoders.SAELENS])
+        raise SAEFormatError(f"{source}: architecture {arch!r} not supported; expected one of {known}")
     d_in, d_sae = get(cfg, "d_in", int, source), get(cfg, "d_sae", int, source)
     check_orientation(d_in, d_sae, source, opts.allow_square)
     tensors = load_weights(path)
     wsource = path / WEIGHTS_FILE
+    policy = choose_dtype(_dtype(cfg.get("dtype", "float32"), source), None, opts.dtype, source)
+    policy["file_dtype"] = dtype_name(take(tensors, "W_enc", (d_in, d_sae), "[d_in, d_sae]", wsource).dtype, wsource)
+    hook_name = (cfg.get("metadata") or {}).get("hook_name")
+    if arch in transcoders.SAELENS:
+        found = origin("saelens", policy, hook_name=hook_name, architecture=arch)
+        return transcoders.read_saelens(cfg, tensors, path, policy, found, device)
     ours = {
         "W_enc": take(tensors, "W_enc", (d_in, d_sae), "[d_in, d_sae]", wsource),
         "W_dec": take(tensors, "W_dec", (d_sae, d_in), "[d_sae, d_in]", wsource),
@@ -142,13 +149,11 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
         ours["b_enc"] = ours.pop("b_gate")
     if "topk_threshold" in ours:  # SAELens' inference save: one threshold for every latent (JumpReLU)
         ours["threshold"] = ours.pop("topk_threshold")
-    policy = choose_dtype(_dtype(cfg.get("dtype", "float32"), source), None, opts.dtype, source)
-    policy["file_dtype"] = dtype_name(ours["W_enc"].dtype, wsource)
     ours = cast_all(ours, policy["dtype"])  # SAELens casts to cfg.json's dtype on load
     scale = input_scale(cfg, path, opts.activation_scale)
     if scale is not None:
         ours.update(W_enc=ours["W_enc"] * scale, W_dec=ours["W_dec"] / scale, b_dec=ours["b_dec"] / scale)
-    rescaled = ARCHS[arch] in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", False)
+    rescaled = ARCHS[arch] in K_ARCHS and cfg.get("rescale_acts_by_decoder_norm", False)
     if scale is not None and rescaled and "threshold" in ours:
         # the BatchTopK threshold is in units of pre * ||W_dec row||, and W_dec was just divided by the
         # factor: SAELens' own fold divides the threshold too (its issue #763)
@@ -156,7 +161,6 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
     if rescaled:
         ours["W_enc"], ours["b_enc"], ours["W_dec"] = fold_decoder_norms(ours["W_enc"], ours["b_enc"], ours["W_dec"])
     metadata = cfg.get("metadata") or {}
-    hook_name = metadata.get("hook_name")
     ours_cfg = {
         "arch": ARCHS[arch],
         "d_in": d_in,
@@ -169,8 +173,10 @@ def read(path: Path, opts: LoadOptions, device: torch.device | str | None = None
         "model": metadata.get("model_name"),
         "origin": origin("saelens", policy, hook_name=hook_name, architecture=arch, note=NOTES.get(arch)),
     }
-    if ARCHS[arch] in ("topk", "batchtopk"):
+    if ARCHS[arch] in K_ARCHS:
         ours_cfg["k"] = average_k(cfg, source)
+    if arch == "matryoshka_batchtopk":
+        ours_cfg["matryoshka_prefixes"] = tuple(get(cfg, "matryoshka_widths", list, source))
     return build_sae(ours_cfg, ours, path, device)
 
 
@@ -232,7 +238,14 @@ def input_scale(cfg: dict[str, Any], path: Path, given: float | None = None) -> 
 def write(sae: SAE, out: Path) -> Path:
     """Write `sae` as DIR/cfg.json + DIR/sae_weights.safetensors in the SAELens 6 layout."""
     cfg = sae.cfg
-    # topk, jumprelu, gated: same; matryoshka infers as batchtopk, and SAELens saves both as jumprelu
+    metadata = {"sae_lens_version": WRITTEN_VERSION, "hook_name": peer_hook_name(cfg), "model_name": cfg.model}
+    if cfg.arch in TRANSCODER_ARCHS:
+        metadata["hook_name_out"] = peer_hook_name(cfg, output=True)
+        config, tensors = transcoders.saelens_write(sae, metadata)
+        return _write(out, config, tensors)
+    if cfg.arch not in WRITABLE:
+        raise SAEFormatError(f"SAELens has no architecture for arch={cfg.arch!r}; it writes {', '.join(WRITABLE)}")
+    # topk, abstopk, jumprelu, gated: same; matryoshka infers as batchtopk, and SAELens saves both as jumprelu
     arch = {"relu": "standard", "batchtopk": "jumprelu", "matryoshka": "jumprelu"}.get(cfg.arch, cfg.arch)
     state = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
     tensors = {"W_enc": state["W_enc"], "W_dec": state["W_dec"], "b_dec": state["b_dec"]}
@@ -254,21 +267,27 @@ def write(sae: SAE, out: Path) -> Path:
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
         "normalize_activations": norm,
         "reshape_activations": "none",
-        "metadata": {"sae_lens_version": WRITTEN_VERSION, "hook_name": peer_hook_name(cfg), "model_name": cfg.model},
+        "metadata": metadata,
     }
-    if arch == "topk":
+    if arch in ("topk", "abstopk"):
         config.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+    return _write(out, config, tensors)
+
+
+def _write(out: Path, config: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / WEIGHTS_FILE, safetensors.torch.save(tensors))
     atomic_write_json(out / CFG_FILE, config)
     return out
 
 
-def peer_hook_name(cfg: SAEConfig) -> str | None:
-    """The TransformerLens name SAELens expects: of our hookpoint if it is a named site, else the
-    SAELens name the SAE came with, else our hookpoint as it is."""
-    came_with = (cfg.origin or {}).get("hook_name") if (cfg.origin or {}).get("format") == "saelens" else None
-    return to_transformer_lens(cfg.hookpoint) or came_with or cfg.hookpoint
+def peer_hook_name(cfg: SAEConfig, output: bool = False) -> str | None:
+    """The TransformerLens name SAELens expects: of our hookpoint (a transcoder's output hookpoint, with
+    `output`) if it is a named site, else the SAELens name the SAE came with, else ours as it is."""
+    ours = cfg.output_hookpoint if output else cfg.hookpoint
+    came = cfg.origin or {}
+    came_with = came.get("hook_name_out" if output else "hook_name") if came.get("format") == "saelens" else None
+    return to_transformer_lens(ours) or came_with or ours
 
 
 def _major(version: Any) -> int:

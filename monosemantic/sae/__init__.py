@@ -9,6 +9,8 @@
     base.py          what every architecture shares: parameters, input semantics, save / load
     relu.py, topk.py, batchtopk.py, matryoshka.py, jumprelu.py, gated.py    one architecture each
     transcoder.py    transcoders (read an MLP's input, write its output), with or without a skip path
+    transcoder_peers.py  ReLU and JumpReLU transcoders (with or without skip) of other tools, loaded, not trained
+    signed.py        TopK with signed latents (SAELens abstopk, OpenAI TopK + Identity), loaded, not trained
     sparse.py        the sparse kernels of the TopK fast path
     registry.py      name -> class, create_sae
 
@@ -23,6 +25,7 @@ from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.matryoshka import MatryoshkaSAE
 from monosemantic.sae.registry import ARCHITECTURES, create_sae
 from monosemantic.sae.relu import ReluSAE
+from monosemantic.sae.signed import AbsTopKSAE, IdentityTopKSAE
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.sae.transcoder import SkipTranscoder, TopKTranscoder
 
@@ -41,5 +44,7 @@ __all__ = [
     "GatedSAE",
     "TopKTranscoder",
     "SkipTranscoder",
+    "AbsTopKSAE",
+    "IdentityTopKSAE",
     "create_sae",
 ]

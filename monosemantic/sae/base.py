@@ -91,6 +91,8 @@ class SAE(nn.Module):
     arch: ClassVar[str] = ""
     #: buffers that scale with the latent activations (e.g. a threshold); see `fold_input_scale_`.
     scaled_buffers: ClassVar[tuple[str, ...]] = ()
+    #: latents can be negative (sae/signed.py); code that reads firing as z > 0 refuses such an SAE
+    signed_latents: ClassVar[bool] = False
 
     def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None):
         super().__init__()

@@ -31,7 +31,9 @@ class SAEConfig:
     arch: str
     """architecture: relu (ReLU + L1, Anthropic), topk (OpenAI), batchtopk, matryoshka (BatchTopK with
     nested prefixes), jumprelu (DeepMind), gated; transcoder, skip_transcoder (TopK; read one
-    hookpoint, write another: sae/transcoder.py)"""
+    hookpoint, write another: sae/transcoder.py; relu_ and jumprelu_ ones from other tools:
+    sae/transcoder_peers.py); abstopk, topk_identity (signed latents, as other
+    tools make them: sae/signed.py)"""
     d_in: int
     """width of the activation vectors the SAE reads"""
     d_sae: int
@@ -110,9 +112,14 @@ def check_k(cfg: SAEConfig) -> None:
 
 
 def check_transcoder(cfg: SAEConfig) -> None:
-    """transcoder, skip_transcoder: TopK's knobs; b_dec is the output's bias, so it is not subtracted
-    from the input; the output width, if given, positive."""
+    """transcoder, skip_transcoder: TopK's knobs, and those of every transcoder."""
     check_k(cfg)
+    check_transcoder_io(cfg)
+
+
+def check_transcoder_io(cfg: SAEConfig) -> None:
+    """Every transcoder: b_dec is the output's bias, so it is not subtracted from the input; the output
+    width, if given, positive; no per-token input normalisation."""
     if cfg.apply_b_dec_to_input:
         raise ConfigError(f"arch={cfg.arch!r}: b_dec lives in the output space; set apply_b_dec_to_input=False")
     if cfg.d_out is not None and (not isinstance(cfg.d_out, int) or isinstance(cfg.d_out, bool) or cfg.d_out < 1):
@@ -178,11 +185,27 @@ ARCH_CHECKS: dict[str, Callable[[SAEConfig], None]] = {
     "gated": check_l1,
     "transcoder": check_transcoder,
     "skip_transcoder": check_transcoder,
+    "abstopk": check_k,
+    "topk_identity": check_k,
+    "relu_transcoder": check_transcoder_io,
+    "relu_skip_transcoder": check_transcoder_io,
+    "jumprelu_transcoder": check_transcoder_io,
+    "jumprelu_skip_transcoder": check_transcoder_io,
 }
 
 #: architectures that read one hookpoint and write another (sae/transcoder.py); the rest reconstruct their input
-TRANSCODER_ARCHS = ("transcoder", "skip_transcoder")
-SAE_ARCHS = tuple(a for a in ARCH_CHECKS if a not in TRANSCODER_ARCHS)
+#: (relu_*, jumprelu_*: loaded from other tools' files, not trained here: sae/transcoder_peers.py)
+TRANSCODER_ARCHS = (
+    "transcoder",
+    "skip_transcoder",
+    "relu_transcoder",
+    "relu_skip_transcoder",
+    "jumprelu_transcoder",
+    "jumprelu_skip_transcoder",
+)
+#: architectures with signed latents (sae/signed.py): loaded from other tools' files, not trained here
+SIGNED_ARCHS = ("abstopk", "topk_identity")
+SAE_ARCHS = tuple(a for a in ARCH_CHECKS if a not in TRANSCODER_ARCHS + SIGNED_ARCHS)
 
 FOREIGN_HINT = (
     "SAEs of other tools (SAELens, sparsify, OpenAI, dictionary_learning, Gemma Scope) load with "

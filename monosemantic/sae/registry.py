@@ -11,8 +11,15 @@ from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.matryoshka import MatryoshkaSAE
 from monosemantic.sae.relu import ReluSAE
+from monosemantic.sae.signed import AbsTopKSAE, IdentityTopKSAE
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.sae.transcoder import SkipTranscoder, TopKTranscoder
+from monosemantic.sae.transcoder_peers import (
+    JumpReLUSkipTranscoder,
+    JumpReLUTranscoder,
+    ReluSkipTranscoder,
+    ReluTranscoder,
+)
 
 ARCHITECTURES.update(
     {
@@ -24,6 +31,12 @@ ARCHITECTURES.update(
         "gated": GatedSAE,
         "transcoder": TopKTranscoder,
         "skip_transcoder": SkipTranscoder,
+        "abstopk": AbsTopKSAE,
+        "topk_identity": IdentityTopKSAE,
+        "relu_transcoder": ReluTranscoder,
+        "relu_skip_transcoder": ReluSkipTranscoder,
+        "jumprelu_transcoder": JumpReLUTranscoder,
+        "jumprelu_skip_transcoder": JumpReLUSkipTranscoder,
     }
 )
 assert ARCHITECTURES.keys() == ARCH_CHECKS.keys(), "an architecture's config checks go in sae/config.py"

@@ -81,7 +81,7 @@ CASES = {
     "BatchTopKTrainer": ("batchtopk", {"k": 5}),
     "JumpReluTrainer": ("jumprelu", {"sparsity_warmup_steps": 0}),
     "GatedSAETrainer": ("gated", {"sparsity_warmup_steps": 0}),
-    "MatryoshkaBatchTopKTrainer": ("batchtopk", {"k": 5, "group_fractions": [0.25, 0.75]}),
+    "MatryoshkaBatchTopKTrainer": ("matryoshka", {"k": 5, "group_fractions": [0.25, 0.75]}),
 }
 
 
@@ -160,10 +160,11 @@ def test_autoencoder_new_matches(dl, tmp_path):
     assert_same_forward(ours, peer_load(dl, tmp_path))
 
 
-def test_matryoshka_loads_as_batchtopk_with_the_same_inference_forward(dl, tmp_path):
+def test_matryoshka_loads_as_our_matryoshka_with_the_same_inference_forward(dl, tmp_path):
     write_run(dl, tmp_path, "MatryoshkaBatchTopKTrainer", k=5, group_fractions=[0.25, 0.75])
     ours = load_sae(tmp_path)
-    assert ours.cfg.arch == "batchtopk" and "loaded as batchtopk" in ours.cfg.origin["note"]
+    assert ours.cfg.arch == "matryoshka" and ours.prefixes == (10, 40)  # group_sizes [10, 30], cumulated
+    assert "group_sizes become the prefixes" in ours.cfg.origin["note"]
     assert_same_forward(ours, peer_load(dl, tmp_path))
 
 

@@ -143,9 +143,3 @@ def test_gemma_scope_2_safetensors_match_the_reference_forward(tmp_path, hook, o
             "hf_hook_point_in": hook,
         }
         assert_matches_reference(sae, params)
-
-
-def test_gemma_scope_2_transcoders_are_refused(tmp_path):
-    write_scope2(tmp_path / "t", hf_hook_point_out="model.layers.12.post_feedforward_layernorm.output")
-    with pytest.raises(SAEFormatError, match=r"a Gemma Scope 2 transcoder.*transcoder issue"):
-        load_sae(tmp_path / "t")

@@ -13,7 +13,9 @@ D_IN, D_SAE, K = 12, 40, 5
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
-def published_state(activation="TopK", tied=False, d_in=D_IN, d_sae=D_SAE, submodule_entries=False) -> dict:
+def published_state(
+    activation="TopK", tied=False, d_in=D_IN, d_sae=D_SAE, submodule_entries=False, postact="ReLU"
+) -> dict:
     """The keys, shapes and extras of Autoencoder.state_dict(): nn.Linear layouts, a tied decoder kept
     as decoder.linear (TiedTranspose), training-statistics buffers, the activation's name and state."""
     encoder = torch.randn(d_sae, d_in) * 0.3
@@ -31,15 +33,16 @@ def published_state(activation="TopK", tied=False, d_in=D_IN, d_sae=D_SAE, submo
     else:
         state["decoder.weight"] = torch.randn(d_in, d_sae) * 0.3
     if activation == "TopK":
-        state["activation_state_dict"] = {"k": K, "postact_fn": "ReLU"}
+        state["activation_state_dict"] = {"k": K, "postact_fn": postact}
         if submodule_entries:  # nn.Module.state_dict recurses into the TopK module, whose state_dict adds them
-            state.update({"activation.k": K, "activation.postact_fn": "ReLU"})
+            state.update({"activation.k": K, "activation.postact_fn": postact})
     return state
 
 
 def reference(state, x):
     """openai/sparse_autoencoder model.py's forward, re-derived: LN iff TopK, pre_bias subtracted,
-    ReLU on the top k (or everywhere), decoder + pre_bias, LN undone."""
+    ReLU on the top k (or everywhere; with postact_fn Identity the top k as they are), decoder + pre_bias,
+    LN undone."""
     topk = state["activation"] == "TopK"
     if topk:
         mu = x.mean(-1, keepdim=True)
@@ -48,7 +51,8 @@ def reference(state, x):
     pre = F.linear(x - state["pre_bias"], state["encoder.weight"], state["latent_bias"])
     if topk:
         top = pre.topk(K, dim=-1)
-        latents = torch.zeros_like(pre).scatter(-1, top.indices, F.relu(top.values))
+        identity = state["activation_state_dict"]["postact_fn"] == "Identity"
+        latents = torch.zeros_like(pre).scatter(-1, top.indices, top.values if identity else F.relu(top.values))
     else:
         latents = F.relu(pre)
     decoder = state["decoder.linear.weight"].T if "decoder.linear.weight" in state else state["decoder.weight"]
@@ -92,8 +96,8 @@ def save_changed(path, change):
         ),
         (lambda s: s.update(activation="Identity"), r"activation 'Identity' not supported; expected 'ReLU' or 'TopK'"),
         (
-            lambda s: s["activation_state_dict"].update(postact_fn="Identity"),
-            r"postact_fn 'Identity' not supported.*keep their sign.*no architecture here has negative latents",
+            lambda s: s["activation_state_dict"].update(postact_fn="GELU"),
+            r"TopK postact_fn 'GELU' not supported; expected 'ReLU' or 'Identity'",
         ),
         (lambda s: s.update({"activation.k": K + 1}), r"TopK k is 5 in activation_state_dict but 6"),
         (
@@ -147,3 +151,23 @@ def test_half_precision_files_compute_in_float32_as_from_state_dict_does(tmp_pat
         torch.testing.assert_close(ours(x).x_hat, recons, rtol=1e-5, atol=1e-5 * scale)
     kept = load_sae(tmp_path / "ae.pt", dtype=str(dtype).removeprefix("torch."))  # --dtype: the file's own
     assert kept.W_enc.dtype == dtype and kept.cfg.origin["dtype_policy"].endswith("as asked (--dtype)")
+
+
+@pytest.mark.parametrize("entries", [False, True])
+def test_topk_with_an_identity_postact_keeps_the_sign_of_its_top_k(tmp_path, entries):
+    """TopK(k, postact_fn=nn.Identity()): the top k pre-activations as they are, negative ones too
+    (latent_bias is shifted down so that every token has some); rtol 1e-5, atol 1e-5 x scale."""
+    state = published_state(postact="Identity", submodule_entries=entries)
+    state["latent_bias"] -= 2.0
+    torch.save(state, tmp_path / "ae.pt")
+    ours = load_sae(tmp_path / "ae.pt")
+    assert (ours.cfg.arch, ours.cfg.k, ours.cfg.input_norm) == ("topk_identity", K, "layer_norm")
+    for scale in (1.0, 1000.0):
+        tol = {"rtol": 1e-5, "atol": 1e-5 * scale}
+        x = (torch.randn(30, D_IN) * 3 + 1) * scale
+        latents, recons = reference(state, x)
+        z = ours.encode(x)
+        assert bool((latents < 0).any()) and int((z != 0).sum(-1).min()) == K
+        torch.testing.assert_close(z, latents, rtol=1e-5, atol=1e-5)  # latents: the input's LN removes the scale
+        torch.testing.assert_close(ours.decode(latents, x), recons, **tol)
+        torch.testing.assert_close(ours(x).x_hat, recons, **tol)

@@ -1,5 +1,5 @@
 """monosemantic.formats.saelens, round two: the training checkpoints SAELens' own `SAETrainer` writes
-(batchtopk, matryoshka_batchtopk), the architectures refused with their reason, an
+(batchtopk, matryoshka_batchtopk, abstopk), the architectures refused with their reason, an
 expected_average_only_in factor passed by the caller, and TransformerLens hook names both ways.
 
 The reference is SAELens' own inference SAE of the same weights (`save_inference_model`, then
@@ -69,11 +69,28 @@ def assert_same_forward(ours, peer):
 def test_batchtopk_training_checkpoints_match_saelens_inference_sae(tmp_path, arch, rescale):
     sae, path = checkpoint(tmp_path, arch, rescale_acts_by_decoder_norm=rescale)
     ours = load_sae(path)
-    assert (ours.cfg.arch, ours.cfg.k, ours.cfg.hookpoint) == ("batchtopk", 4, "layers.3.resid.post")
+    ours_arch = "matryoshka" if arch == "matryoshka_batchtopk" else "batchtopk"
+    assert (ours.cfg.arch, ours.cfg.k, ours.cfg.hookpoint) == (ours_arch, 4, "layers.3.resid.post")
     assert ours.cfg.origin["architecture"] == arch and ours.cfg.origin["hook_name"] == "blocks.3.hook_resid_post"
-    if arch == "matryoshka_batchtopk":
-        assert "loaded as batchtopk" in ours.cfg.origin["note"]
+    if arch == "matryoshka_batchtopk":  # the peer's widths are our prefixes, and survive our save / load
+        assert ours.prefixes == (10, 25, 40) and "matryoshka_widths are its prefixes" in ours.cfg.origin["note"]
+        assert load_sae(ours.save(tmp_path / "ours")).prefixes == (10, 25, 40)
     assert_same_forward(ours, inference_peer(sae, tmp_path))
+    back = PeerSAE.load_from_disk(export_sae(ours, tmp_path / "export", "saelens"))  # as SAELens' own: jumprelu
+    assert_same_forward(ours, back)
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+def test_abstopk_loads_with_signed_latents_and_exports_back(tmp_path, rescale):
+    sae, path = checkpoint(tmp_path, "abstopk", rescale_acts_by_decoder_norm=rescale)
+    ours = load_sae(path)
+    assert (ours.cfg.arch, ours.cfg.k, ours.signed_latents) == ("abstopk", 4, True)
+    peer = inference_peer(sae, tmp_path)
+    assert bool((peer.encode(torch.randn(64, D_IN)) < 0).any())  # the case worth checking: negative latents
+    assert_same_forward(ours, peer)
+    back = PeerSAE.load_from_disk(export_sae(ours, tmp_path / "export", "saelens"))
+    assert type(back).__name__ == "AbsTopKSAE"
+    assert_same_forward(ours, back)
 
 
 def test_a_topk_training_checkpoint_matches(tmp_path):
@@ -84,10 +101,8 @@ def test_a_topk_training_checkpoint_matches(tmp_path):
 @pytest.mark.parametrize(
     "arch, why",
     [
-        ("abstopk", r"architecture 'abstopk' not supported: AbsTopK keeps .* by magnitude with their sign"),
         ("matching_pursuit", r"'matching_pursuit' not supported: matching pursuit encodes by greedy residual"),
-        ("transcoder", r"'transcoder' not supported: transcoders .* transcoder issue"),
-        ("jumprelu_transcoder", r"'jumprelu_transcoder' not supported: transcoders"),
+        ("temporal", r"'temporal' not supported: the temporal SAE's encoder attends over previous tokens"),
     ],
 )
 def test_unsupported_architectures_are_refused_with_the_reason(tmp_path, arch, why):

@@ -152,8 +152,7 @@ def test_export_refuses_what_sparsify_cannot_hold(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"transcode": True}, r"transcode is true.*only sparse autoencoders load"),
-        ({"skip_connection": True}, r"skip_connection is true"),
+        ({"skip_connection": True}, r"missing tensor 'W_skip'"),
         ({"activation": "groupmax"}, r"activation 'groupmax' not supported; expected 'topk'"),
         ({"k": "5"}, r"key 'k' is '5'; expected int"),
         ({"num_latents": 41}, r"'encoder.weight' has shape \[40, 12\]; expected \[d_sae, d_in\] = \[41, 12\]"),
