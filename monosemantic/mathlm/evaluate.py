@@ -12,10 +12,13 @@ together, so no padding enters the model.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from monosemantic.mathlm.corpus import CATEGORIES, MINUS, MathCorpus, Sample
 from monosemantic.models import greedy_complete
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,8 +78,13 @@ def solved(sample: Sample, got: str) -> bool:
     return value is not None and abs(value - stated) <= _unit(sample) + 1e-9
 
 
-def answer_accuracy(model, tokenizer, per_category: int = 200, seed: int = 0) -> list[CategoryScore]:
-    """Per-category greedy accuracy on distinct held-out problems, symbol and ASCII forms, sorted by category."""
+def answer_accuracy(
+    model, tokenizer, per_category: int = 200, seed: int = 0, progress: bool = False
+) -> list[CategoryScore]:
+    """Per-category greedy accuracy on distinct held-out problems, symbol and ASCII forms, sorted by
+    category; `progress`: a line, then a bar over the prompts decoded."""
+    if progress:
+        logger.info("choosing %d distinct held-out problems per category ...", per_category)
     samples = heldout_samples(per_category, seed)
     ascii_forms = [s.with_form("ascii") for s in samples]
     has_ascii = [a.text != s.text for s, a in zip(samples, ascii_forms)]
@@ -85,7 +93,7 @@ def answer_accuracy(model, tokenizer, per_category: int = 200, seed: int = 0) ->
     was_training = model.training
     model.eval()
     try:
-        completions = greedy_complete(model, tokenizer, [s.prompt for s in runs], max_new)
+        completions = greedy_complete(model, tokenizer, [s.prompt for s in runs], max_new, progress=progress)
     finally:
         model.train(was_training)
     scores: dict[str, CategoryScore] = {}
