@@ -2,7 +2,7 @@
 
 monosemantic ablate runs/demo --label '=' --task equality --positions relation --bound
 monosemantic ablate runs/demo --features 12,345 --task my_tasks.jsonl --mode zero
-monosemantic steer runs/demo --feature 123 --alpha=-4..8 --generate "12 + 7 = "
+monosemantic steer runs/demo --feature 600 --alpha=-0.5..0.5 --steps 3 --generate "12 + 7 = "
 monosemantic steer runs/demo --feature 123 --alpha=0..8 --steps 5 --task relation_approximate --answers
 monosemantic locate --model builtin --task relation --positions relation --positions answer_start
 """
