@@ -57,7 +57,8 @@ def test_mathlm_eval_says_what_it_loads_then_shows_a_bar_before_the_table(tiny_m
     scores = tmp_path / "scores.json"
     argv = ["mathlm", "eval", "--model", str(tiny_model_dirs["gpt2"]), "--per-category", "2", "--json", str(scores)]
     out = merged_output(*argv)
-    assert_in_order(out, r"mathlm eval: loading the model ", r"choosing 2 distinct", r"decoding:\s+\d+%", r"category")
+    loading, choosing = r"mathlm eval: loading the model ", r"choosing 2 distinct"
+    assert_in_order(out, loading, choosing, r"choosing problems:\s+\d+%", r"decoding:\s+\d+%", r"category")
     assert scores.exists()
 
 
