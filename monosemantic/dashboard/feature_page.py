@@ -3,6 +3,8 @@ traced back to the full training document, the active token highlighted)."""
 
 from __future__ import annotations
 
+import math
+
 from monosemantic.analysis.latent_stats import HIST_EDGES, N_HIST
 from monosemantic.analysis.store import Example, Feature
 from monosemantic.dashboard.html import esc, feature_link, num, page, pct, table, tokens_html, visible
@@ -28,6 +30,25 @@ def histogram_svg(f: Feature) -> str:
         xlabel="activation",
     )
     return svg + (f'<p class="muted">{esc(", ".join(notes))}</p>' if notes else "")
+
+
+def density_svg(f: Feature, hist: dict) -> str:
+    """This feature's density marked on the histogram of all features' densities (log x)."""
+    if not f.density:
+        marker = None
+        note = f"feature {f.index} never fired on the analysed tokens, like {hist['never'] - 1} others"
+    else:
+        marker = (math.log10(f.density), f"#{f.index}: {f.density:.3g}")
+        note = f"{hist['never']} features never fired on the analysed tokens (not drawn)"
+    svg = bars(
+        hist["counts"],
+        hist["log_edges"],
+        title=f"densities of all {sum(hist['counts']) + hist['never']} features",
+        cls="histogram density-compare",
+        xlabel="share of analysed tokens a feature fires on",
+        marker=marker,
+    )
+    return f'{svg}<p class="muted density-note">{esc(note)}</p>'
 
 
 def distinct(examples: list[Example]) -> list[tuple[Example, int]]:
@@ -128,6 +149,7 @@ def feature_page(dash: Dashboard, i: int) -> str:
     )
     body = (
         f"{_header(f)}<section><h2>Activation histogram</h2>{histogram_svg(f)}</section>"
+        f"<section><h2>Density among all features</h2>{density_svg(f, dash.density_comparison(i))}</section>"
         f"{_effects(f, dash.logit_effects(i))}"
         f'<section><h2>Try your own text</h2><textarea id="try-text" rows="2" placeholder="type text">'
         f'</textarea><div id="try-result" class="result"></div></section>'

@@ -21,6 +21,7 @@ import torch
 from dashboard_server import view_process
 from fastapi.testclient import TestClient
 
+from monosemantic.analysis.dictionary_density import density_histogram
 from monosemantic.dashboard import allowed_hosts, bind, is_loopback
 from monosemantic.dashboard.feature_page import distinct
 from monosemantic.data.corpora import prompt_ids
@@ -86,6 +87,8 @@ def test_feature_summary_activations_trace_and_document(client, dash):
     f = dash.store.feature(i)
     got = client.get(f"/api/feature/{i}").json()
     effects = got.pop("logit_effects")
+    densities = dash.store.column("density")
+    assert got.pop("density_comparison") == {"density": f.density, **density_histogram(densities)}
     assert got == json.loads(json.dumps(asdict(f)))
     # ranked within the predicted set: the full-vocabulary direct logits, sorted by hand among the set's ids
     run = dash.run_model

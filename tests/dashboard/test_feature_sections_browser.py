@@ -1,5 +1,6 @@
-"""The feature page's logit-effects bar chart in a real browser (Playwright, Debian's chromium): bars
-present, ranked within the tokens the model predicts on the analysed corpus, as the API says."""
+"""The feature page's added sections in a real browser (Playwright, Debian's chromium), as the API says:
+the logit-effects bar chart, ranked within the tokens the model predicts on the analysed corpus, and
+the feature's density marked on the histogram of all features' densities."""
 
 import json
 
@@ -29,3 +30,18 @@ def test_logit_bars_rank_only_tokens_the_model_predicts(tab, dashboard_url, anal
     assert values == [f"{v:+.3g}" for _, v, _ in ranked]
     assert f"ranked within the {effects['set_size']} tokens" in page.locator(".logit-basis").inner_text()
     tab.shot("feature-logit-bars")
+
+
+def test_density_is_marked_on_the_histogram_of_all_features(tab, dashboard_url, analysed_run):
+    page = tab.page
+    feature = api(dashboard_url, "/api/feature/82")
+    compared = feature["density_comparison"]
+    densities = [f["density"] for f in api(dashboard_url, "/api/features?order=latent&limit=500")]
+    assert compared["density"] == feature["density"] and len(densities) == sum(compared["counts"]) + compared["never"]
+    page.goto("/feature/82")
+    chart = page.locator("svg.density-compare")
+    tips = chart.locator("rect.bar title").evaluate_all("(ts) => ts.map((t) => t.textContent)")
+    assert [int(t.rsplit(": ", 1)[1]) for t in tips] == compared["counts"]
+    assert chart.locator("line.marker title").text_content() == f"#82: {feature['density']:.3g}"
+    assert f"{compared['never']} features never fired" in page.locator(".density-note").inner_text()
+    tab.shot("feature-density")
