@@ -357,16 +357,22 @@ def by_length(sequences: list[list[int]]) -> dict[int, list[int]]:
     return groups
 
 
-def greedy_complete(model: nn.Module, tokenizer, prompts: list[str], max_new: int, batch_size: int = 256) -> list[str]:
+def greedy_complete(
+    model: nn.Module, tokenizer, prompts: list[str], max_new: int, batch_size: int = 256, progress: bool = False
+) -> list[str]:
     """Greedy continuations (until EOS, `max_new` tokens or the end of the context) of each prompt,
-    as text; prompts of one length are decoded together."""
+    as text; prompts of one length are decoded together. `progress`: a bar over the prompts."""
+    from tqdm.auto import tqdm
+
     device, eos = device_of(model), tokenizer.eos_token_id
     encoded = [prompt_ids(tokenizer, p) for p in prompts]
     limit = context_length(model) or 10**9
     out: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), desc="decoding", unit="prompt", disable=not progress)
     for length, members in by_length(encoded).items():
         n = min(max_new, limit - length)
         if n <= 0:
+            bar.update(len(members))
             continue  # no room left in the context: an empty continuation
         for start in range(0, len(members), batch_size):
             idx = members[start : start + batch_size]
@@ -375,6 +381,8 @@ def greedy_complete(model: nn.Module, tokenizer, prompts: list[str], max_new: in
                 if eos in tokens:
                     tokens = tokens[: tokens.index(eos)]
                 out[i] = tokenizer.decode(tokens, skip_special_tokens=True)
+            bar.update(len(idx))
+    bar.close()
     return out
 
 

@@ -30,6 +30,7 @@ from monosemantic.analysis.concepts import LabelInputs
 from monosemantic.analysis.label_text import Describer, label_fields, label_rows
 from monosemantic.analysis.labels import DENSE, KeySpace, LabelStats, Names, Scored
 from monosemantic.analysis.latent_stats import Batch, Examples, LatentStats
+from monosemantic.analysis.predicted import PREDICTED_TOKENS, load_predicted, record_predicted
 from monosemantic.analysis.settings import AnalyzeConfig
 from monosemantic.analysis.store import features_dir, outdated_labels
 from monosemantic.analysis.writer import StoreWriter
@@ -70,6 +71,9 @@ def analyze(
     for lo, hi in writer.pending_shards():
         writer.write_shard(lo, hi, *analyze_shard(run, cfg, lo, hi, to_logits, progress=progress))
     writer.finish()
+    if to_logits is not None and load_predicted(writer.directory) is None:  # what the logit effects rank within
+        log.info("the model's predicted tokens on the first %d tokens of %s ...", PREDICTED_TOKENS, run.corpus_spec)
+        record_predicted(run, writer.directory)
     return writer.directory
 
 

@@ -2,7 +2,7 @@
 
 monosemantic ablate runs/demo --label '=' --task equality --positions relation --bound
 monosemantic ablate runs/demo --features 12,345 --task my_tasks.jsonl --mode zero
-monosemantic steer runs/demo --feature 123 --alpha=-4..8 --generate "12 + 7 = "
+monosemantic steer runs/demo --feature 600 --alpha=-0.5..0.5 --steps 3 --generate "12 + 7 = "
 monosemantic steer runs/demo --feature 123 --alpha=0..8 --steps 5 --task relation_approximate --answers
 monosemantic locate --model builtin --task relation --positions relation --positions answer_start
 """
@@ -16,6 +16,7 @@ import unicodedata
 from pathlib import Path
 
 from monosemantic.atomic import write_error
+from monosemantic.cli.progress import say
 from monosemantic.config import positive_int
 from monosemantic.experiments.ablate import ablate
 from monosemantic.experiments.interventions import steer as steer_latent
@@ -146,19 +147,21 @@ def cmd_steer(args: argparse.Namespace) -> int:
     _experiments_dir(args.run_dir)
     # what the curve and the answers share: the feature, the alphas, the task's prompts and positions
     shared = dict(task=args.task, n=args.n, positions=args.positions, seed=args.seed, device=args.device)
-    result = steer(args.run_dir, args.feature, alphas, target=args.target, **shared)
+    result = steer(args.run_dir, args.feature, alphas, target=args.target, progress=not args.quiet, **shared)
     print(result.table())
     base = _out(args.run_dir, args.name or f"steer_{args.feature}_{args.task}")
     saved = result.to_dict()
     if args.answers:
-        shift = steer_answers(args.run_dir, args.feature, alphas, **shared)
+        shift = steer_answers(args.run_dir, args.feature, alphas, progress=not args.quiet, **shared)
         print(shift.table())
         saved["answers"] = shift.to_dict()["answers"]
     save_json(base.with_suffix(".json"), saved)
     print(f"wrote {base.with_suffix('.json')} and {result.plot(base.with_suffix('.png'))}")
     if args.generate is not None:
+        say(args, f"generating from {args.generate!r} without and with steering ...")
         run = RunModel.of_run(args.run_dir, device=args.device)
-        for alpha in sorted({lo, hi}):
+        print(f"prompt {args.generate!r}")
+        for k, alpha in enumerate(sorted({lo, hi})):
             before, after = side_by_side(
                 run.model,
                 run.tokenizer,
@@ -167,7 +170,9 @@ def cmd_steer(args: argparse.Namespace) -> int:
                 args.generate,
                 args.max_new,
             )
-            print(f"prompt {args.generate!r}\n  without steering: {before!r}\n  alpha = {alpha:g}:{'':>8}{after!r}")
+            if k == 0:  # the same continuation at every alpha: once
+                print(f"  {'without steering:':<18}{before!r}")
+            print(f"  {f'alpha = {alpha:g}:':<18}{after!r}")
     return 0
 
 

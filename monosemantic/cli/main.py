@@ -35,6 +35,7 @@ from monosemantic.atomic import atomic_write_json, os_error_message
 from monosemantic.cli.benchmark import add_benchmark_commands
 from monosemantic.cli.experiments import add_experiment_commands
 from monosemantic.cli.features import add_feature_commands
+from monosemantic.cli.progress import announce
 from monosemantic.cli.trace import add_trace_commands
 from monosemantic.cli.train import add_train_commands, add_train_saes_command
 from monosemantic.cli.view import add_view_command
@@ -174,7 +175,7 @@ def cmd_mathlm_eval(args: argparse.Namespace) -> int:
     from monosemantic.models import load_model
 
     model, tokenizer = load_model(args.model, device=args.device)
-    scores = answer_accuracy(model, tokenizer, per_category=args.per_category, seed=args.seed)
+    scores = answer_accuracy(model, tokenizer, per_category=args.per_category, seed=args.seed, progress=not args.quiet)
     print(format_scores(scores))
     if args.json:
         atomic_write_json(
@@ -472,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        announce(args)
         return args.func(args)
     except MonosemanticError as e:  # every error of ours derives from MonosemanticError
         print(f"error: {e}", file=sys.stderr)

@@ -6,7 +6,9 @@ and so can any client:
     GET  /api/search?q=&limit=&offset=&sort=&floor=
                                         by id, label, label rules, top tokens, contexts: {"total",
                                         "hidden" (below the support floor), "results": one page}
-    GET  /api/feature/{i}               everything the store holds on feature i
+    GET  /api/feature/{i}               everything the store holds on feature i; logit_effects: ranked
+                                        within the tokens the model predicts (analysis/predicted.py);
+                                        density_comparison: its density among all features' densities
     GET  /api/feature/{i}/summary       its label, precision, recall, density, max activation
     POST /api/feature/{i}/activations   {"text"}: feature i's activation on every token
     GET  /api/feature/{i}/trace?n=      the full documents of its top examples
@@ -90,7 +92,8 @@ def api_router(dash: Dashboard) -> APIRouter:
 
     @api.get("/feature/{i}")
     def feature(i: int) -> dict:
-        return asdict(dash.feature(i))
+        extra = {"logit_effects": dash.logit_effects(i), "density_comparison": dash.density_comparison(i)}
+        return {**asdict(dash.feature(i)), **extra}
 
     @api.get("/feature/{i}/summary")
     def summary(i: int) -> dict:

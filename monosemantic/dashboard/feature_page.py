@@ -3,9 +3,12 @@ traced back to the full training document, the active token highlighted)."""
 
 from __future__ import annotations
 
+import math
+
 from monosemantic.analysis.latent_stats import HIST_EDGES, N_HIST
 from monosemantic.analysis.store import Example, Feature
 from monosemantic.dashboard.html import esc, feature_link, num, page, pct, table, tokens_html, visible
+from monosemantic.dashboard.logit_chart import logit_chart
 from monosemantic.dashboard.service import Dashboard
 from monosemantic.dashboard.svg import bars
 
@@ -27,6 +30,25 @@ def histogram_svg(f: Feature) -> str:
         xlabel="activation",
     )
     return svg + (f'<p class="muted">{esc(", ".join(notes))}</p>' if notes else "")
+
+
+def density_svg(f: Feature, hist: dict) -> str:
+    """This feature's density marked on the histogram of all features' densities (log x)."""
+    if not f.density:
+        marker = None
+        note = f"feature {f.index} never fired on the analysed tokens, like {hist['never'] - 1} others"
+    else:
+        marker = (math.log10(f.density), f"#{f.index}: {f.density:.3g}")
+        note = f"{hist['never']} features never fired on the analysed tokens (not drawn)"
+    svg = bars(
+        hist["counts"],
+        hist["log_edges"],
+        title=f"densities of all {sum(hist['counts']) + hist['never']} features",
+        cls="histogram density-compare",
+        xlabel="share of analysed tokens a feature fires on",
+        marker=marker,
+    )
+    return f'{svg}<p class="muted density-note">{esc(note)}</p>'
 
 
 def distinct(examples: list[Example]) -> list[tuple[Example, int]]:
@@ -97,7 +119,7 @@ def _header(f: Feature) -> str:
     )
 
 
-def _effects(f: Feature) -> str:
+def _effects(f: Feature, ranked: dict | None = None) -> str:
     rules = table(
         ["rule", "kind", "precision", "recall", "support"],
         [[esc(r.text), esc(r.kind), num(r.precision, 2), num(r.recall, 2), str(r.support)] for r in f.rules[:8]],
@@ -107,8 +129,9 @@ def _effects(f: Feature) -> str:
     )
     return (
         f'<div class="columns"><section><h2>Label rules</h2>{rules if f.rules else "<p class=muted>none</p>"}'
-        f"</section><section><h2>Logit effects</h2><p>promotes: {_logits(f.top_logits[:10], '{:+.3g}')}</p>"
-        f"<p>suppresses: {_logits(f.bottom_logits[:10], '{:+.3g}')}</p>"
+        f"</section><section><h2>Logit effects</h2>{logit_chart(ranked)}"
+        f"<details><summary>over the whole vocabulary</summary><p>promotes: {_logits(f.top_logits[:10], '{:+.3g}')}"
+        f"</p><p>suppresses: {_logits(f.bottom_logits[:10], '{:+.3g}')}</p></details>"
         f"<p>next tokens where it fires: {_logits(f.next_tokens[:10], '{:.0%}')}</p></section>"
         f'<section><h2>Nearest features (decoder cosine)</h2><ul class="neighbours">{neighbours}</ul>'
         "</section></div>"
@@ -125,7 +148,9 @@ def feature_page(dash: Dashboard, i: int) -> str:
         for r in f.samples
     )
     body = (
-        f"{_header(f)}<section><h2>Activation histogram</h2>{histogram_svg(f)}</section>{_effects(f)}"
+        f"{_header(f)}<section><h2>Activation histogram</h2>{histogram_svg(f)}</section>"
+        f"<section><h2>Density among all features</h2>{density_svg(f, dash.density_comparison(i))}</section>"
+        f"{_effects(f, dash.logit_effects(i))}"
         f'<section><h2>Try your own text</h2><textarea id="try-text" rows="2" placeholder="type text">'
         f'</textarea><div id="try-result" class="result"></div></section>'
         f'<section><h2>Top activating examples</h2><p class="muted">{len(f.top_examples)} stored, one row per '

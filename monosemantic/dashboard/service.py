@@ -16,6 +16,8 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
+from monosemantic.analysis.dictionary_density import density_histogram
+from monosemantic.analysis.predicted import load_predicted, ranked_logit_effects
 from monosemantic.analysis.store import Feature, FeatureStore, StoreError, Summary
 from monosemantic.data.corpora import document_meta, prompt_ids
 from monosemantic.errors import MonosemanticError
@@ -145,6 +147,23 @@ class Dashboard:
         self.check_feature(i)
         with self.db_lock:
             return self.store.feature(i)
+
+    def logit_effects(self, i: int) -> dict | None:
+        """Feature i's direct logit effects ranked within the tokens the model predicts on the analysed
+        corpus (`analysis/predicted.py`); None for a store analysed before that set was recorded."""
+        self.check_feature(i)
+        predicted = load_predicted(self.store.directory)
+        if predicted is None:
+            return None
+        with self.model_lock:
+            return ranked_logit_effects(self.run_model, predicted, i)
+
+    def density_comparison(self, i: int) -> dict:
+        """Feature i's density beside the histogram of all features' densities (`dictionary_density.py`)."""
+        self.check_feature(i)
+        with self.db_lock:
+            densities = self.store.column("density")
+        return {"density": densities[i], **density_histogram(densities)}
 
     def label(self, i: int) -> str | None:
         with self.db_lock:

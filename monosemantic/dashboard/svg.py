@@ -47,9 +47,18 @@ def _y_axis(x: float, top: float, bottom: float, ticks: list[tuple[float, str]],
     return "".join(parts)
 
 
-def bars(counts: list[int], log_edges: list[float], *, title: str, cls: str = "histogram", xlabel: str = "") -> str:
+def bars(
+    counts: list[int],
+    log_edges: list[float],
+    *,
+    title: str,
+    cls: str = "histogram",
+    xlabel: str = "",
+    marker: tuple[float, str] | None = None,
+) -> str:
     """Bars over bins whose edges are evenly spaced in `log_edges` (log10 of the real edges), each bar
-    with its range and count on hover; a count axis, and a log x axis labelled at decades."""
+    with its range and count on hover; a count axis, and a log x axis labelled at decades. `marker`:
+    (log10 x, label) of a vertical line drawn over the bars (one value among the counted ones)."""
     top = max(counts, default=0) or 1
     lo, hi = log_edges[0], log_edges[-1]
     scale = (W - LEFT - PAD) / ((hi - lo) or 1)
@@ -71,6 +80,13 @@ def bars(counts: list[int], log_edges: list[float], *, title: str, cls: str = "h
         )
     y_ticks = sorted({0, top // 2, top})
     parts.append(_y_axis(LEFT, base - height, base, [(base - height * c / top, str(c)) for c in y_ticks], "count"))
+    if marker is not None:
+        x = LEFT + (marker[0] - lo) * scale
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{base - height}" x2="{x:.1f}" y2="{base}" class="marker">'
+            f"<title>{esc(marker[1])}</title></line>"
+            f'<text x="{x + 3:.1f}" y="{base - height + 10}" class="tick marker-label">{esc(marker[1])}</text>'
+        )
     if xlabel:
         parts.append(f'<text x="{W - PAD}" y="{base + 30}" class="tick end">{esc(xlabel)} (log scale)</text>')
     return _frame("".join(parts), title, cls, height=H + 14)

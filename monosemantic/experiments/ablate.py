@@ -20,6 +20,7 @@ beside the features' excess over it (`controls.py`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +43,8 @@ from monosemantic.experiments.scoring import (
 )
 from monosemantic.experiments.tasks import Task, load_task
 from monosemantic.runmodel import RunModel
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["AblationResult", "Site", "ablate", "matched_controls", "run_ablation"]
 
@@ -183,9 +186,11 @@ def run_ablation(
 
         return at
 
+    runs = 1 + len(sites) * (1 + len(controls) + (bound_mean is not None))  # the clean run first
+    bar = tqdm(total=runs, desc="ablate", unit="run", disable=not progress)
     clean, clean_logp = score(model, tokenizer, task)
+    bar.update()
     out: dict[str, Site] = {}
-    bar = tqdm(total=len(sites) * (1 + len(controls) + (bound_mean is not None)), desc="ablate", disable=not progress)
 
     def run(at, condition):
         bar.update()
@@ -243,6 +248,8 @@ def ablate(
     run = RunModel.of_run(run_dir, store.settings["corpus"], device)
     bound_mean, note = None, None
     if bound:
+        if progress:
+            logger.info("bound: the mean activation at %s over %d documents ...", run.hookpoint, mean_documents)
         texts = first_documents(run.corpus, mean_documents)
         bound_mean = activation_means(run.model, run.tokenizer, [run.hookpoint], texts)[run.hookpoint]
         note = f"mean over the {len(texts)} first documents of {run.corpus_spec}"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from monosemantic.analysis.store import FeatureStore
 from monosemantic.data.corpora import prompt_ids
@@ -108,10 +109,11 @@ def steering_curve(
     target_id: int,
     target: str,
     where: list[Positions] | None = None,
+    progress: bool = False,
 ) -> SteeringResult:
     clean = prompt_logprobs(model, tokenizer, prompts)
     p_target, kl = [], []
-    for alpha in alphas:
+    for alpha in tqdm(alphas, desc="steer", unit="alpha", disable=not progress):
         logp = steered_logprobs(model, tokenizer, sae, feature, alpha, prompts, where)
         p_target.append(bootstrap_ci(logp[:, target_id].exp().numpy()))
         kl.append(bootstrap_ci((clean.exp() * (clean - logp)).sum(-1).numpy()))
@@ -149,6 +151,7 @@ def steer(
     positions: str = "all",
     seed: int = 0,
     device: str = "cpu",
+    progress: bool = False,
 ) -> SteeringResult:
     """Dose-response of steering `feature` on a task's prompts: P(target next token) and KL against
     alpha; the target defaults to the token whose mean probability the strongest alpha (largest |alpha|)
@@ -170,7 +173,7 @@ def steer(
         target = store.vocab[raised]
         reason = f"raised most at alpha {strongest:g}"
     result = steering_curve(
-        run.model, run.tokenizer, run.sae, feature, alphas, prompts, store.vocab.index(target), target, where
+        run.model, run.tokenizer, run.sae, feature, alphas, prompts, store.vocab.index(target), target, where, progress
     )
     result.target_reason, result.positions = reason, site.name
     return result
@@ -221,13 +224,13 @@ class AnswerShift:
 
 
 def answer_shift(
-    model, tokenizer, sae, feature: int, alphas: list[float], task: Task, site: PositionSet
+    model, tokenizer, sae, feature: int, alphas: list[float], task: Task, site: PositionSet, progress: bool = False
 ) -> AnswerShift:
     """Greedy answers of the task with `feature` steered by each alpha at `site`'s positions."""
     clean, clean_logp = score(model, tokenizer, task)
     where = resolve(site, task, tokenizer, [feature])
     target, contrast = [], []
-    for alpha in alphas:
+    for alpha in tqdm(alphas, desc="answers", unit="alpha", disable=not progress):
         condition = lambda p, alpha=alpha: intervene(model, sae, [steer_latents(feature, alpha, p)])  # noqa: E731
         scores = score_at(model, tokenizer, task, where, condition, clean, clean_logp)
         target.append(scores.greedy)
@@ -246,6 +249,7 @@ def steer_answers(
     positions: str = "all",
     seed: int = 0,
     device: str = "cpu",
+    progress: bool = False,
 ) -> AnswerShift:
     """Steer `feature` on a task's prompts and follow where the greedy answers go (the double
     dissociation: on `≈` prompts, does steering an exact-equality feature turn rounded answers exact?)."""
@@ -256,4 +260,4 @@ def steer_answers(
     if not task.items:
         raise ExperimentError(f"task {task.name!r} has no items")
     run = RunModel.of_run(run_dir, store.settings["corpus"], device)
-    return answer_shift(run.model, run.tokenizer, run.sae, feature, alphas, task, site)
+    return answer_shift(run.model, run.tokenizer, run.sae, feature, alphas, task, site, progress)

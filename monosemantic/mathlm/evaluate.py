@@ -12,10 +12,15 @@ together, so no padding enters the model.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+from tqdm.auto import tqdm
 
 from monosemantic.mathlm.corpus import CATEGORIES, MINUS, MathCorpus, Sample
 from monosemantic.models import greedy_complete
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,20 +41,26 @@ class CategoryScore:
         return self.correct_ascii / self.n_ascii if self.n_ascii else float("nan")
 
 
-def heldout_samples(per_category: int, seed: int = 0, max_documents: int = 400_000) -> list[Sample]:
+def heldout_samples(
+    per_category: int, seed: int = 0, max_documents: int = 400_000, progress: bool = False
+) -> list[Sample]:
     """Up to `per_category` distinct held-out problems of each category (by canonical prompt), in
-    corpus order, each in its symbol form."""
+    corpus order, each in its symbol form; `progress`: a bar over the documents read (the rare
+    categories have few distinct problems, so it often reads all `max_documents`)."""
     counts = dict.fromkeys(CATEGORIES, 0)
     seen: set[str] = set()
     chosen = []
-    for sample in MathCorpus("heldout", seed=seed).documents():
-        key = sample.canonical_prompt()
-        if counts[sample.category] < per_category and key not in seen:
-            seen.add(key)
-            counts[sample.category] += 1
-            chosen.append(sample.with_form("symbol"))
-        if sample.id >= max_documents or min(counts.values()) >= per_category:
-            break
+    documents = MathCorpus("heldout", seed=seed).documents()
+    with tqdm(total=max_documents, desc="choosing problems", unit="doc", disable=not progress) as bar:
+        for sample in documents:
+            bar.update()
+            key = sample.canonical_prompt()
+            if counts[sample.category] < per_category and key not in seen:
+                seen.add(key)
+                counts[sample.category] += 1
+                chosen.append(sample.with_form("symbol"))
+            if sample.id >= max_documents or min(counts.values()) >= per_category:
+                break
     return chosen
 
 
@@ -75,9 +86,14 @@ def solved(sample: Sample, got: str) -> bool:
     return value is not None and abs(value - stated) <= _unit(sample) + 1e-9
 
 
-def answer_accuracy(model, tokenizer, per_category: int = 200, seed: int = 0) -> list[CategoryScore]:
-    """Per-category greedy accuracy on distinct held-out problems, symbol and ASCII forms, sorted by category."""
-    samples = heldout_samples(per_category, seed)
+def answer_accuracy(
+    model, tokenizer, per_category: int = 200, seed: int = 0, progress: bool = False
+) -> list[CategoryScore]:
+    """Per-category greedy accuracy on distinct held-out problems, symbol and ASCII forms, sorted by
+    category; `progress`: a line, then a bar over the prompts decoded."""
+    if progress:
+        logger.info("choosing %d distinct held-out problems per category ...", per_category)
+    samples = heldout_samples(per_category, seed, progress=progress)
     ascii_forms = [s.with_form("ascii") for s in samples]
     has_ascii = [a.text != s.text for s, a in zip(samples, ascii_forms)]
     runs = samples + [a for a, h in zip(ascii_forms, has_ascii) if h]
@@ -85,7 +101,7 @@ def answer_accuracy(model, tokenizer, per_category: int = 200, seed: int = 0) ->
     was_training = model.training
     model.eval()
     try:
-        completions = greedy_complete(model, tokenizer, [s.prompt for s in runs], max_new)
+        completions = greedy_complete(model, tokenizer, [s.prompt for s in runs], max_new, progress=progress)
     finally:
         model.train(was_training)
     scores: dict[str, CategoryScore] = {}

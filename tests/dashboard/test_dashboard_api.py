@@ -21,10 +21,12 @@ import torch
 from dashboard_server import view_process
 from fastapi.testclient import TestClient
 
+from monosemantic.analysis.dictionary_density import density_histogram
 from monosemantic.dashboard import allowed_hosts, bind, is_loopback
 from monosemantic.dashboard.feature_page import distinct
 from monosemantic.data.corpora import prompt_ids
 from monosemantic.hooks import capture
+from monosemantic.models import direct_logit_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 TEXT = "12 + 7 = 19"
@@ -83,7 +85,23 @@ def test_text_gives_each_token_its_top_features_and_the_totals(client, dash):
 def test_feature_summary_activations_trace_and_document(client, dash):
     i = dash.store.list(limit=1, labelled=True)[0].index
     f = dash.store.feature(i)
-    assert client.get(f"/api/feature/{i}").json() == json.loads(json.dumps(asdict(f)))
+    got = client.get(f"/api/feature/{i}").json()
+    effects = got.pop("logit_effects")
+    densities = dash.store.column("density")
+    assert got.pop("density_comparison") == {"density": f.density, **density_histogram(densities)}
+    assert got == json.loads(json.dumps(asdict(f)))
+    # ranked within the predicted set: the full-vocabulary direct logits, sorted by hand among the set's ids
+    run = dash.run_model
+    counts = {
+        int(k): v for k, v in json.loads((dash.store.directory / "predicted_tokens.json").read_text())["counts"].items()
+    }
+    with torch.no_grad():
+        logits = direct_logit_path(run.model, run.hookpoint)(run.sae.W_dec[i : i + 1])[0].tolist()
+    order = sorted(counts, key=lambda t: -logits[t])
+    assert [[run.vocab[t], logits[t], counts[t]] for t in order[:10]] == [
+        [tok, pytest.approx(v, abs=1e-6), c] for tok, v, c in effects["promotes"]
+    ]
+    assert [run.vocab[t] for t in order[::-1][:10]] == [tok for tok, _, _ in effects["suppresses"]]
     summary = client.get(f"/api/feature/{i}/summary").json()
     assert summary == {
         "index": i,
