@@ -53,6 +53,7 @@ def live_latent(run) -> int:
         store.close()
 
 
+@pytest.mark.slow  # it reads the whole held-out stream (400k documents) for its rare categories: about a minute
 def test_mathlm_eval_says_what_it_loads_then_shows_a_bar_before_the_table(tiny_model_dirs, tmp_path):
     scores = tmp_path / "scores.json"
     argv = ["mathlm", "eval", "--model", str(tiny_model_dirs["gpt2"]), "--per-category", "2", "--json", str(scores)]
