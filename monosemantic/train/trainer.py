@@ -43,6 +43,7 @@ from monosemantic.sae.base import DTYPES, SAE, TrainOutput
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.train import checkpoint as ckpt
 from monosemantic.train.data_init import init_scale_and_b_dec, resample_dead_latents
+from monosemantic.train.lazy_adam import optimizer_for
 from monosemantic.train.preflight import check_device
 from monosemantic.train.rundir import TRAIN_CONFIG_FILE, MetricsLog
 from monosemantic.train.timing import StageClock, report
@@ -181,8 +182,7 @@ class Trainer:
         self.steps = cfg.steps
         full_cfg = shards.cfg if shards is not None else sae.cfg
         self.lr = cfg.lr if cfg.lr is not None else default_lr(full_cfg.d_sae)
-        fused = self.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.lr, fused=fused)
+        self.optimizer = optimizer_for(self.sae, self.lr, fused=self.device.type in ("cpu", "cuda"))  # lazy_adam.py
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.matmul_dtype = DTYPES[cfg.matmul_dtype] if cfg.matmul_dtype != "float32" else None
         self.forward = (
