@@ -124,8 +124,17 @@ class RoutedSAE(SAE):
         raise NotImplementedError("a routed SAE's latents depend on the router: use encode() or forward()")
 
     def encode(self, x: Tensor) -> Tensor:
+        """Latents [..., d_sae]; without autograd (analysis, the dashboard) each token runs only its
+        expert's encoder block (O(d_in * m) per token), with it the dense reference."""
         lead = x.shape[:-1]
-        return self.dense_latents(self._centred(self._flatten(x)))[0].reshape(*lead, self.d_sae)
+        x_c = self._centred(self._flatten(x))
+        if torch.is_grad_enabled():
+            return self.dense_latents(x_c)[0].reshape(*lead, self.d_sae)
+        _, expert, p = self.route(x_c)
+        rows, cols, values = _sorted_entries(self.select(x_c, expert, None)[0])
+        z = torch.zeros(x_c.shape[0], self.d_sae, dtype=x_c.dtype, device=x_c.device)
+        z[rows, cols] = F.relu(values) * p[rows]
+        return z.reshape(*lead, self.d_sae)
 
     @torch.no_grad()
     def fold_input_scale_(self, scale: float) -> None:

@@ -65,6 +65,8 @@ def test_each_token_uses_the_top_k_of_its_argmax_expert_scaled_by_its_probabilit
         want[e * m + top] = pre[top].clamp_min(0) * probs[e]
         torch.testing.assert_close(z[i], want)
     assert len(used) > 1, "the test needs tokens routed to several experts"
+    with torch.no_grad():  # the expert-by-expert encode of inference gives the same latents
+        torch.testing.assert_close(sae.encode(x), z)
     out = sae(x)
     probs = torch.softmax((x - b_dec) @ W_r, -1)
     f = torch.bincount(probs.argmax(-1), minlength=E).double() / 40
