@@ -34,7 +34,7 @@ from monosemantic.train.trainer import TrainConfig
 
 # input_norm comes only with SAEs of other tools, which the trainer refuses
 SAE_FLAGS_FROM_ELSEWHERE = ("arch", "d_in", "d_sae", "activation_scale", "hookpoint", "model", "input_norm", "origin")
-K_ARCHS = ("topk", "batchtopk", "matryoshka")
+K_ARCHS = ("topk", "batchtopk", "matryoshka", "routed")
 
 
 # ---- flags ------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ what it cannot reproduce exactly. Pickled files are only ever read with torch.lo
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -26,6 +27,9 @@ from monosemantic.formats import dictionary_learning, gemmascope, openai, saelen
 from monosemantic.formats.detect import NATIVE, detect_format, saes_below
 from monosemantic.formats.reading import LoadOptions
 from monosemantic.sae import SAE, SAEFormatError
+from monosemantic.sae.routed import RoutedSAE
+
+log = logging.getLogger(__name__)
 
 READERS = {
     "saelens": saelens.read,
@@ -81,6 +85,15 @@ def export_sae(sae: SAE, out: str | Path, format: str) -> Path:
     """Write `sae` into directory `out` in `format` (saelens or sparsify), for that tool to load."""
     if format not in WRITERS:
         raise SAEFormatError(f"cannot export to {format!r}; expected one of {sorted(WRITERS)}")
+    if isinstance(sae, RoutedSAE):  # no format has a router: the same weights, without the routing
+        log.warning(
+            "%s has no routed SAE: exporting the weights as a plain TopK SAE over all %d latents; the router "
+            "is dropped, so its encoder picks the top k of all latents, not of one expert's (monosemantic's "
+            "own cfg.json + sae.safetensors keep the router)",
+            format,
+            sae.d_sae,
+        )
+        sae = sae.as_topk()
     return WRITERS[format](sae, Path(out))
 
 

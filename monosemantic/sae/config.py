@@ -76,6 +76,8 @@ class SAEConfig:
     """transcoders: width of the output (None: d_in); W_dec is [d_sae, d_out]"""
     output_hookpoint: str | None = field(default=None, metadata=OMIT_NONE)
     """transcoders: where the output is written, e.g. layers.4.mlp.out (hookpoint is the input's)"""
+    experts: int | None = field(default=None, metadata=OMIT_NONE)
+    """routed: number of experts, each a TopK SAE over d_sae / experts latents (sae/routed.py)"""
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_CHECKS:
@@ -90,6 +92,8 @@ class SAEConfig:
             raise ConfigError(
                 f"input_norm {self.input_norm!r} not supported; expected none, layer_norm or constant_norm"
             )
+        if self.experts is not None and self.arch != "routed":
+            raise ConfigError(f"experts is for arch='routed', not {self.arch!r}; drop it")
         if self.matryoshka_prefixes is not None and self.arch != "matryoshka":
             raise ConfigError(f"matryoshka_prefixes is for arch='matryoshka', not {self.arch!r}; drop it")
         ARCH_CHECKS[self.arch](self)
@@ -126,6 +130,19 @@ def check_transcoder_io(cfg: SAEConfig) -> None:
         raise ConfigError(f"d_out must be a positive integer or unset, got {cfg.d_out!r}")
     if cfg.input_norm != "none":
         raise ConfigError(f"arch={cfg.arch!r} takes input_norm='none' only, got {cfg.input_norm!r}")
+
+
+def check_routed(cfg: SAEConfig) -> None:
+    """routed: TopK's knobs, and experts that split d_sae into equal blocks of at least k latents."""
+    check_k(cfg)
+    e = cfg.experts
+    if not isinstance(e, int) or isinstance(e, bool) or e < 1 or cfg.d_sae % e or cfg.d_sae // e < (cfg.k or 1):
+        raise ConfigError(
+            f"arch='routed' needs experts, a positive divisor of d_sae={cfg.d_sae} that leaves at least "
+            f"k={cfg.k} latents per expert; got experts={e!r}"
+        )
+    if cfg.input_norm != "none":
+        raise ConfigError(f"arch='routed' takes input_norm='none' only, got {cfg.input_norm!r}")
 
 
 def check_l1(cfg: SAEConfig) -> None:
@@ -191,6 +208,7 @@ ARCH_CHECKS: dict[str, Callable[[SAEConfig], None]] = {
     "relu_skip_transcoder": check_transcoder_io,
     "jumprelu_transcoder": check_transcoder_io,
     "jumprelu_skip_transcoder": check_transcoder_io,
+    "routed": check_routed,
 }
 
 #: architectures that read one hookpoint and write another (sae/transcoder.py); the rest reconstruct their input

@@ -11,6 +11,7 @@ from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.matryoshka import MatryoshkaSAE
 from monosemantic.sae.relu import ReluSAE
+from monosemantic.sae.routed import RoutedSAE
 from monosemantic.sae.signed import AbsTopKSAE, IdentityTopKSAE
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.sae.transcoder import SkipTranscoder, TopKTranscoder
@@ -37,6 +38,7 @@ ARCHITECTURES.update(
         "relu_skip_transcoder": ReluSkipTranscoder,
         "jumprelu_transcoder": JumpReLUTranscoder,
         "jumprelu_skip_transcoder": JumpReLUSkipTranscoder,
+        "routed": RoutedSAE,
     }
 )
 assert ARCHITECTURES.keys() == ARCH_CHECKS.keys(), "an architecture's config checks go in sae/config.py"

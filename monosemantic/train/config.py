@@ -62,6 +62,7 @@ class SAEOptions:
     k_aux: int | None = SAEConfig.k_aux
     auxk_coef: float = SAEConfig.auxk_coef
     matryoshka_prefixes: tuple[int, ...] | None = field(default=SAEConfig.matryoshka_prefixes, metadata=OMIT_NONE)
+    experts: int | None = field(default=SAEConfig.experts, metadata=OMIT_NONE)
     d_sae: int | None = None
     """number of latents; overrides expansion_factor"""
     expansion_factor: int = 32

@@ -1,5 +1,6 @@
 """(Re)initialisation from data, used by the trainer.
 
+- `init_scale_and_b_dec(...)`: the normalisation scalar and b_dec from the first batches.
 - `geometric_median(x)`: b_dec's initial value (Towards Monosemanticity).
 - `resample_dead_latents(...)`: dead latents re-initialised from inputs the SAE reconstructs badly
   (Towards Monosemanticity, "Neuron Resampling").
@@ -7,10 +8,31 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from monosemantic.sae.base import SAE
+
+MEDIAN_TOKENS = 1 << 14  # Weiszfeld iterations run on at most this many of the first tokens
+
+
+@torch.no_grad()
+def init_scale_and_b_dec(sae: SAE, sample: Tensor, normalize: bool, b_dec_init: str) -> float:
+    """Set `sae.b_dec` from the first batches' rows `sample` [N, batch_width] (`b_dec_init`:
+    geometric_median, mean or zeros) and return the scalar that makes E||x|| = sqrt(width) (1.0
+    unless `normalize`); b_dec is estimated on the scaled rows."""
+    scale = 1.0
+    if normalize:  # norms in float64: in float32, those of huge activations overflow
+        mean_norm = sample.cpu().double().norm(dim=1).mean().item()
+        scale = math.sqrt(sae.batch_width) / max(mean_norm, 1e-12)
+    target = sae.target(sample * scale)  # b_dec: a transcoder's is in its output space
+    if b_dec_init == "geometric_median":
+        sae.b_dec.copy_(geometric_median(target[:MEDIAN_TOKENS]))
+    elif b_dec_init == "mean":
+        sae.b_dec.copy_(target.mean(0))
+    return scale
 
 
 @torch.no_grad()

@@ -42,15 +42,16 @@ from monosemantic.eval.metrics import fvu
 from monosemantic.sae.base import DTYPES, SAE, TrainOutput
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.train import checkpoint as ckpt
-from monosemantic.train.data_init import geometric_median, resample_dead_latents
+from monosemantic.train.data_init import init_scale_and_b_dec, resample_dead_latents
+from monosemantic.train.lazy_adam import optimizer_for
 from monosemantic.train.preflight import check_device
 from monosemantic.train.rundir import TRAIN_CONFIG_FILE, MetricsLog
+from monosemantic.train.timing import StageClock, report
 
 log = logging.getLogger(__name__)
 
 SCALE_TOKENS = 1 << 16  # tokens used to estimate the normalisation scalar and b_dec...
 SCALE_FLOATS = 1 << 24  # ...unless they would hold more floats than this (64 MB in fp32)
-MEDIAN_TOKENS = 1 << 14  # Weiszfeld iterations run on at most this many of them
 
 
 @runtime_checkable
@@ -181,8 +182,7 @@ class Trainer:
         self.steps = cfg.steps
         full_cfg = shards.cfg if shards is not None else sae.cfg
         self.lr = cfg.lr if cfg.lr is not None else default_lr(full_cfg.d_sae)
-        fused = self.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.lr, fused=fused)
+        self.optimizer = optimizer_for(self.sae, self.lr, fused=self.device.type in ("cpu", "cuda"))  # lazy_adam.py
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.matmul_dtype = DTYPES[cfg.matmul_dtype] if cfg.matmul_dtype != "float32" else None
         self.forward = (
@@ -200,6 +200,7 @@ class Trainer:
         )
         self._batches_consumed = 0
         self._new = True  # a new run (not resumed): see setup
+        self.clock = StageClock()  # where the time goes (timing.py)
         self.metrics = MetricsLog(self.run_dir) if self.run_dir is not None and self.world.writer else None
 
     # ---- the step ---------------------------------------------------------------------------
@@ -265,6 +266,7 @@ class Trainer:
         """Restore the checkpoint (the newest, or that of `step`) or initialise from the first
         batches, writing nothing; returns `batches`, positioned where training goes on (None stays None)."""
         self._new = not resume
+        self.clock.begin()
         if resume:
             return self._restore(batches, step)
         if self.run_dir is not None and ckpt.checkpoint_dirs(self.run_dir):
@@ -300,32 +302,35 @@ class Trainer:
         """One step on `batch` (raw activations), then log and checkpoint as due; `batches` is the
         source whose position a checkpoint records."""
         x = self._prepare(batch)
-        out = self.step(x)
+        with self.clock("sae_step"):
+            out = self.step(x)
         if self.done:  # re-estimate from the final weights what inference needs (every data-parallel
             self.sae.calibrate_(self.world.data_gather(x))  # rank on the same, global, batch)
         self._bar.update(1)
         if self.state.step % self.cfg.log_every == 0 or self.state.step == self.steps:
-            seconds = time.perf_counter() - self._t0
-            row = self._log_row(x, out, (self.state.step - self._start) * self.cfg.batch_size / seconds)
-            self._bar.set_postfix(
-                fvu=f"{row['fvu']:.3f}",
-                l0=f"{row['l0']:.1f}",
-                dead="n/a" if row["dead_fraction"] is None else f"{row['dead_fraction']:.1%}",
-            )
+            with self.clock("logging"):
+                self._log_row(x, out)
         every = self.cfg.checkpoint_every
         if self.run_dir is not None and every and self.state.step % every == 0 and self.state.step < self.steps:
-            self.save_checkpoint(batches)
+            with self.clock("checkpoint"):
+                self.save_checkpoint(batches)
 
     def finish(self, batches) -> SAE | None:
-        """The last checkpoint and the exported SAE (see `export`)."""
+        """The last checkpoint and the exported SAE (see `export`); logs where the time went."""
         self._bar.close()
         if self.run_dir is not None:
-            self.save_checkpoint(batches)
-        return self.export()
+            with self.clock("checkpoint"):
+                self.save_checkpoint(batches)
+        sae = self.export()
+        if self.world.writer:
+            tokens = (self.state.step - self._start) * self.cfg.batch_size * self.world.data_size
+            report(self.clock.breakdown(tokens), self.run_dir)
+        return sae
 
     def _read(self, batches: Iterator[Tensor]) -> Tensor:
         try:
-            x = next(batches)
+            with self.clock("harvest"):
+                x = next(batches)
         except StopIteration:
             raise TrainingError(
                 f"the data ran out after {self._batches_consumed} batches, at step {self.state.step} of "
@@ -351,8 +356,10 @@ class Trainer:
         check_finite(x, where)
         check_norms(x, where)
 
-    def _log_row(self, x: Tensor, out: TrainOutput, tokens_per_s: float) -> dict:
+    def _log_row(self, x: Tensor, out: TrainOutput) -> None:
+        """A line of metrics.jsonl and the progress bar's figures."""
         s = self.state
+        tokens_per_s = (s.step - self._start) * self.cfg.batch_size / (time.perf_counter() - self._t0)
         if self.world.distributed:
             measured = self.world.batch_metrics(self.sae.target(x), out)
         else:
@@ -376,7 +383,10 @@ class Trainer:
         }
         if self.metrics is not None:
             self.metrics.append(row)
-        return row
+        dead = row["dead_fraction"]
+        self._bar.set_postfix(
+            fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}", dead="n/a" if dead is None else f"{dead:.1%}"
+        )
 
     # ---- start, checkpoint, resume, export --------------------------------------------------
 
@@ -385,7 +395,8 @@ class Trainer:
         saved = batches.state_dict() if isinstance(batches, ResumableBatches) else None
         tokens = min(SCALE_TOKENS, SCALE_FLOATS // self.sae.batch_width)
         n_batches = max(1, -(-tokens // self.cfg.batch_size))
-        peeked = list(islice(batches, n_batches))
+        with self.clock("harvest"):
+            peeked = list(islice(batches, n_batches))
         if not peeked:
             raise TrainingError("the data source yielded no batches")
         for i, b in enumerate(peeked):
@@ -394,15 +405,7 @@ class Trainer:
         if self.world.data_size > 1:  # the global batches, in order: rank r holds rows [r * b, (r + 1) * b) of each
             by_rank = sample.view(len(peeked), -1, self.sae.batch_width).transpose(0, 1)  # [b, n_batches, d_in]
             sample = self.world.data_gather(by_rank).transpose(0, 1).reshape(-1, self.sae.batch_width)
-        if self.cfg.normalize_activations:  # norms in float64: in float32, those of huge activations overflow
-            mean_norm = sample.cpu().double().norm(dim=1).mean().item()
-            self.state.scale = math.sqrt(self.sae.batch_width) / max(mean_norm, 1e-12)
-        sample = self.sae.target(sample * self.state.scale)  # b_dec: a transcoder's is in its output space
-        with torch.no_grad():
-            if self.cfg.b_dec_init == "geometric_median":
-                self.sae.b_dec.copy_(geometric_median(sample[:MEDIAN_TOKENS]))
-            elif self.cfg.b_dec_init == "mean":
-                self.sae.b_dec.copy_(sample.mean(0))
+        self.state.scale = init_scale_and_b_dec(self.sae, sample, self.cfg.normalize_activations, self.cfg.b_dec_init)
         if isinstance(batches, ResumableBatches) and saved is not None:
             batches.load_state_dict(saved)
             return batches

@@ -21,6 +21,8 @@ SPARSE_ARCHS = ["topk", "batchtopk"]
 
 
 def make(arch, d_in=12, d_sae=40, k=5, dtype="float64", **kw):
+    if arch == "routed":
+        kw.setdefault("experts", 4)
     sae = create_sae(SAEConfig(arch=arch, d_in=d_in, d_sae=d_sae, k=k, dtype=dtype, **kw))
     with torch.no_grad():  # non-trivial biases, so that every term of the maths is exercised
         sae.b_enc.normal_(0, 0.1)

@@ -33,7 +33,7 @@ def by_hand(input_norm, x):
     return x * coeff, lambda y: y / coeff
 
 
-@pytest.mark.parametrize("arch", sorted(SAE_ARCHS))
+@pytest.mark.parametrize("arch", sorted(set(SAE_ARCHS) - {"routed"}))  # routed refuses input_norm (as transcoders)
 @pytest.mark.parametrize("input_norm", ["layer_norm", "constant_norm"])
 def test_every_architecture_normalises_each_token_and_restores_it(arch, input_norm):
     sae = make(arch, input_norm)

@@ -12,8 +12,9 @@ from monosemantic.config import ConfigError
 from monosemantic.data.activations import ActivationDataError, TensorBatches
 from monosemantic.sae import SAE, SAEConfig, create_sae
 from monosemantic.train.checkpoint import CheckpointError, checkpoint_dirs
+from monosemantic.train.data_init import geometric_median
 from monosemantic.train.rundir import read_metrics
-from monosemantic.train.trainer import TrainConfig, Trainer, TrainingError, geometric_median, lr_at
+from monosemantic.train.trainer import TrainConfig, Trainer, TrainingError, lr_at
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,85 @@
+"""Lazy Adam: Adam that updates only the rows (latents) that received gradient this step.
+
+A routed SAE with a million latents gives gradient to a few percent of its encoder and decoder
+rows per step; plain Adam would still read and write all of W_enc, W_dec and both moments. Here a
+parameter with a row dimension (`row_dims`, e.g. 1 for W_enc [d_in, d_sae]) is updated only at the
+rows whose gradient is not all zero:
+
+- those rows get exactly torch.optim.Adam's update (same formula and bias correction, no weight
+  decay, no amsgrad);
+- the other rows are skipped, as in torch.optim.SparseAdam: their parameters and moments stay as
+  they are (the moments are not decayed by beta^skipped), and the step count (bias correction) is
+  the parameter's, counted every step; so a row that skips steps does not follow Adam exactly,
+  which on a zero gradient would still move it by its decaying momentum.
+
+Parameters without a row dimension (b_dec, the router) get the dense Adam update. The state holds
+the same tensors as Adam's ("step", "exp_avg", "exp_avg_sq"), so checkpoints save and load it alike.
+
+    opt = optimizer_for(sae, lr)    # LazyAdam for an SAE that declares LAZY_ROWS (routed), else Adam
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class LazyAdam(torch.optim.Optimizer):
+    """See the module docstring. `row_dims[i]`: the row dimension of the i-th parameter, or None."""
+
+    def __init__(self, params: list[nn.Parameter], row_dims: list[int | None], lr: float, betas=(0.9, 0.999), eps=1e-8):
+        if len(params) != len(row_dims):
+            raise ValueError(f"{len(params)} parameters but {len(row_dims)} row dimensions")
+        super().__init__(
+            [{"params": [p], "row_dim": d} for p, d in zip(params, row_dims)], dict(lr=lr, betas=betas, eps=eps)
+        )
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            [p] = group["params"]
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            state["step"] += 1
+            args = (group["lr"], *group["betas"], group["eps"], int(state["step"].item()))
+            dim = group["row_dim"]
+            if dim is None:
+                _adam_(p, p.grad, state["exp_avg"], state["exp_avg_sq"], *args)
+                continue
+            rows = touched_rows(p.grad, dim)
+            parts = [t.index_select(dim, rows) for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"])]
+            _adam_(*parts, *args)
+            for target, part in zip((p, state["exp_avg"], state["exp_avg_sq"]), (parts[0], parts[2], parts[3])):
+                target.index_copy_(dim, rows, part)
+        return None
+
+
+def touched_rows(grad: Tensor, dim: int) -> Tensor:
+    """Indices along `dim` whose gradient slice is not all zero: [n] int64."""
+    other = [d for d in range(grad.ndim) if d != dim]
+    nonzero = grad.ne(0).any(dim=other[0]) if len(other) == 1 else grad.ne(0) if not other else grad.ne(0).flatten()
+    return nonzero.nonzero().squeeze(1)
+
+
+def _adam_(p: Tensor, g: Tensor, m: Tensor, v: Tensor, lr: float, beta1: float, beta2: float, eps: float, t: int):
+    """torch.optim.Adam's single-tensor update, in place on p, m, v (as its _single_tensor_adam)."""
+    m.lerp_(g, 1 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    bias1, bias2 = 1 - beta1**t, 1 - beta2**t
+    denom = (v.sqrt() / bias2**0.5).add_(eps)
+    p.addcdiv_(m, denom, value=-lr / bias1)
+
+
+def optimizer_for(sae: nn.Module, lr: float, fused: bool = False) -> torch.optim.Optimizer:
+    """LazyAdam over an SAE that declares which dimension of which parameter holds its latents
+    (`lazy_rows`, e.g. the routed SAE's), torch's Adam otherwise."""
+    rows: dict[str, int] | None = getattr(sae, "lazy_rows", None)
+    if rows is None:
+        return torch.optim.Adam(sae.parameters(), lr=lr, fused=fused)
+    named = list(sae.named_parameters())
+    return LazyAdam([p for _, p in named], [rows.get(n) for n, _ in named], lr=lr)

@@ -1,0 +1,78 @@
+"""monosemantic.train.lazy_adam: Adam on the rows that received gradient, against torch.optim.Adam
+on those rows; skipped rows keep their values and moments (torch.optim.SparseAdam's semantics)."""
+
+import pytest
+import torch
+
+from monosemantic.sae import SAEConfig, create_sae
+from monosemantic.train.lazy_adam import LazyAdam, optimizer_for
+
+LR = 1e-2
+
+
+def grad_steps(shape, row_dim, touched, steps=6, seed=0):
+    """Gradients that are zero outside the `touched` rows (along `row_dim`) at every step."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        grad = torch.randn(*shape, generator=g, dtype=torch.float64)
+        mask = torch.zeros(shape[row_dim], dtype=torch.bool)
+        mask[touched] = True
+        out.append(grad * (mask[:, None] if row_dim == 0 else mask[None, :]))
+    return out
+
+
+@pytest.mark.parametrize("row_dim", [0, 1])
+def test_rows_with_gradient_follow_torch_adam_and_the_others_stay_put(row_dim):
+    shape, touched = (7, 5) if row_dim == 0 else (5, 7), [0, 2, 5]
+    init = torch.randn(*shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    lazy_p, adam_p = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
+    lazy, adam = LazyAdam([lazy_p], [row_dim], lr=LR), torch.optim.Adam([adam_p], lr=LR, foreach=False)
+    for grad in grad_steps(shape, row_dim, touched):
+        for p, opt in ((lazy_p, lazy), (adam_p, adam)):
+            p.grad = grad.clone()
+            opt.step()
+    rows = torch.tensor(touched)
+    other = torch.tensor([i for i in range(7) if i not in touched])
+    pick = lambda t, idx: t.detach().index_select(row_dim, idx)  # noqa: E731
+    torch.testing.assert_close(pick(lazy_p, rows), pick(adam_p, rows), rtol=0, atol=1e-15)
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(pick(lazy.state[lazy_p][key], rows), pick(adam.state[adam_p][key], rows))
+        assert not pick(lazy.state[lazy_p][key], other).any()
+    assert torch.equal(pick(lazy_p, other), pick(init, other))
+    assert lazy.state[lazy_p]["step"].item() == adam.state[adam_p]["step"].item() == 6
+
+
+def test_a_skipped_step_leaves_the_row_and_its_moments_alone_and_counts_the_step():
+    p = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+    opt = LazyAdam([p], [0], lr=LR)
+    p.grad = torch.ones(4, 3, dtype=torch.float64)
+    opt.step()
+    before = {k: v.clone() for k, v in opt.state[p].items()}
+    weights = p.detach().clone()
+    p.grad = torch.zeros(4, 3, dtype=torch.float64)
+    p.grad[1] = 2.0
+    opt.step()
+    keep = [0, 2, 3]
+    assert torch.equal(p.detach()[keep], weights[keep])
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(opt.state[p][key][keep], before[key][keep])
+    assert opt.state[p]["step"].item() == 2  # bias correction counts every step, as SparseAdam's
+    assert not torch.equal(p.detach()[1], weights[1])
+
+
+def test_dense_parameters_get_plain_adam_and_the_routed_sae_gets_lazy_adam():
+    torch.manual_seed(0)
+    routed = create_sae(SAEConfig(arch="routed", d_in=6, d_sae=16, k=2, experts=4))
+    opt = optimizer_for(routed, LR)
+    assert isinstance(opt, LazyAdam)
+    dims = {n: g["row_dim"] for (n, _), g in zip(routed.named_parameters(), opt.param_groups)}
+    assert dims == {"W_enc": 1, "b_enc": 0, "W_dec": 0, "b_dec": None, "W_router": None}
+    topk = create_sae(SAEConfig(arch="topk", d_in=6, d_sae=16, k=2))
+    assert type(optimizer_for(topk, LR)) is torch.optim.Adam
+    p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    lazy, adam = LazyAdam([p], [None], lr=LR), torch.optim.Adam([q], lr=LR, foreach=False)
+    for _ in range(3):
+        p.grad, q.grad = torch.tensor([1.0, 0.0, -2.0]), torch.tensor([1.0, 0.0, -2.0])
+        lazy.step(), adam.step()
+    torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=0)
