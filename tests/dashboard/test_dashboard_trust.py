@@ -71,7 +71,7 @@ def test_charts_have_axes_ticks_and_counts_on_hover(tab, dashboard_url):
     page = tab.page
     feature = api(dashboard_url, "/api/feature/82")
     page.goto("/feature/82")
-    chart = page.locator("svg.histogram")
+    chart = page.locator("svg.histogram:not(.density-compare)")  # the activation histogram
     assert chart.locator(".y-axis").count() == 1 and chart.locator(".x-axis").count() == 1
     y_ticks = chart.locator(".tick.y").all_text_contents()
     fine = feature["histogram"][1:-1]

@@ -137,14 +137,14 @@ def test_answer_accuracy_scores_each_category_and_form(tiny_model_dirs, monkeypa
 
     model, tok = load_model(tiny_model_dirs["gpt2"])
     samples = ev.heldout_samples(4, max_documents=20_000)
-    monkeypatch.setattr(ev, "heldout_samples", lambda per_category, seed=0: samples)
+    monkeypatch.setattr(ev, "heldout_samples", lambda per_category, seed=0, progress=False: samples)
     right = {}
     for i, s in enumerate(samples):
         for form in (s, s.with_form("ascii")):
             right[form.prompt] = form.completion if i % 2 == 0 else form.completion + " no"  # wrong even for ≈
     asked = []
 
-    def oracle(model, tokenizer, prompts, max_new):
+    def oracle(model, tokenizer, prompts, max_new, progress=False):
         asked.extend(prompts)
         return [right[p] for p in prompts]
 
