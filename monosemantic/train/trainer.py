@@ -322,7 +322,7 @@ class Trainer:
             with self.clock("checkpoint"):
                 self.save_checkpoint(batches)
         sae = self.export()
-        if self.world.writer:
+        if self.world.writer and self.state.step > self._start:  # a finished run resumed: nothing to add
             tokens = (self.state.step - self._start) * self.cfg.batch_size * self.world.data_size
             report(self.clock.breakdown(tokens), self.run_dir)
         return sae
