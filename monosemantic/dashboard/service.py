@@ -16,6 +16,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
+from monosemantic.analysis.cooccurrence import cooccurring
 from monosemantic.analysis.dictionary_density import density_histogram
 from monosemantic.analysis.predicted import load_predicted, ranked_logit_effects
 from monosemantic.analysis.store import Feature, FeatureStore, StoreError, Summary
@@ -164,6 +165,17 @@ class Dashboard:
         with self.db_lock:
             densities = self.store.column("density")
         return {"density": densities[i], **density_histogram(densities)}
+
+    def cooccurring(self, i: int) -> dict | None:
+        """Feature i's most frequent partners on the analysed tokens (`analysis/cooccurrence.py`), each with
+        its label; None for a store analysed before they were counted."""
+        self.check_feature(i)
+        found = cooccurring(self.store.directory, i, self.store.manifest["shard_latents"], self.n_latents)
+        if found is not None:
+            with self.db_lock:
+                labels = self.store.labels([p["feature"] for p in found["partners"]])
+            found["partners"] = [{**p, "label": labels.get(p["feature"])} for p in found["partners"]]
+        return found
 
     def label(self, i: int) -> str | None:
         with self.db_lock:

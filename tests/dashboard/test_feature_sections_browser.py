@@ -45,3 +45,21 @@ def test_density_is_marked_on_the_histogram_of_all_features(tab, dashboard_url, 
     assert chart.locator("line.marker title").text_content() == f"#82: {feature['density']:.3g}"
     assert f"{compared['never']} features never fired" in page.locator(".density-note").inner_text()
     tab.shot("feature-density")
+
+
+def test_cooccurring_features_are_listed_with_links_as_the_api_says(tab, dashboard_url):
+    page = tab.page
+    found = api(dashboard_url, "/api/feature/82")["cooccurring"]
+    assert found["partners"], "feature 82 of the tiny run fires with others"
+    page.goto("/feature/82")
+    rows = page.locator("#cooccurring table.cooccurring tbody tr")
+    assert rows.count() == len(found["partners"])
+    links = rows.locator("a.feature-link").evaluate_all("(as) => as.map((a) => a.getAttribute('href'))")
+    assert links == [f"/feature/{p['feature']}" for p in found["partners"]]
+    cells = rows.evaluate_all("(rs) => rs.map((r) => [...r.cells].slice(1).map((c) => c.textContent))")
+    assert cells == [[f"{p['p']:.2%}", str(p["count"]), f"{p['jaccard']:.3f}"] for p in found["partners"]]
+    assert f"on the {found['tokens']} analysed tokens" in page.locator("#cooccurring").inner_text()
+    first = found["partners"][0]["feature"]
+    rows.first.locator("a.feature-link").click()
+    page.wait_for_url(f"**/feature/{first}")
+    tab.shot("feature-cooccurring")
