@@ -31,6 +31,7 @@ from monosemantic.analysis.cooccurrence import Cooccurrence, missing_shards, sav
 from monosemantic.analysis.label_text import Describer, label_fields, label_rows
 from monosemantic.analysis.labels import DENSE, KeySpace, LabelStats, Names, Scored
 from monosemantic.analysis.latent_stats import Batch, Examples, LatentStats
+from monosemantic.analysis.loss_effect import loss_effect_file, record_loss_effects
 from monosemantic.analysis.predicted import PREDICTED_TOKENS, load_predicted, record_predicted
 from monosemantic.analysis.settings import AnalyzeConfig
 from monosemantic.analysis.store import features_dir, outdated_labels
@@ -79,6 +80,9 @@ def analyze(
     for lo, hi in missing_shards(writer.directory, done):  # a store analysed before it was counted
         log.info("co-occurring features of latents %d-%d: one more pass over the tokens", lo, hi - 1)
         save_cooccurrence(writer.directory, count_cooccurrence(run, cfg, lo, hi, progress=progress))
+    for lo, hi in done:  # from the stored top examples: an older store gets them too
+        if not loss_effect_file(writer.directory, lo, hi).is_file():
+            record_loss_effects(run, writer.directory, lo, hi, cfg.window * 3 // 4, progress=progress)
     if to_logits is not None and load_predicted(writer.directory) is None:  # what the logit effects rank within
         log.info("the model's predicted tokens on the first %d tokens of %s ...", PREDICTED_TOKENS, run.corpus_spec)
         record_predicted(run, writer.directory)

@@ -13,16 +13,32 @@ window gives (the one that is removed), which can differ from the analysed activ
 
     rises = example_rises(model, sae, hookpoint, latent, windows, before)   # [(next token id, rise)]
     loss_effects(rises, vocab)   # [[token, mean rise, examples]], largest rise first
+    record_loss_effects(run, features_dir, lo, hi, before)   # FEATURES_DIR/loss_effect/LO-HI.json
+
+Cost: two forwards of the model per feature, over its top_k windows (`before` + 2 tokens each).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
+from tqdm.auto import tqdm
 
+from monosemantic.analysis.store import shard_file
+from monosemantic.atomic import atomic_write_json
 from monosemantic.experiments.interventions import intervene, zero
 from monosemantic.models import by_length, device_of
+
+LOSS_EFFECT_DIR = "loss_effect"
+DEFINITION = (
+    "mean rise of the next token's loss (nats) when the feature is zeroed where it fires, over its stored top "
+    "examples' context windows, by next token"
+)
 
 
 def _prefixes(windows: list[list[int]], before: int) -> list[list[int]]:
@@ -61,3 +77,33 @@ def loss_effects(rises: list[tuple[int, float]], vocab: list[str], n: int = 10) 
         by_token.setdefault(token, []).append(rise)
     means = sorted(((-sum(r) / len(r), t, len(r)) for t, r in by_token.items()))
     return [[vocab[t], -neg, count] for neg, t, count in means[:n]]
+
+
+def loss_effect_file(directory: str | Path, lo: int, hi: int) -> Path:
+    return Path(directory) / LOSS_EFFECT_DIR / f"{lo:08d}-{hi:08d}.json"
+
+
+def record_loss_effects(run, directory: str | Path, lo: int, hi: int, before: int, *, progress: bool = True) -> Path:
+    """FEATURES_DIR/loss_effect/LO-HI.json: per latent of the shard its loss effects (`loss_effects`),
+    from the top windows in the shard's tensors file (about 300 bytes per latent)."""
+    with safe_open(Path(directory) / shard_file(lo, hi), "pt") as f:
+        windows, values = f.get_tensor("top_ctx_tokens").tolist(), f.get_tensor("top_value").tolist()
+    effects = []
+    for i in tqdm(range(hi - lo), desc=f"loss effects {lo}-{hi - 1}", unit="feature", disable=not progress):
+        rows = [w for w, v in zip(windows[i], values[i]) if v > 0]
+        effects.append(loss_effects(example_rises(run.model, run.sae, run.hookpoint, lo + i, rows, before), run.vocab))
+    path = loss_effect_file(directory, lo, hi)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"definition": DEFINITION, "effects": effects})
+    return path
+
+
+def load_loss_effects(directory: str | Path, i: int, shard_latents: int, n_latents: int) -> dict | None:
+    """Latent i's loss effects ({"definition", "effects": [[token, mean rise, examples]]}); None where its
+    shard's file is absent (a store analysed before they were recorded)."""
+    lo = i - i % shard_latents
+    path = loss_effect_file(directory, lo, min(n_latents, lo + shard_latents))
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return {"definition": saved["definition"], "effects": saved["effects"][i - lo]}

@@ -10,7 +10,8 @@ and so can any client:
                                         within the tokens the model predicts (analysis/predicted.py);
                                         density_comparison: its density among all features' densities;
                                         cooccurring: the features firing on the same tokens (null: an
-                                        older store; analysis/cooccurrence.py)
+                                        older store; analysis/cooccurrence.py); loss_effect: the next
+                                        tokens whose loss rises most when it is ablated (analysis/loss_effect.py)
     GET  /api/feature/{i}/summary       its label, precision, recall, density, max activation
     POST /api/feature/{i}/activations   {"text"}: feature i's activation on every token
     GET  /api/feature/{i}/trace?n=      the full documents of its top examples
@@ -98,6 +99,7 @@ def api_router(dash: Dashboard) -> APIRouter:
             "logit_effects": dash.logit_effects(i),
             "density_comparison": dash.density_comparison(i),
             "cooccurring": dash.cooccurring(i),
+            "loss_effect": dash.loss_effect(i),
         }
         return {**asdict(dash.feature(i)), **extra}
 

@@ -159,6 +159,22 @@ def cooccurring_html(dash: Dashboard, i: int) -> str:
     )
 
 
+def loss_effect_html(dash: Dashboard, i: int) -> str:
+    """The next tokens whose loss rises most when feature i is removed where it fires (top examples)."""
+    found = dash.loss_effect(i)
+    if found is None:
+        return (
+            '<p class="muted" id="loss-effect-missing">this store was analysed before loss effects were recorded: '
+            f"run <code>monosemantic analyze {esc(str(dash.run_dir))}</code> to add them</p>"
+        )
+    if not found["effects"]:
+        return '<p class="muted">no top example with a next token</p>'
+    rows = [[f"<code>{esc(visible(t))}</code>", f"{rise:+.3g}", str(n)] for t, rise, n in found["effects"]]
+    return table(["next token", "loss rise (nats)", "examples"], rows, "loss-effect") + (
+        f'<p class="muted loss-basis">{esc(found["definition"])}</p>'
+    )
+
+
 def feature_page(dash: Dashboard, i: int) -> str:
     f = dash.feature(i)
     peak = f.max_act or 1.0
@@ -172,7 +188,9 @@ def feature_page(dash: Dashboard, i: int) -> str:
         f"{_header(f)}<section><h2>Activation histogram</h2>{histogram_svg(f)}</section>"
         f"<section><h2>Density among all features</h2>{density_svg(f, dash.density_comparison(i))}</section>"
         f"{_effects(f, dash.logit_effects(i))}"
-        f'<section id="cooccurring"><h2>Co-occurring features</h2>{cooccurring_html(dash, i)}</section>'
+        f'<div class="columns"><section id="loss-effect"><h2>Loss effect (feature ablated)</h2>'
+        f"{loss_effect_html(dash, i)}</section>"
+        f'<section id="cooccurring"><h2>Co-occurring features</h2>{cooccurring_html(dash, i)}</section></div>'
         f'<section><h2>Try your own text</h2><textarea id="try-text" rows="2" placeholder="type text">'
         f'</textarea><div id="try-result" class="result"></div></section>'
         f'<section><h2>Top activating examples</h2><p class="muted">{len(f.top_examples)} stored, one row per '

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from monosemantic.analysis.loss_effect import example_rises, loss_effects
+from monosemantic.analysis.loss_effect import example_rises, load_loss_effects, loss_effects
 from monosemantic.hooks import patch
 from monosemantic.runmodel import RunModel
 
@@ -63,3 +63,18 @@ def test_effects_are_mean_rises_per_next_token_largest_first():
     rises = [(1, 0.5), (2, 0.125), (1, 0.25), (3, 1.0), (3, -2.0), (0, 0.375), (2, 0.625)]  # exact in binary
     assert loss_effects(rises, vocab, n=3) == [["a", 0.375, 1], ["b", 0.375, 2], ["c", 0.375, 2]]  # ties: lower id
     assert loss_effects(rises, vocab)[-1] == ["d", -0.5, 2]
+
+
+def test_analyze_stored_each_features_effects_from_its_top_windows(analysed_run):
+    run = RunModel.of_run(analysed_run)
+    features = analysed_run / "features"
+    manifest = json.loads((features / "manifest.json").read_text())
+    before = manifest["settings"]["analysis"]["window"] * 3 // 4
+    (shard,) = features.glob("latents_*.safetensors")
+    with safe_open(shard, "pt") as f:
+        windows, values = f.get_tensor("top_ctx_tokens"), f.get_tensor("top_value")
+    for latent in (82, 5):
+        rows = [w for w, v in zip(windows[latent].tolist(), values[latent].tolist()) if v > 0]
+        want = loss_effects(example_rises(run.model, run.sae, run.hookpoint, latent, rows, before), run.vocab)
+        got = load_loss_effects(features, latent, manifest["shard_latents"], manifest["n_latents"])
+        assert got["effects"] == [[t, pytest.approx(r, abs=1e-6), n] for t, r, n in want] and want

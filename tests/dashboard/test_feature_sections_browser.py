@@ -63,3 +63,15 @@ def test_cooccurring_features_are_listed_with_links_as_the_api_says(tab, dashboa
     rows.first.locator("a.feature-link").click()
     page.wait_for_url(f"**/feature/{first}")
     tab.shot("feature-cooccurring")
+
+
+def test_loss_effect_table_shows_the_api_values(tab, dashboard_url):
+    page = tab.page
+    found = api(dashboard_url, "/api/feature/82")["loss_effect"]
+    assert found["effects"], "feature 82 of the tiny run has top examples with a next token"
+    page.goto("/feature/82")
+    rows = page.locator("#loss-effect table.loss-effect tbody tr")
+    cells = rows.evaluate_all("(rs) => rs.map((r) => [...r.cells].map((c) => c.textContent))")
+    assert [c[1:] for c in cells] == [[f"{rise:+.3g}", str(n)] for _, rise, n in found["effects"]]
+    assert page.locator("#loss-effect .loss-basis").inner_text() == found["definition"]
+    tab.shot("feature-loss-effect")
