@@ -169,7 +169,9 @@ def loss_effect_html(dash: Dashboard, i: int) -> str:
         )
     if not found["effects"]:
         return '<p class="muted">no top example with a next token</p>'
-    rows = [[f"<code>{esc(visible(t))}</code>", f"{rise:+.3g}", str(n)] for t, rise, n in found["effects"]]
+    rows = [
+        [f"<code>{esc(visible(t).replace(' ', '␣'))}</code>", f"{rise:+.3g}", str(n)] for t, rise, n in found["effects"]
+    ]
     return table(["next token", "loss rise (nats)", "examples"], rows, "loss-effect") + (
         f'<p class="muted loss-basis">{esc(found["definition"])}</p>'
     )

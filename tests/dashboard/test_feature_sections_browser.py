@@ -8,6 +8,7 @@ import pytest
 from browser_tab import api
 
 from monosemantic.analysis.predicted import PREDICTED_FILE
+from monosemantic.dashboard.html import visible
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.process]
 
@@ -73,5 +74,7 @@ def test_loss_effect_table_shows_the_api_values(tab, dashboard_url):
     rows = page.locator("#loss-effect table.loss-effect tbody tr")
     cells = rows.evaluate_all("(rs) => rs.map((r) => [...r.cells].map((c) => c.textContent))")
     assert [c[1:] for c in cells] == [[f"{rise:+.3g}", str(n)] for _, rise, n in found["effects"]]
+    assert [c[0] for c in cells] == [visible(t).replace(" ", "␣") for t, _, _ in found["effects"]]  # spaces shown
+    assert any(" " in t for t, _, _ in found["effects"])  # feature 82's list has a space token
     assert page.locator("#loss-effect .loss-basis").inner_text() == found["definition"]
     tab.shot("feature-loss-effect")
