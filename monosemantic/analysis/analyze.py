@@ -27,9 +27,11 @@ from tqdm.auto import tqdm
 
 from monosemantic.analysis import concepts
 from monosemantic.analysis.concepts import LabelInputs
+from monosemantic.analysis.cooccurrence import Cooccurrence, missing_shards, save_cooccurrence
 from monosemantic.analysis.label_text import Describer, label_fields, label_rows
 from monosemantic.analysis.labels import DENSE, KeySpace, LabelStats, Names, Scored
 from monosemantic.analysis.latent_stats import Batch, Examples, LatentStats
+from monosemantic.analysis.loss_effect import loss_effect_file, record_loss_effects
 from monosemantic.analysis.predicted import PREDICTED_TOKENS, load_predicted, record_predicted
 from monosemantic.analysis.settings import AnalyzeConfig
 from monosemantic.analysis.store import features_dir, outdated_labels
@@ -69,8 +71,18 @@ def analyze(
     writer = StoreWriter(features_dir(run_dir), settings, run.sae.d_sae, cfg.shard_latents, run.vocab)
     to_logits = direct_logit_path(run.model, run.hookpoint)
     for lo, hi in writer.pending_shards():
-        writer.write_shard(lo, hi, *analyze_shard(run, cfg, lo, hi, to_logits, progress=progress))
+        co = Cooccurrence(lo, hi, run.sae.d_sae)
+        results = analyze_shard(run, cfg, lo, hi, to_logits, co, progress=progress)
+        save_cooccurrence(writer.directory, co)  # before the shard's rows: a resumed shard is counted anew
+        writer.write_shard(lo, hi, *results)
     writer.finish()
+    done = [(entry["lo"], entry["hi"]) for entry in writer.manifest["shards"].values()]
+    for lo, hi in missing_shards(writer.directory, done):  # a store analysed before it was counted
+        log.info("co-occurring features of latents %d-%d: one more pass over the tokens", lo, hi - 1)
+        save_cooccurrence(writer.directory, count_cooccurrence(run, cfg, lo, hi, progress=progress))
+    for lo, hi in done:  # from the stored top examples: an older store gets them too
+        if not loss_effect_file(writer.directory, lo, hi).is_file():
+            record_loss_effects(run, writer.directory, lo, hi, cfg.window * 3 // 4, progress=progress)
     if to_logits is not None and load_predicted(writer.directory) is None:  # what the logit effects rank within
         log.info("the model's predicted tokens on the first %d tokens of %s ...", PREDICTED_TOKENS, run.corpus_spec)
         record_predicted(run, writer.directory)
@@ -84,14 +96,16 @@ def _documents(corpus: Corpus, inputs: LabelInputs) -> Iterator:
 
 
 def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int) -> Iterator[tuple]:
-    """(batch, kept tokens, latents [n_kept, hi - lo]) of each packed batch. The model and the SAE
+    """(batch, kept tokens, (latents [n_kept, hi - lo], (token, latent) [nnz, 2] of every latent that
+    fires, for `cooccurrence.py`)) of each packed batch. The model and the SAE
     run one batch ahead on a worker thread while the caller does its bookkeeping on the previous
     batch (the torch kernels of both release the GIL); everything else, the packing and all state
     the caller keeps, stays on the caller's thread, so the results are those of a plain loop."""
 
     def latents(batch, keep):
         with torch.inference_mode():
-            return run.latents(batch.input_ids, batch.attention_mask, keep)[:, lo:hi]
+            z = run.latents(batch.input_ids, batch.attention_mask, keep)
+            return z[:, lo:hi], (z > 0).nonzero()
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-encode") as worker:
         pending = []  # (batch, keep, future of its latents), at most two
@@ -109,9 +123,11 @@ def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int) -> Itera
                 z.cancel()  # the caller stopped early: no need to encode what is queued
 
 
-def analyze_shard(run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, *, progress: bool = True):
+def analyze_shard(
+    run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, co: Cooccurrence | None = None, *, progress=True
+):
     """One pass over the tokens for latents [lo, hi): (tokens, tensors for the shard file, feature rows,
-    label rows, example roles)."""
+    label rows, example roles); counts the shard's co-occurrences into `co` on the way."""
     n = hi - lo
     stats = LatentStats(
         n, len(run.vocab), top_k=cfg.top_k, samples=cfg.samples, window=cfg.window, seed=derive_seed(cfg.seed, lo)
@@ -127,7 +143,11 @@ def analyze_shard(run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, to_logits
         ) as bar,
         torch.inference_mode(),
     ):
-        for batch, keep, z in _latent_batches(run, pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens), lo, hi):
+        for batch, keep, (z, firing) in _latent_batches(
+            run, pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens), lo, hi
+        ):
+            if co is not None:
+                co.update(firing, z.shape[0])
             tok, lat = stats.update(Batch(z, keep, batch.input_ids, batch.doc_ids, batch.positions))
             labels.update(inputs.rules(batch, keep), tok, lat)
             bar.update(z.shape[0])
@@ -141,6 +161,19 @@ def analyze_shard(run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, to_logits
     rows = feature_rows(run, stats, describer, scored, inputs.languages, lo, to_logits)
     roles = example_roles(run.corpus, run.tokenizer, [stats.top, stats.samples], bool(inputs.role_ids))
     return stats.tokens, stats.tensors(), rows, label_rows(describer, scored, lo), roles
+
+
+def count_cooccurrence(run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, *, progress: bool = True) -> Cooccurrence:
+    """The co-occurrences of latents [lo, hi) alone, over the tokens `analyze_shard` reads."""
+    co = Cooccurrence(lo, hi, run.sae.d_sae)
+    batches = pack(run.corpus.documents(), run.tokenizer, run.seq_len, cfg.batch_tokens)
+    with tqdm(total=cfg.tokens, unit="tok", unit_scale=True, desc="co-occurrences", disable=not progress) as bar:
+        for _, _, (z, firing) in _latent_batches(run, batches, lo, hi):
+            co.update(firing, z.shape[0])
+            bar.update(z.shape[0])
+            if co.tokens >= cfg.tokens:
+                break
+    return co
 
 
 def example_roles(

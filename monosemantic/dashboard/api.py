@@ -8,7 +8,10 @@ and so can any client:
                                         "hidden" (below the support floor), "results": one page}
     GET  /api/feature/{i}               everything the store holds on feature i; logit_effects: ranked
                                         within the tokens the model predicts (analysis/predicted.py);
-                                        density_comparison: its density among all features' densities
+                                        density_comparison: its density among all features' densities;
+                                        cooccurring: the features firing on the same tokens (null: an
+                                        older store; analysis/cooccurrence.py); loss_effect: the next
+                                        tokens whose loss rises most when it is ablated (analysis/loss_effect.py)
     GET  /api/feature/{i}/summary       its label, precision, recall, density, max activation
     POST /api/feature/{i}/activations   {"text"}: feature i's activation on every token
     GET  /api/feature/{i}/trace?n=      the full documents of its top examples
@@ -92,7 +95,12 @@ def api_router(dash: Dashboard) -> APIRouter:
 
     @api.get("/feature/{i}")
     def feature(i: int) -> dict:
-        extra = {"logit_effects": dash.logit_effects(i), "density_comparison": dash.density_comparison(i)}
+        extra = {
+            "logit_effects": dash.logit_effects(i),
+            "density_comparison": dash.density_comparison(i),
+            "cooccurring": dash.cooccurring(i),
+            "loss_effect": dash.loss_effect(i),
+        }
         return {**asdict(dash.feature(i)), **extra}
 
     @api.get("/feature/{i}/summary")

@@ -138,6 +138,45 @@ def _effects(f: Feature, ranked: dict | None = None) -> str:
     )
 
 
+def cooccurring_html(dash: Dashboard, i: int) -> str:
+    """The features that fire on the same analysed tokens as feature i, most frequent first, linked."""
+    found = dash.cooccurring(i)
+    if found is None:
+        return (
+            '<p class="muted" id="cooccurring-missing">this store was analysed before co-occurring features '
+            f"were counted: run <code>monosemantic analyze {esc(str(dash.run_dir))}</code> to add them</p>"
+        )
+    if not found["partners"]:
+        return f'<p class="muted">no other feature fired with it on the {found["tokens"]} analysed tokens</p>'
+    rows = [
+        [feature_link(p["feature"], p["label"]), pct(p["p"]), str(p["count"]), f"{p['jaccard']:.3f}"]
+        for p in found["partners"]
+    ]
+    head = ["feature", "P(it fires | this fires)", "tokens together", "Jaccard"]
+    return table(head, rows, "cooccurring") + (
+        f'<p class="muted">on the {found["tokens"]} analysed tokens; Jaccard: tokens where both fire / '
+        "tokens where either fires</p>"
+    )
+
+
+def loss_effect_html(dash: Dashboard, i: int) -> str:
+    """The next tokens whose loss rises most when feature i is removed where it fires (top examples)."""
+    found = dash.loss_effect(i)
+    if found is None:
+        return (
+            '<p class="muted" id="loss-effect-missing">this store was analysed before loss effects were recorded: '
+            f"run <code>monosemantic analyze {esc(str(dash.run_dir))}</code> to add them</p>"
+        )
+    if not found["effects"]:
+        return '<p class="muted">no top example with a next token</p>'
+    rows = [
+        [f"<code>{esc(visible(t).replace(' ', '␣'))}</code>", f"{rise:+.3g}", str(n)] for t, rise, n in found["effects"]
+    ]
+    return table(["next token", "loss rise (nats)", "examples"], rows, "loss-effect") + (
+        f'<p class="muted loss-basis">{esc(found["definition"])}</p>'
+    )
+
+
 def feature_page(dash: Dashboard, i: int) -> str:
     f = dash.feature(i)
     peak = f.max_act or 1.0
@@ -151,6 +190,9 @@ def feature_page(dash: Dashboard, i: int) -> str:
         f"{_header(f)}<section><h2>Activation histogram</h2>{histogram_svg(f)}</section>"
         f"<section><h2>Density among all features</h2>{density_svg(f, dash.density_comparison(i))}</section>"
         f"{_effects(f, dash.logit_effects(i))}"
+        f'<div class="columns"><section id="loss-effect"><h2>Loss effect (feature ablated)</h2>'
+        f"{loss_effect_html(dash, i)}</section>"
+        f'<section id="cooccurring"><h2>Co-occurring features</h2>{cooccurring_html(dash, i)}</section></div>'
         f'<section><h2>Try your own text</h2><textarea id="try-text" rows="2" placeholder="type text">'
         f'</textarea><div id="try-result" class="result"></div></section>'
         f'<section><h2>Top activating examples</h2><p class="muted">{len(f.top_examples)} stored, one row per '

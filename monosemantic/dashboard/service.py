@@ -16,7 +16,9 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
+from monosemantic.analysis.cooccurrence import cooccurring
 from monosemantic.analysis.dictionary_density import density_histogram
+from monosemantic.analysis.loss_effect import load_loss_effects
 from monosemantic.analysis.predicted import load_predicted, ranked_logit_effects
 from monosemantic.analysis.store import Feature, FeatureStore, StoreError, Summary
 from monosemantic.data.corpora import document_meta, prompt_ids
@@ -164,6 +166,23 @@ class Dashboard:
         with self.db_lock:
             densities = self.store.column("density")
         return {"density": densities[i], **density_histogram(densities)}
+
+    def cooccurring(self, i: int) -> dict | None:
+        """Feature i's most frequent partners on the analysed tokens (`analysis/cooccurrence.py`), each with
+        its label; None for a store analysed before they were counted."""
+        self.check_feature(i)
+        found = cooccurring(self.store.directory, i, self.store.manifest["shard_latents"], self.n_latents)
+        if found is not None:
+            with self.db_lock:
+                labels = self.store.labels([p["feature"] for p in found["partners"]])
+            found["partners"] = [{**p, "label": labels.get(p["feature"])} for p in found["partners"]]
+        return found
+
+    def loss_effect(self, i: int) -> dict | None:
+        """The next tokens whose loss rises most when feature i is ablated on its top examples
+        (`analysis/loss_effect.py`); None for a store analysed before they were recorded."""
+        self.check_feature(i)
+        return load_loss_effects(self.store.directory, i, self.store.manifest["shard_latents"], self.n_latents)
 
     def label(self, i: int) -> str | None:
         with self.db_lock:

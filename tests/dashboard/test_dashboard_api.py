@@ -21,7 +21,9 @@ import torch
 from dashboard_server import view_process
 from fastapi.testclient import TestClient
 
+from monosemantic.analysis.cooccurrence import cooccurring
 from monosemantic.analysis.dictionary_density import density_histogram
+from monosemantic.analysis.loss_effect import load_loss_effects
 from monosemantic.dashboard import allowed_hosts, bind, is_loopback
 from monosemantic.dashboard.feature_page import distinct
 from monosemantic.data.corpora import prompt_ids
@@ -89,6 +91,14 @@ def test_feature_summary_activations_trace_and_document(client, dash):
     effects = got.pop("logit_effects")
     densities = dash.store.column("density")
     assert got.pop("density_comparison") == {"density": f.density, **density_histogram(densities)}
+    stored = cooccurring(dash.store.directory, i, dash.store.manifest["shard_latents"], dash.n_latents)
+    labels = dash.store.labels([p["feature"] for p in stored["partners"]])
+    assert got.pop("cooccurring") == {
+        "tokens": stored["tokens"],
+        "partners": [{**p, "label": labels.get(p["feature"])} for p in stored["partners"]],
+    }
+    shards = dash.store.manifest["shard_latents"]
+    assert got.pop("loss_effect") == load_loss_effects(dash.store.directory, i, shards, dash.n_latents)
     assert got == json.loads(json.dumps(asdict(f)))
     # ranked within the predicted set: the full-vocabulary direct logits, sorted by hand among the set's ids
     run = dash.run_model

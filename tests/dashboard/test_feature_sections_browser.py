@@ -8,6 +8,7 @@ import pytest
 from browser_tab import api
 
 from monosemantic.analysis.predicted import PREDICTED_FILE
+from monosemantic.dashboard.html import visible
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.process]
 
@@ -45,3 +46,35 @@ def test_density_is_marked_on_the_histogram_of_all_features(tab, dashboard_url, 
     assert chart.locator("line.marker title").text_content() == f"#82: {feature['density']:.3g}"
     assert f"{compared['never']} features never fired" in page.locator(".density-note").inner_text()
     tab.shot("feature-density")
+
+
+def test_cooccurring_features_are_listed_with_links_as_the_api_says(tab, dashboard_url):
+    page = tab.page
+    found = api(dashboard_url, "/api/feature/82")["cooccurring"]
+    assert found["partners"], "feature 82 of the tiny run fires with others"
+    page.goto("/feature/82")
+    rows = page.locator("#cooccurring table.cooccurring tbody tr")
+    assert rows.count() == len(found["partners"])
+    links = rows.locator("a.feature-link").evaluate_all("(as) => as.map((a) => a.getAttribute('href'))")
+    assert links == [f"/feature/{p['feature']}" for p in found["partners"]]
+    cells = rows.evaluate_all("(rs) => rs.map((r) => [...r.cells].slice(1).map((c) => c.textContent))")
+    assert cells == [[f"{p['p']:.2%}", str(p["count"]), f"{p['jaccard']:.3f}"] for p in found["partners"]]
+    assert f"on the {found['tokens']} analysed tokens" in page.locator("#cooccurring").inner_text()
+    first = found["partners"][0]["feature"]
+    rows.first.locator("a.feature-link").click()
+    page.wait_for_url(f"**/feature/{first}")
+    tab.shot("feature-cooccurring")
+
+
+def test_loss_effect_table_shows_the_api_values(tab, dashboard_url):
+    page = tab.page
+    found = api(dashboard_url, "/api/feature/82")["loss_effect"]
+    assert found["effects"], "feature 82 of the tiny run has top examples with a next token"
+    page.goto("/feature/82")
+    rows = page.locator("#loss-effect table.loss-effect tbody tr")
+    cells = rows.evaluate_all("(rs) => rs.map((r) => [...r.cells].map((c) => c.textContent))")
+    assert [c[1:] for c in cells] == [[f"{rise:+.3g}", str(n)] for _, rise, n in found["effects"]]
+    assert [c[0] for c in cells] == [visible(t).replace(" ", "␣") for t, _, _ in found["effects"]]  # spaces shown
+    assert any(" " in t for t, _, _ in found["effects"])  # feature 82's list has a space token
+    assert page.locator("#loss-effect .loss-basis").inner_text() == found["definition"]
+    tab.shot("feature-loss-effect")
