@@ -2,6 +2,6 @@
 
 import sys
 
-from monosemantic.cli.main import main
+from monosemantic.cli.entry import main
 
 sys.exit(main())
