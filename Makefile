@@ -36,7 +36,7 @@ $(DEMO_DONE): | $(STAMP)
 	$(BIN)/monosemantic train --model builtin --hookpoint layers.0.resid.pre --arch topk --expansion-factor 4 --k 8 \
 		--tokens 2M --out $(DEMO_RUN)
 	$(BIN)/monosemantic eval $(DEMO_RUN)
-	$(BIN)/monosemantic analyze $(DEMO_RUN) --tokens 200k
+	$(BIN)/monosemantic analyze $(DEMO_RUN) --tokens 200k --loss-effects
 	touch $@
 
 demo: $(DEMO_DONE)

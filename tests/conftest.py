@@ -117,6 +117,7 @@ def analysed_run(tiny_run, tmp_path_factory):
                     "6",
                     "--window",
                     "8",
+                    "--loss-effects",
                 ]
             )
             == 0

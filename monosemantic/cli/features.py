@@ -32,7 +32,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     written to RUN_DIR/features (resumes an interrupted analysis)."""
     exists = Path(args.run_dir).is_dir()  # if not, analyze says what the run directory lacks
     with locked_run_dir(args.run_dir) if exists else contextlib.nullcontext():  # one writer at a time
-        analyze(args.run_dir, from_args(AnalyzeConfig, args), device=args.device, progress=not args.quiet)
+        config = from_args(AnalyzeConfig, args)
+        analyze(args.run_dir, config, device=args.device, progress=not args.quiet, loss_effects=args.loss_effects)
     store = FeatureStore.open(args.run_dir)
     rows = store.db.execute("SELECT density, precision FROM features").fetchall()
     density = plot_feature_density(
@@ -113,6 +114,12 @@ def add_feature_commands(sub, command) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory of a model-trained SAE")
     add_arguments(p, AnalyzeConfig)
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="device to run model and SAE on")
+    p.add_argument(
+        "--loss-effects",
+        action="store_true",
+        help="also record which next tokens' loss rises most when each feature is ablated on its top "
+        "examples (about 50 ms per feature on 2 cores; the feature pages show them)",
+    )
     p.add_argument("--show", type=positive_int, default=8, metavar="INT", help="labelled features to print at the end")
 
     p = command(sub, "features", cmd_features)

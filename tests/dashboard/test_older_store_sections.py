@@ -24,5 +24,6 @@ def test_an_older_store_names_the_command_that_adds_them(analysed_run, tmp_path)
     assert got["cooccurring"] is None and got["loss_effect"] is None
     text = html.unescape(client.get("/feature/82").text)
     assert "analysed before co-occurring features were counted" in text
-    assert "analysed before loss effects were recorded" in text
-    assert text.count(f"run <code>monosemantic analyze {run}</code> to add them") == 2
+    assert "loss effects were not recorded for this store" in text
+    assert f"run <code>monosemantic analyze {run}</code> to add them" in text  # co-occurrence: always counted
+    assert f"run <code>monosemantic analyze {run} --loss-effects</code> to add them" in text
