@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from bad_input import without_first_line
 
 from monosemantic.circuits.evaluate import evaluate_transcoders
 from monosemantic.circuits.transcoders import load_transcoder_set
@@ -89,13 +90,13 @@ def test_trace_writes_the_graph_and_prints_the_top_paths(tc_run, capsys):
 )
 def test_bad_trace_input_is_one_error_line(tc_run, capsys, extra, message):
     assert main(["trace", str(tc_run), "47 + 35 = ", *extra]) == 2
-    err = capsys.readouterr().err.strip()
+    err = stderr_after_the_first_line(capsys)
     assert err.startswith(message) and "\n" not in err
 
 
 def test_trace_of_a_directory_without_transcoders_is_one_error_line(tmp_path, capsys):
     assert main(["trace", str(tmp_path), "1 + 1 = "]) == 2
-    err = capsys.readouterr().err.strip()
+    err = stderr_after_the_first_line(capsys)
     assert err.startswith(f"error: {tmp_path}: no hookpoints.json") and "\n" not in err
 
 
@@ -121,4 +122,9 @@ def test_export_transcoders_writes_circuit_tracers_layout(tc_run, tmp_path, caps
 
 def test_check_graphs_with_an_unknown_category_is_one_error_line(tc_run, capsys):
     assert main(["check-graphs", str(tc_run), "--categories", "add_9d"]) == 2
-    assert capsys.readouterr().err.strip().startswith("error: unknown categories ['add_9d']")
+    assert stderr_after_the_first_line(capsys).startswith("error: unknown categories ['add_9d']")
+
+
+def stderr_after_the_first_line(capsys) -> str:
+    """stderr without the command's own first line (what it loads: cli/progress.py)."""
+    return "\n".join(without_first_line(capsys.readouterr().err.strip().splitlines()))
