@@ -470,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     # "Token indices sequence length is longer than ... indexing errors": every command checks lengths
     # against the model's context itself, with a message that says what to do
     logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
+    if args.quiet:  # -q: results and errors only, not where a training's time went (still in timing.json)
+        logging.getLogger("monosemantic.train.timing").setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
