@@ -18,7 +18,7 @@ from torch import Tensor
 
 from monosemantic.config import ConfigError
 from monosemantic.sae.base import SAE, SAEConfig, TrainOutput, mse_loss
-from monosemantic.sae.sparse import selected_preacts, sparse_decode
+from monosemantic.sae.sparse import column_order, selected_preacts, sparse_decode
 
 
 def active_k(cfg: SAEConfig) -> int:
@@ -90,8 +90,9 @@ def auxk_sparse(
     cols = dead_ids[j.reshape(-1)]
     exact = vals.reshape(-1) if pre.dtype == sae.W_enc.dtype else None
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
-    pre_aux = selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, exact, W_enc_rows)
-    e_hat = sparse_decode(F.relu(pre_aux), rows, cols, sae.W_dec, B)
+    order = column_order(cols, sae.d_sae)
+    pre_aux = selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, exact, W_enc_rows, order)
+    e_hat = sparse_decode(F.relu(pre_aux), rows, cols, sae.W_dec, B, order)
     y = x if target is None else target
     return {"auxk": sae.cfg.auxk_coef * mse_loss(e_hat, (y - x_hat).detach())}
 
@@ -117,8 +118,9 @@ def sparse_training_step(
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
     # recomputing values after a low-precision matmul needs W_enc^T rows: one copy per step
     W_enc_rows = sae.transposed_copy("W_enc_T", sae.W_enc) if pre.dtype != sae.W_enc.dtype else None
-    acts = F.relu(selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, values, W_enc_rows))
-    x_hat = sparse_decode(acts, rows, cols, sae.W_dec, B) + sae.b_dec
+    order = column_order(cols, sae.d_sae)  # shared by the encoder's and the decoder's gradient
+    acts = F.relu(selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, values, W_enc_rows, order))
+    x_hat = sparse_decode(acts, rows, cols, sae.W_dec, B, order) + sae.b_dec
     if skip is not None:
         x_hat = x_hat + skip
     y = x if target is None else target
