@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from monosemantic.sae import SAEConfig, create_sae
+from monosemantic.sae.topk import chunked_topk
 from monosemantic.train.trainer import TrainConfig, Trainer
 
-D_IN, D_SAE, K, B, STEPS, LR = 16, 96, 4, 32, 6, 3e-3
+D_IN, D_SAE, K, B, STEPS, LR = 16, 512, 4, 32, 6, 3e-3  # 512 latents: top-k in chunks (see chunked_topk)
 # float64: only summation order differs, so agreement is to ~1e-12; float32: ~1e-5 after 6 Adam steps
 TOLERANCE = {"float64": dict(rtol=1e-9, atol=1e-10), "float32": dict(rtol=2e-4, atol=2e-5)}
 
@@ -63,3 +64,22 @@ def test_trainer_step_matches_the_eager_reference_over_steps(dtype):
         assert torch.equal(out.fired, fired)
         for name, t in sae.named_parameters():
             torch.testing.assert_close(t.detach(), p[name].detach(), **tol, msg=f"{name} after step {step}")
+
+
+@pytest.mark.parametrize("n", [4096, 6144, 1000])  # two levels of chunks, one level, aten's topk directly
+def test_chunked_topk_selects_what_topk_selects(n):
+    torch.manual_seed(1)
+    pre = torch.randn(64, n)
+    vals, idx = chunked_topk(pre, 8)
+    ref_vals, ref_idx = pre.topk(8, dim=-1)
+    assert torch.equal(vals.sort(-1).values, ref_vals.sort(-1).values)
+    assert torch.equal(idx.sort(-1).values, ref_idx.sort(-1).values)  # no ties in random floats here
+    assert torch.equal(pre.gather(1, idx), vals)
+
+
+def test_chunked_topk_at_ties_gives_the_same_values_and_valid_latents():
+    pre = torch.randint(0, 5, (32, 4096)).float()  # every value is tied hundreds of times
+    vals, idx = chunked_topk(pre, 8)
+    assert torch.equal(vals.sort(-1).values, pre.topk(8, dim=-1).values.sort(-1).values)
+    assert torch.equal(pre.gather(1, idx), vals)
+    assert all(len(set(row)) == 8 for row in idx.tolist())  # distinct latents per token
