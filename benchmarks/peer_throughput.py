@@ -120,9 +120,9 @@ def build(name: str, d_sae: int) -> Step | str:
         return f"not installed ({e.name}): pip install -e .[peers] -c constraints.txt"
 
 
-def measure(d_sae: int, rounds: int, steps: int) -> dict[str, float | str]:
+def measure(d_sae: int, rounds: int, steps: int, names: list[str] | None = None) -> dict[str, float | str]:
     batches = [torch.randn(BATCH, D_IN) for _ in range(4)]
-    built = {name: build(name, d_sae) for name in LIBRARIES}
+    built = {name: build(name, d_sae) for name in names or LIBRARIES}
     times: dict[str, list[float]] = {name: [] for name, s in built.items() if callable(s)}
     for name in times:  # warm-up: allocations, optimiser state, first-touch pages
         for x in batches[:2]:
@@ -175,6 +175,8 @@ def print_table(rows: list[dict], memory: dict[tuple[int, str], float]) -> None:
     for row in rows:
         d_sae = row["d_sae"]
         for name in LIBRARIES:
+            if name not in row:
+                continue
             value = row[name]
             mem = f"{memory[(d_sae, name)]:8.0f}" if (d_sae, name) in memory else f"{'-':>8}"
             shown = f"{value:>10.0f}" if isinstance(value, float) else f"{'-':>10}  {value}"
@@ -194,17 +196,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per library per round")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument(
+        "--libraries", default=",".join(LIBRARIES), help="comma-separated subset of: " + ", ".join(LIBRARIES)
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
-    rows = [{"d_sae": d, **measure(d, args.rounds, args.steps)} for d in sizes]
+    names = args.libraries.split(",")
+    if "ours" not in names or not set(names) <= set(LIBRARIES):
+        parser.error(f"--libraries must include 'ours' and name only: {', '.join(LIBRARIES)}")
+    rows = [{"d_sae": d, **measure(d, args.rounds, args.steps, names)} for d in sizes]
     memory = {}
     if not args.no_memory:
         memory = {
             (d, n): peak_memory_mb(n, d, args.threads)
             for d, row in zip(sizes, rows)
-            for n in LIBRARIES
+            for n in names
             if isinstance(row[n], float)
         }
     print_table(rows, memory)

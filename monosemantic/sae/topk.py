@@ -18,7 +18,7 @@ from torch import Tensor
 
 from monosemantic.config import ConfigError
 from monosemantic.sae.base import SAE, SAEConfig, TrainOutput, mse_loss
-from monosemantic.sae.sparse import selected_preacts, sparse_decode
+from monosemantic.sae.sparse import column_order, selected_preacts, sparse_decode
 
 
 def active_k(cfg: SAEConfig) -> int:
@@ -31,6 +31,26 @@ def active_k(cfg: SAEConfig) -> int:
 def k_aux(cfg: SAEConfig) -> int:
     # sparsify's default; OpenAI used 512 at d_in = 768 and larger.
     return cfg.k_aux if cfg.k_aux is not None else max(1, cfg.d_in // 2)
+
+
+def chunked_topk(pre: Tensor, k: int, chunks: int = 16) -> tuple[Tensor, Tensor]:
+    """`pre.topk(k, dim=-1, sorted=False)` of pre [B, n], 1.5-2.7x faster on CPU at n = 16k-64k.
+
+    View each row as [chunks, w] (w = n / chunks), so that column c holds latents c, w + c, 2w + c, ...
+    A latent can be in the top k only if its column's maximum is among the top k column maxima
+    (k columns hold larger values otherwise), so the top k columns (found the same way,
+    recursively) hold every winner and the top k of their `chunks * k` entries is the answer.
+    The same values as `topk`; the indices differ only where values tie at the k-th place.
+    """
+    B, n = pre.shape
+    if n % chunks or n < 4 * chunks * k:  # too small to gain: aten's topk directly
+        return pre.topk(k, dim=-1, sorted=False)
+    w = n // chunks
+    by_slice = pre.view(B, chunks, w)  # entry [b, s, c] is latent s * w + c
+    _, col = chunked_topk(by_slice.amax(1), k, chunks)  # [B, k] columns holding the winners
+    cand = by_slice.gather(2, col.unsqueeze(1).expand(B, chunks, k))  # [B, chunks, k]
+    vals, j = cand.view(B, chunks * k).topk(k, dim=-1, sorted=False)
+    return vals, col.gather(1, j % k) + (j // k) * w
 
 
 @torch.no_grad()
@@ -90,8 +110,9 @@ def auxk_sparse(
     cols = dead_ids[j.reshape(-1)]
     exact = vals.reshape(-1) if pre.dtype == sae.W_enc.dtype else None
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
-    pre_aux = selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, exact, W_enc_rows)
-    e_hat = sparse_decode(F.relu(pre_aux), rows, cols, sae.W_dec, B)
+    order = column_order(cols, sae.d_sae)
+    pre_aux = selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, exact, W_enc_rows, order)
+    e_hat = sparse_decode(F.relu(pre_aux), rows, cols, sae.W_dec, B, order)
     y = x if target is None else target
     return {"auxk": sae.cfg.auxk_coef * mse_loss(e_hat, (y - x_hat).detach())}
 
@@ -117,8 +138,9 @@ def sparse_training_step(
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
     # recomputing values after a low-precision matmul needs W_enc^T rows: one copy per step
     W_enc_rows = sae.transposed_copy("W_enc_T", sae.W_enc) if pre.dtype != sae.W_enc.dtype else None
-    acts = F.relu(selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, values, W_enc_rows))
-    x_hat = sparse_decode(acts, rows, cols, sae.W_dec, B) + sae.b_dec
+    order = column_order(cols, sae.d_sae)  # shared by the encoder's and the decoder's gradient
+    acts = F.relu(selected_preacts(x, sae.W_enc, sae.b_enc, b_dec, rows, cols, values, W_enc_rows, order))
+    x_hat = sparse_decode(acts, rows, cols, sae.W_dec, B, order) + sae.b_dec
     if skip is not None:
         x_hat = x_hat + skip
     y = x if target is None else target
@@ -158,7 +180,7 @@ class TopKSAE(SAE):
         x = self._flatten(x)
         B, k = x.shape[0], active_k(self.cfg)
         pre = encoder_preacts(self, x, matmul_dtype)
-        vals, idx = pre.topk(k, dim=-1, sorted=False)
+        vals, idx = chunked_topk(pre, k)
         rows = torch.arange(B, device=x.device).repeat_interleave(k)
         exact = vals.reshape(-1) if pre.dtype == self.W_enc.dtype else None
         return sparse_training_step(self, x, pre, rows, idx.reshape(-1), exact, dead)
