@@ -134,7 +134,7 @@ def add_arguments(
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
-        if f.name in exclude or not f.init:
+        if f.name in exclude or not f.init or f.metadata.get("no_flag"):
             continue
         flag = "--" + f.name.replace("_", "-")
         tp, optional = _strip_optional(hints[f.name])
@@ -188,6 +188,8 @@ def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
 #: field metadata: leave the field out of `to_dict` while it is None (a field added to a config whose
 #: files are a contract, e.g. SAEConfig's transcoder fields: the files of plain SAEs stay as they were)
 OMIT_NONE = {"omit_none": True}
+# a field the program fills in and saves (e.g. why "auto" chose a value): no --flag, and left out while None
+RECORDED = {"omit_none": True, "no_flag": True}
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

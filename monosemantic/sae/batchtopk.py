@@ -18,7 +18,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from monosemantic.sae.base import SAE, SAEConfig, TrainOutput
-from monosemantic.sae.topk import active_k, auxk_dense, encoder_preacts, sparse_training_step
+from monosemantic.sae.sparse import row_dots
+from monosemantic.sae.topk import (
+    ERROR_MARGIN,
+    FIRST_CANDIDATES,
+    active_k,
+    auxk_dense,
+    centred,
+    encoder_preacts,
+    sparse_training_step,
+)
 
 THRESHOLD_EMA = 0.99  # dictionary_learning's threshold_beta is 0.999; see the module docstring
 
@@ -49,6 +58,45 @@ def batch_topk_select(pre: Tensor, n: int, width: int | None = None) -> tuple[Te
     order = (rows * F_ + cols).argsort()
     rows, cols = rows[order], cols[order]
     return rows, cols, pre[rows, cols], most
+
+
+@torch.no_grad()
+def refined_batch_topk(sae: SAE, x: Tensor, pre: Tensor, n: int, W_enc_rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(rows, cols, values) of `batch_topk_select` of the fp32 pre-activations of x [B, d_in],
+    picked from `pre`, those of a low-precision (bf16) matmul; the values come back in fp32.
+
+    As `refined_topk` for the whole batch: the top `FIRST_CANDIDATES * n` bf16 entries are
+    recomputed in fp32 and the top n of those kept, unless the margin (n-th fp32 value - smallest
+    candidate's bf16 value) is below `ERROR_MARGIN` x the largest error measured on the
+    candidates (then 4x the candidates, and at a quarter of the batch the fp32 matmul).
+    """
+    B, F_ = pre.shape
+    x_c = centred(sae, x)
+    n = min(n, B * F_)
+    m = FIRST_CANDIDATES * n
+    while 4 * m <= B * F_:
+        rows, cols, cb, _ = batch_topk_select(pre, m)
+        cv = row_dots(x_c, W_enc_rows, rows, cols) + sae.b_enc[cols]  # [m] fp32
+        v, j = cv.topk(n, sorted=False)
+        ceiling = cb.to(cv.dtype).min() + ERROR_MARGIN * float((cb.to(cv.dtype) - cv).abs().max())
+        if ceiling < v.min() or ceiling <= 0:
+            j = j.sort().values  # keeps the (row, latent) order of the candidates
+            return rows[j], cols[j], cv[j]
+        m *= 4
+    rows, cols, values, _ = batch_topk_select(torch.addmm(sae.b_enc, x_c, sae.W_enc), n)
+    return rows, cols, values
+
+
+def select_batch_topk(
+    sae: SAE, x: Tensor, pre: Tensor, n: int, width: int | None
+) -> tuple[Tensor, Tensor, Tensor, int | None, Tensor | None]:
+    """(rows, cols, values, largest row count or None, W_enc^T rows or None) of the n largest
+    entries of pre [B, d_sae]: `batch_topk_select`, or after a low-precision matmul
+    `refined_batch_topk` (fp32 values; the W_enc^T copy it made is passed on for AuxK)."""
+    if pre.dtype == sae.W_enc.dtype:
+        return (*batch_topk_select(pre, n, width), None)
+    W_enc_rows = sae.transposed_copy("W_enc_T", sae.W_enc)
+    return (*refined_batch_topk(sae, x, pre, n, W_enc_rows), None, W_enc_rows)
 
 
 class BatchTopKSAE(SAE):
@@ -93,10 +141,11 @@ class BatchTopKSAE(SAE):
     ) -> TrainOutput:
         x = self._flatten(x)
         pre = encoder_preacts(self, x, matmul_dtype)
-        rows, cols, values, most = batch_topk_select(pre, active_k(self.cfg) * x.shape[0], self._width)
-        self._width = most + most // 4 + 1  # next batch's first guess: a little above this one's
-        exact = values if pre.dtype == self.W_enc.dtype else None
-        out = sparse_training_step(self, x, pre, rows, cols, exact, dead)
+        n = active_k(self.cfg) * x.shape[0]
+        rows, cols, values, most, W_enc_rows = select_batch_topk(self, x, pre, n, self._width)
+        if most is not None:
+            self._width = most + most // 4 + 1  # next batch's first guess: a little above this one's
+        out = sparse_training_step(self, x, pre, rows, cols, values, dead, W_enc_rows=W_enc_rows)
         self.observe_training_acts_(values)
         return out
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from monosemantic.sae.base import SAEConfig, TrainOutput, mse_loss
-from monosemantic.sae.batchtopk import BatchTopKSAE, batch_topk_select
+from monosemantic.sae.batchtopk import BatchTopKSAE, select_batch_topk
 from monosemantic.sae.config import matryoshka_prefixes
 from monosemantic.sae.sparse import selected_preacts, sparse_decode
 from monosemantic.sae.topk import active_k, auxk_dense, auxk_sparse, encoder_preacts
@@ -70,12 +70,11 @@ class MatryoshkaSAE(BatchTopKSAE):
         x = self._flatten(x)
         B = x.shape[0]
         pre = encoder_preacts(self, x, matmul_dtype)
-        rows, cols, values, most = batch_topk_select(pre, active_k(self.cfg) * B, self._width)
-        self._width = most + most // 4 + 1
-        exact = values if pre.dtype == self.W_enc.dtype else None
+        rows, cols, values, most, W_enc_rows = select_batch_topk(self, x, pre, active_k(self.cfg) * B, self._width)
+        if most is not None:
+            self._width = most + most // 4 + 1
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
-        W_enc_rows = self.transposed_copy("W_enc_T", self.W_enc) if pre.dtype != self.W_enc.dtype else None
-        acts = F.relu(selected_preacts(x, self.W_enc, self.b_enc, b_dec, rows, cols, exact, W_enc_rows))
+        acts = F.relu(selected_preacts(x, self.W_enc, self.b_enc, b_dec, rows, cols, values, W_enc_rows))
         # each group [m_{i-1}, m_i) decoded on its own (entries stay row-sorted under a mask), so the
         # prefixes cost one sparse decode in all: O(nnz * d_in), as for BatchTopK
         bounds = (0, *self.prefixes)

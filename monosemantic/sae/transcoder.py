@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from monosemantic.sae.base import SAE, SAEConfig, SAEOutput, TrainOutput, mse_loss
-from monosemantic.sae.topk import active_k, auxk_dense, encoder_preacts, sparse_training_step
+from monosemantic.sae.topk import active_k, auxk_dense, encoder_preacts, select_topk, sparse_training_step
 
 
 class TopKTranscoder(SAE):
@@ -131,10 +131,11 @@ class TopKTranscoder(SAE):
         x, y = self._split(xy)
         B, k = x.shape[0], active_k(self.cfg)
         pre = encoder_preacts(self, x, matmul_dtype)
-        vals, idx = pre.topk(k, dim=-1, sorted=False)
+        vals, idx, W_enc_rows = select_topk(self, x, pre, k)
         rows = torch.arange(B, device=x.device).repeat_interleave(k)
-        exact = vals.reshape(-1) if pre.dtype == self.W_enc.dtype else None
-        return sparse_training_step(self, x, pre, rows, idx.reshape(-1), exact, dead, y, self.skip_term(x))
+        return sparse_training_step(
+            self, x, pre, rows, idx.reshape(-1), vals.reshape(-1), dead, y, self.skip_term(x), W_enc_rows
+        )
 
 
 class SkipTranscoder(TopKTranscoder):

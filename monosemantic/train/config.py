@@ -157,7 +157,9 @@ def read_saved_run(path: str | Path) -> SavedRun:
     saved = json.loads((path / PARENT_FILE).read_text()) if many else read_train_config(path)
     file = f"{path}/{PARENT_FILE if many else TRAIN_CONFIG_FILE}"
     data = from_dict(DataConfig, saved["data"], source=file)
-    train, harvest = from_dict(TrainConfig, saved["train"]), from_dict(HarvestConfig, saved["harvest"])
+    # a run saved before matmul_dtype existed trained with fp32 selection; "auto" could now pick bf16
+    train = from_dict(TrainConfig, {"matmul_dtype": "float32", **saved["train"]}, source=file)
+    harvest = from_dict(HarvestConfig, saved["harvest"])
     if many:
         options = from_dict(SAEOptions, saved["sae_options"], source=file)
         return SavedRun(

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -33,7 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from monosemantic.atomic import atomic_write_json
-from monosemantic.config import ConfigError, to_dict
+from monosemantic.config import RECORDED, ConfigError, to_dict
 from monosemantic.data.activations import ActivationDataError, check_finite, check_norms
 from monosemantic.distributed.sharded import ShardSpec, gather_sae
 from monosemantic.distributed.world import World, broadcast_json, distributed_forward
@@ -44,8 +43,10 @@ from monosemantic.sae.topk import TopKSAE
 from monosemantic.train import checkpoint as ckpt
 from monosemantic.train.data_init import init_scale_and_b_dec, resample_dead_latents
 from monosemantic.train.lazy_adam import optimizer_for
+from monosemantic.train.precision import resolve_matmul_dtype
 from monosemantic.train.preflight import check_device
 from monosemantic.train.rundir import TRAIN_CONFIG_FILE, MetricsLog
+from monosemantic.train.schedule import default_lr, lr_at
 from monosemantic.train.timing import StageClock, report
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,13 @@ class TrainConfig:
     """initial b_dec, estimated from the first batches"""
     normalize_activations: bool = True
     """scale inputs by one scalar so that E||x|| = sqrt(d_in); folded into the saved SAE"""
-    matmul_dtype: Literal["float32", "bfloat16"] = "float32"
-    """dtype of the topk/batchtopk encoder matmul (bfloat16 only picks latents; values stay fp32)"""
+    matmul_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """dtype of the topk/batchtopk encoder matmul that picks the active latents (values, gradients and
+    weights stay fp32); auto: bfloat16 where the device has native bf16 (AVX512-BF16/AMX CPUs, CUDA),
+    else float32; the run's train_config.json records the choice and why. --matmul-dtype float32
+    gives the exact fp32 selection"""
+    matmul_dtype_reason: str | None = field(default=None, metadata=RECORDED)
+    """why matmul_dtype is what it is (recorded when auto chose it)"""
     seed: int = 0
     """seed of the SAE initialisation and of the trainer's randomness"""
     device: str = "cpu"
@@ -133,24 +139,13 @@ class TrainConfig:
             raise ConfigError(
                 f"device {self.device!r} is not a torch device; expected cpu, cuda, cuda:1, ..."
             ) from None
+        if self.matmul_dtype == "auto":  # resolved now: train_config.json and resumes hold the choice
+            dtype, self.matmul_dtype_reason = resolve_matmul_dtype(self.matmul_dtype, self.device)
+            self.matmul_dtype = dtype  # type: ignore[assignment]
 
     @property
     def steps(self) -> int:
         return self.total_tokens // self.batch_size
-
-
-def default_lr(d_sae: int) -> float:
-    return 2e-4 / math.sqrt(d_sae / 2**14)
-
-
-def lr_at(step: int, steps: int, base: float, warmup: float, decay: float) -> float:
-    """Linear warm-up over the first `warmup` fraction, linear decay to 0 over the last `decay`."""
-    n_warm, n_decay = warmup * steps, decay * steps
-    if step < n_warm:
-        return base * (step + 1) / n_warm
-    if step >= steps - n_decay:
-        return base * (steps - step) / n_decay
-    return base
 
 
 class Trainer:

@@ -40,7 +40,15 @@ def test_records_keep_the_keys_of_the_files_runs_wrote_before():
         DataConfig(model="MODEL_DIR", hookpoint="layers.*.mlp.neurons"),
         HarvestConfig(batch_tokens=1024, chunk_tokens=4096),
         SAEOptions(arch="topk", k=8, expansion_factor=2),
-        TrainConfig(batch_size=512, total_tokens=24_000, checkpoint_every=15, log_every=5, dead_window=5000),
+        # float32: the matmul dtype those runs had by default (now "auto" resolves per machine)
+        TrainConfig(
+            batch_size=512,
+            total_tokens=24_000,
+            checkpoint_every=15,
+            log_every=5,
+            dead_window=5000,
+            matmul_dtype="float32",
+        ),
     )
     parent = run.parent_record(old["hookpoints"], old["source"])
     assert list(parent) == list(old) and list(parent["sae_options"]) == list(old["sae_options"])
