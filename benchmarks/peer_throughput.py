@@ -4,7 +4,8 @@ For d_in=512, k=32, batch 4096 and each d_sae, one run measures side by side, in
 (median step time, so that machine noise hits every library alike), each library's own step with
 its default settings:
 
-- ours: `Trainer.step` (fast path, fp32 master weights, the default matmul dtype);
+- ours: `Trainer.step` (fast path, fp32 master weights, the default matmul dtype "auto": bf16
+  selection where the CPU has native bf16), and "ours fp32" (`--matmul-dtype float32`) for reference;
 - sparsify 1.3.3 `SparseCoder`, as its `Trainer.fit` steps it: decoder renormalised, forward, FVU
   (+ multi-TopK term, 0 by default) backward, gradient parallel to the decoder removed, optimiser step.
   Its default optimiser is signum (`ScheduleFreeWrapper(SignSGD)`); Adam is measured too;
@@ -42,9 +43,10 @@ TARGET = 2.0
 Step = Callable[[torch.Tensor], None]
 
 
-def ours(d_sae: int) -> Step:
+def ours(d_sae: int, matmul_dtype: str = "auto") -> Step:
     sae = create_sae(SAEConfig(arch="topk", d_in=D_IN, d_sae=d_sae, k=K))
-    trainer = Trainer(sae, TrainConfig(batch_size=BATCH, total_tokens=BATCH * 10**6), progress=False)
+    cfg = TrainConfig(batch_size=BATCH, total_tokens=BATCH * 10**6, matmul_dtype=matmul_dtype)  # type: ignore[arg-type]
+    trainer = Trainer(sae, cfg, progress=False)
     return trainer.step
 
 
@@ -104,7 +106,8 @@ def saelens(d_sae: int) -> Step:
 
 
 LIBRARIES: dict[str, Callable[[int], Step]] = {
-    "ours": ours,
+    "ours": ours,  # the default: matmul_dtype "auto"
+    "ours fp32": lambda d: ours(d, "float32"),  # --matmul-dtype float32, for reference (not a peer)
     "sparsify signum": lambda d: sparsify(d, "signum"),
     "sparsify adam": lambda d: sparsify(d, "adam"),
     "saelens topk": saelens,
@@ -171,6 +174,8 @@ def print_table(rows: list[dict], memory: dict[tuple[int, str], float]) -> None:
     load = os.getloadavg()
     print(f"TopK SAE training, d_in={D_IN}, k={K}, batch={BATCH}, torch threads={torch.get_num_threads()}, ", end="")
     print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    default = TrainConfig()
+    print(f"ours = the default settings; its matmul dtype here: {default.matmul_dtype} ({default.matmul_dtype_reason})")
     print(f"{'d_sae':>6} {'library':<16} {'tokens/s':>10} {'peak MB':>8}")
     for row in rows:
         d_sae = row["d_sae"]
@@ -181,7 +186,7 @@ def print_table(rows: list[dict], memory: dict[tuple[int, str], float]) -> None:
             mem = f"{memory[(d_sae, name)]:8.0f}" if (d_sae, name) in memory else f"{'-':>8}"
             shown = f"{value:>10.0f}" if isinstance(value, float) else f"{'-':>10}  {value}"
             print(f"{d_sae:>6} {name:<16} {shown} {mem}")
-        peers = {n: v for n, v in row.items() if n not in ("ours", "d_sae") and isinstance(v, float)}
+        peers = {n: v for n, v in row.items() if not n.startswith("ours") and n != "d_sae" and isinstance(v, float)}
         if peers and isinstance(row["ours"], float):
             best = max(peers, key=peers.__getitem__)
             ratio = row["ours"] / peers[best]

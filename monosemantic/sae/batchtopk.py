@@ -55,7 +55,8 @@ def batch_topk_select(pre: Tensor, n: int, width: int | None = None) -> tuple[Te
     rows, cols = pos // m, cand_idx.reshape(-1)[pos]
     # canonical (row, latent) order: the sums downstream must not depend on m, or a resumed run
     # (which starts with another first guess) would differ in the last bits
-    order = (rows * F_ + cols).argsort()
+    key = rows * F_ + cols  # unique per entry: any sort gives the one order; int32 sorts ~3x faster
+    order = (key.to(torch.int32) if B * F_ < 2**31 else key).argsort()
     rows, cols = rows[order], cols[order]
     return rows, cols, pre[rows, cols], most
 

@@ -47,9 +47,11 @@ class ColumnOrder(NamedTuple):
 def column_order(cols: Tensor, n_cols: int) -> ColumnOrder:
     """`ColumnOrder` of `cols`; one sort serves every per-latent product of a step (encoder and
     decoder gradients share the selection)."""
-    # stable: aten's unstable int64 sort is 3-5x slower on CPU here
-    sorted_cols, perm = cols.sort(stable=True)
-    return ColumnOrder(perm, torch.searchsorted(sorted_cols, torch.arange(n_cols, device=cols.device)))
+    # stable: aten's unstable int64 sort is 3-5x slower on CPU here; and in int32 (latent ids fit),
+    # 2.7x faster again than the stable int64 sort (131k entries of 16k latents, 2 threads)
+    key = cols.to(torch.int32) if n_cols < 2**31 else cols
+    sorted_cols, perm = key.sort(stable=True)
+    return ColumnOrder(perm, torch.searchsorted(sorted_cols, torch.arange(n_cols, device=cols.device, dtype=key.dtype)))
 
 
 class _SparseDecode(torch.autograd.Function):
