@@ -128,6 +128,8 @@ def refined_topk(
         # k-th value and positive (ReLU zeroes the rest)
         ceiling = cb.amin(1) + err
         ok = (ceiling < v.amin(1)) | (ceiling <= 0)
+        if todo is None and bool(ok.all()):  # the common case: no masked copies
+            return v, latents.gather(1, j)
         vals[rows[ok]], idx[rows[ok]] = v[ok], latents.gather(1, j)[ok]
         todo, width = rows[~ok], 4 * width
     return vals, idx
