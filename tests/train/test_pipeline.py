@@ -27,9 +27,9 @@ OLD_LAYOUT = Path(__file__).parent / "old_layout"
 
 
 def train_argv(model_dir, out, *extra):
-    return tiny_train_argv(
-        model_dir, out, "--checkpoint-every", "15", "--log-every", "5", "--dead-window", "5k", *extra, tokens="24k"
-    )
+    # --matmul-dtype float32: the old layout's runs selected in fp32 (the default then; now "auto")
+    flags = ["--checkpoint-every", "15", "--log-every", "5", "--dead-window", "5k", "--matmul-dtype", "float32"]
+    return tiny_train_argv(model_dir, out, *flags, *extra, tokens="24k")
 
 
 @pytest.fixture(scope="module")
