@@ -179,7 +179,9 @@ class Trainer:
         self.lr = cfg.lr if cfg.lr is not None else default_lr(full_cfg.d_sae)
         self.optimizer = optimizer_for(self.sae, self.lr, fused=self.device.type in ("cpu", "cuda"))  # lazy_adam.py
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.matmul_dtype = DTYPES[cfg.matmul_dtype] if cfg.matmul_dtype != "float32" else None
+        # a latent shard selects in fp32: the refined bf16 pick (sae/topk.refined_topk), which equals
+        # it up to fp32 ties, is not sharded
+        self.matmul_dtype = DTYPES[cfg.matmul_dtype] if cfg.matmul_dtype != "float32" and shards is None else None
         self.forward = (
             (lambda x, **kw: SAE.training_forward(self.sae, x, **kw)) if dense_reference else self.sae.training_forward
         )
