@@ -116,7 +116,8 @@ def train_on_model(
     stream, source = activation_stream(job, run, flat_hooks(units))
     cfg = unit_config(run, units[0], unit_widths(units, stream.widths)[0])
     new = NewSAE(cfg, job.out, job.world, progress, run.record(cfg, source))
-    return train_saes({0: new}, run.train, lambda: training_batches(job, stream, run), job.world)[0]
+    with harvesting(stream):
+        return train_saes({0: new}, run.train, lambda: training_batches(job, stream, run), job.world)[0]
 
 
 def resume_on_model(
@@ -143,7 +144,8 @@ def resume_on_model(
     check_source(job.out, source, saved.source)
     new = NewSAE(saved.sae, job.out, job.world, progress)
     batches = lambda: training_batches(job, stream, run)
-    return train_saes({0: new}, run.train, batches, job.world, resume=True, step=step)[0]
+    with harvesting(stream):
+        return train_saes({0: new}, run.train, batches, job.world, resume=True, step=step)[0]
 
 
 def train_on_tensors(
@@ -200,17 +202,18 @@ def _train_many(job: Job, run: RunConfig, units: list[Unit], saved_source: dict 
         cfg = unit_config(run, units[h], dims[h])
         record = run.record(cfg, source, hookpoint=names[h])
         saes[h] = NewSAE(cfg, job.out / names[h], w, job.progress and world.writer, record)
-    done = train_saes(
-        saes,
-        run.train,
-        lambda: training_batches(job, stream, run),
-        world,
-        resume=saved_source is not None,
-        step=step,
-        parent=(job.out / PARENT_FILE, run.parent_record(names, source)),
-        split=Exchange(widths, owners, world.rank, world.size),
-        n_init=init_batches(widths, run.train.batch_size),
-    )
+    with harvesting(stream):
+        done = train_saes(
+            saes,
+            run.train,
+            lambda: training_batches(job, stream, run),
+            world,
+            resume=saved_source is not None,
+            step=step,
+            parent=(job.out / PARENT_FILE, run.parent_record(names, source)),
+            split=Exchange(widths, owners, world.rank, world.size),
+            n_init=init_batches(widths, run.train.batch_size),
+        )
     return {names[h]: sae for h, sae in done.items()}
 
 
@@ -340,6 +343,17 @@ def activation_stream(job: Job, run: RunConfig, hookpoints: str | list[Hookpoint
         job.model, job.tokenizer, hookpoints, mine, train.batch_size // world.data_size, run.harvest
     )
     return stream, {**stream.describe(), "corpus": corpus.describe(), "batch_size": train.batch_size}
+
+
+@contextlib.contextmanager
+def harvesting(stream: ActivationStream) -> Iterator[None]:
+    """The stream harvests its next chunk in a thread while the SAE trains on this one (only the
+    stream runs the job's model); the thread stops when the block ends."""
+    stream.look_ahead = True
+    try:
+        yield
+    finally:
+        stream.stop_ahead()
 
 
 def training_batches(job: Job, stream: ActivationStream, run: RunConfig):
