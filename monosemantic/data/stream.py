@@ -155,6 +155,7 @@ class ActivationStream:
         acts = torch.cat([a for a, _ in self._carry]) if self._carry else torch.empty(0)
         n = min(self.chunk_tokens, acts.shape[0] // self.batch_size * self.batch_size)
         if n == 0:
+            self._source_at = k  # the ended source stands here: asking again ends again, at once
             raise StopIteration
         prov = torch.cat([p for _, p in self._carry])
         self._carry = [(acts[n:].clone(), prov[n:].clone())]  # a view would keep the whole chunk alive
