@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -46,7 +47,14 @@ E2E = {"hookpoint": "layers.0.resid.pre", "expansion_factor": 4, "k": 8, "batch_
 
 
 def measure(model, tok, hookpoint: str, n_batches: int, batch_tokens: int, seq_len: int, rounds: int) -> dict:
-    batches = list(islice(pack(MathCorpus("train").documents(), tok, seq_len, batch_tokens), n_batches))
+    read = [0]  # documents pack reads to fill n_batches (whole pools of rows)
+
+    def counted():
+        for doc in MathCorpus("train").documents():
+            read[0] += 1
+            yield doc
+
+    batches = list(islice(pack(counted(), tok, seq_len, batch_tokens), n_batches))
     fed = sum(b.input_ids.numel() for b in batches)
     kept = sum(int(kept_tokens(b, tok).sum()) for b in batches)
     cfg = HarvestConfig(seq_len=seq_len, batch_tokens=batch_tokens, chunk_tokens=kept)
@@ -64,7 +72,19 @@ def measure(model, tok, hookpoint: str, n_batches: int, batch_tokens: int, seq_l
         acts, prov = next(stream.chunks())
         assert acts.shape[0] == kept and prov.shape == (kept, 3)
 
-    variants = {"full_forward": full, "forward_to_hook": to_hook, "harvest": harvest}
+    def corpus():  # the documents alone: the built-in corpus generates each one
+        list(islice(MathCorpus("train").documents(), read[0]))
+
+    def packing():  # documents -> tokenized, packed batches, no model
+        list(islice(pack(MathCorpus("train").documents(), tok, seq_len, batch_tokens), n_batches))
+
+    variants = {
+        "full_forward": full,
+        "forward_to_hook": to_hook,
+        "harvest": harvest,
+        "corpus": corpus,
+        "corpus_and_packing": packing,
+    }
     times = {name: [] for name in variants}
     with torch.inference_mode():
         for fn in variants.values():  # warm-up
@@ -82,6 +102,7 @@ def measure(model, tok, hookpoint: str, n_batches: int, batch_tokens: int, seq_l
         **{f"{name}_tokens_per_s": fed / t for name, t in med.items()},
         "overhead_vs_forward_to_hook": med["harvest"] / med["forward_to_hook"] - 1,
         "overhead_vs_full_forward": med["harvest"] / med["full_forward"] - 1,
+        "seconds": med,
     }
 
 
@@ -149,7 +170,7 @@ def main() -> None:
     model, tok = load_model(args.model)
     print(
         f"harvest throughput: model={args.model}, {args.batches} batches of <= {args.batch_tokens} tokens, "
-        f"{args.threads} threads, medians of {args.rounds} interleaved rounds"
+        f"{args.threads} threads, medians of {args.rounds} interleaved rounds; load average {load()}"
     )
     print(
         f"{'hookpoint':<22} {'full fwd tok/s':>14} {'fwd-to-hook':>12} {'harvest':>10} "
@@ -163,8 +184,20 @@ def main() -> None:
             f"{r['harvest_tokens_per_s']:>10.0f} {r['overhead_vs_forward_to_hook']:>23.1%} "
             f"{r['overhead_vs_full_forward']:>12.1%}  {verdict}"
         )
+        sec = r["seconds"]
+        print(
+            f"{'':<22} of the harvest's {sec['harvest']:.2f} s: corpus {sec['corpus']:.2f} s, tokenizing + "
+            f"packing {sec['corpus_and_packing'] - sec['corpus']:.2f} s, "
+            f"forward to hook {sec['forward_to_hook']:.2f} s, rest (kept tokens, provenance, shuffle) "
+            f"{sec['harvest'] - sec['corpus_and_packing'] - sec['forward_to_hook']:.2f} s"
+        )
     if args.e2e_tokens:
         print_end_to_end(model, tok, args.e2e_tokens, args.e2e_batches)
+    print(f"load average at the end: {load()}")
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

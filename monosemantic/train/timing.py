@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 TIMING_FILE = "timing.json"
 STAGES = ("harvest", "sae_step", "checkpoint", "logging")
-"""harvest: reading the next batch (model forward + hook copy, or the cache); sae_step: forward,
+"""harvest: waiting for the next batch (model forward + hook copy, or the cache; `train` harvests the
+next chunk in a thread while the SAE trains, so this is the harvest the overlap did not hide); sae_step: forward,
 backward, Adam, decoder norm, dead-latent counts; checkpoint: writing checkpoints; logging: the
 metrics rows (their FVU, L0 and dead fraction) and the progress bar"""
 
