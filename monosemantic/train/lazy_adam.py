@@ -3,7 +3,10 @@
 A routed SAE with a million latents gives gradient to a few percent of its encoder and decoder
 rows per step; plain Adam would still read and write all of W_enc, W_dec and both moments. Here a
 parameter with a row dimension (`row_dims`, e.g. 1 for W_enc [d_in, d_sae]) is updated only at the
-rows whose gradient is not all zero:
+rows that received gradient: those that the SAE's sparse backward names (`row_grads`: ids and the
+gradient rows, sae/row_grads.py; no full-size gradient exists, nothing is scanned) or, given a
+dense .grad, those where it is not all zero. The rows are gathered, updated and scattered back in
+chunks, in place; W_enc stored transposed (routed.py) makes each a contiguous row.
 
 - those rows get exactly torch.optim.Adam's update (same formula and bias correction, no weight
   decay, no amsgrad);
@@ -20,43 +23,79 @@ the same tensors as Adam's ("step", "exp_avg", "exp_avg_sq"), so checkpoints sav
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
+Rows = tuple[Tensor, Tensor]  # (ids [n] ascending, gradient rows [n, ...]) of one parameter
+CHUNK = 4096  # rows per gather/update/scatter: the working set stays in cache
+
 
 class LazyAdam(torch.optim.Optimizer):
-    """See the module docstring. `row_dims[i]`: the row dimension of the i-th parameter, or None."""
+    """See the module docstring. `row_dims[i]`: the row dimension of the i-th parameter, or None.
+    `row_grads(p)`: the gradient of parameter p as rows (ids, rows [n, ...] in the layout of
+    p.movedim(row_dim, 0)), for parameters whose backward gives no .grad (sae/row_grads.py); None
+    where there is none."""
 
-    def __init__(self, params: list[nn.Parameter], row_dims: list[int | None], lr: float, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(
+        self,
+        params: list[nn.Parameter],
+        row_dims: list[int | None],
+        lr: float,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        row_grads: Callable[[Tensor], Rows | None] | None = None,
+    ):
         if len(params) != len(row_dims):
             raise ValueError(f"{len(params)} parameters but {len(row_dims)} row dimensions")
         super().__init__(
             [{"params": [p], "row_dim": d} for p, d in zip(params, row_dims)], dict(lr=lr, betas=betas, eps=eps)
         )
+        self.row_grads = row_grads
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
             [p] = group["params"]
-            if p.grad is None:
+            dim = group["row_dim"]
+            rows = self.row_grads(p) if p.grad is None and dim is not None and self.row_grads is not None else None
+            if p.grad is None and rows is None:
                 continue
-            state = self.state[p]
-            if not state:
-                state["step"] = torch.tensor(0.0)
-                state["exp_avg"] = torch.zeros_like(p)
-                state["exp_avg_sq"] = torch.zeros_like(p)
+            state = self._state(p)
             state["step"] += 1
             args = (group["lr"], *group["betas"], group["eps"], int(state["step"].item()))
-            dim = group["row_dim"]
             if dim is None:
                 _adam_(p, p.grad, state["exp_avg"], state["exp_avg_sq"], *args)
                 continue
-            rows = touched_rows(p.grad, dim)
-            parts = [t.index_select(dim, rows) for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"])]
-            _adam_(*parts, *args)
-            for target, part in zip((p, state["exp_avg"], state["exp_avg_sq"]), (parts[0], parts[2], parts[3])):
-                target.index_copy_(dim, rows, part)
+            if rows is None:
+                ids = touched_rows(p.grad, dim)
+                rows = ids, p.grad.index_select(dim, ids).movedim(dim, 0)
+            _adam_rows_([t.movedim(dim, 0) for t in (p, state["exp_avg"], state["exp_avg_sq"])], *rows, args)
         return None
+
+    def _state(self, p: Tensor) -> dict:
+        """p's state, created on first use; moments laid out as p (a loaded checkpoint's are
+        contiguous: re-laid once, so that rows of a transposed parameter stay contiguous rows)."""
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if state[key].stride() != p.stride():
+                state[key] = torch.empty_like(p).copy_(state[key])
+        return state
+
+
+def _adam_rows_(targets: list[Tensor], ids: Tensor, grad: Tensor, args: tuple) -> None:
+    """Adam on rows `ids` of p, m, v (`targets`, row dimension first), chunk by chunk."""
+    for lo in range(0, ids.shape[0], CHUNK):
+        i = ids[lo : lo + CHUNK]
+        parts = [t.index_select(0, i) for t in targets]
+        _adam_(parts[0], grad[lo : lo + CHUNK], parts[1], parts[2], *args)
+        for target, part in zip(targets, parts):
+            target.index_copy_(0, i, part)
 
 
 def touched_rows(grad: Tensor, dim: int) -> Tensor:
@@ -82,4 +121,12 @@ def optimizer_for(sae: nn.Module, lr: float, fused: bool = False) -> torch.optim
     if rows is None:
         return torch.optim.Adam(sae.parameters(), lr=lr, fused=fused)
     named = list(sae.named_parameters())
-    return LazyAdam([p for _, p in named], [rows.get(n) for n, _ in named], lr=lr)
+    names = {id(p): n for n, p in named}
+
+    def row_grads(p: Tensor) -> Rows | None:  # the fast path's gradient rows (sae/row_grads.py)
+        store = getattr(sae, "row_grads", None)
+        if store is None or names[id(p)] not in store.grads:
+            return None
+        return store.ids, store.grads[names[id(p)]]
+
+    return LazyAdam([p for _, p in named], [rows.get(n) for n, _ in named], lr=lr, row_grads=row_grads)
