@@ -48,6 +48,7 @@ from monosemantic.sae.topk import TopKSAE, active_k, chunked_topk, k_aux
 BALANCE_COEF = 1.0  # alpha; the MSE is summed over d_in (E||x|| = sqrt(d_in)), so both are O(1)
 Entries = tuple[Tensor, Tensor, Tensor]  # (rows, cols, values) of selected latents, as in sae/sparse.py
 LAZY_ROWS = {"W_enc": 1, "b_enc": 0, "W_dec": 0}  # parameter -> dimension indexed by latent
+TOPK_ROWS = 1024  # tokens per top-k call: on a few dozen rows aten's top-k costs 4x as much per row
 
 
 class Selection(NamedTuple):
@@ -172,34 +173,54 @@ class RoutedSAE(SAE):
     def select(self, x_c: Tensor, expert: Tensor, dead: Tensor | None) -> Selection:
         """Each token's top k latents within its expert (pre-activation values [N, k], latent ids
         [N, k]) and, with `dead`, its AuxK entries within the expert's dead latents. The tokens are
-        sorted by expert once; each expert then runs one [n_e, d_in] @ [d_in, m] matmul into a
-        reused buffer and its top k."""
+        sorted by expert once; each expert runs one [n_e, d_in] @ [d_in, m] matmul, into a buffer
+        shared by consecutive experts until it holds `TOPK_ROWS` tokens, and each buffer one top-k."""
         N, k, m = x_c.shape[0], active_k(self.cfg), self.block
         order = torch.argsort(expert, stable=True)
         counts = torch.bincount(expert, minlength=self.experts).tolist()
-        x_sorted, W_rows = x_c[order], self.W_enc.t()  # W_rows [d_sae, d_in]
+        x_sorted = x_c[order]
         vals = torch.empty(N, k, dtype=x_c.dtype, device=x_c.device)
         idx = torch.empty(N, k, dtype=torch.long, device=x_c.device)
+        buf = torch.empty(min(N, TOPK_ROWS + max(counts)), m, dtype=x_c.dtype, device=x_c.device)
         has_dead = dead.view(self.experts, m).any(1).tolist() if dead is not None else [False] * self.experts
-        buf = torch.empty(max(counts), m, dtype=x_c.dtype, device=x_c.device)
         aux: list[Entries] = []
+        group: list[tuple[int, int, int]] = []  # (expert, its first row in x_sorted, its tokens)
         start = 0
         for e, n_e in enumerate(counts):
-            if n_e == 0:
-                continue
-            s, block = slice(start, start + n_e), slice(e * m, (e + 1) * m)
-            start += n_e
-            pre = torch.addmm(self.b_enc[block], x_sorted[s], W_rows[block].t(), out=buf[:n_e])  # [n_e, m]
-            vals[s], idx[s] = chunked_topk(pre, k)
-            idx[s] += e * m
-            if dead is not None and has_dead[e]:
-                dead_e = dead[block]
-                n = min(k_aux(self.cfg), int(dead_e.sum()))
-                a_vals, a_idx = pre.masked_fill_(~dead_e, float("-inf")).topk(n, dim=-1, sorted=False)
-                aux.append((order[s].repeat_interleave(n), (a_idx + e * m).reshape(-1), a_vals.reshape(-1)))
+            if n_e:
+                group.append((e, start, n_e))
+                start += n_e
+            if group and (start - group[0][1] >= TOPK_ROWS or e == self.experts - 1):
+                lo = group[0][1]
+                pre = self._group_preacts(x_sorted, group, buf[: start - lo])
+                vals[lo:start], idx[lo:start] = chunked_topk(pre, k)
+                for g_e, g_start, g_n in group:
+                    if dead is not None and has_dead[g_e]:
+                        rows = slice(g_start - lo, g_start - lo + g_n)
+                        aux.append(self._aux_entries(pre[rows], dead, g_e, order[g_start : g_start + g_n]))
+                group = []
+        idx += (expert[order] * m)[:, None]  # expert-local ids -> latent ids
         top_vals, top_cols = torch.empty_like(vals), torch.empty_like(idx)
         top_vals[order], top_cols[order] = vals, idx  # back to token order
         return Selection(top_vals, top_cols, _sorted_entries(aux) if aux else None)
+
+    def _group_preacts(self, x_sorted: Tensor, group: list[tuple[int, int, int]], out: Tensor) -> Tensor:
+        """Pre-activations of a group of experts' tokens within their experts: `out` [rows, m]."""
+        m, lo, W_rows = self.block, group[0][1], self.W_enc.t()  # W_rows [d_sae, d_in]
+        for e, start, n_e in group:
+            block = slice(e * m, (e + 1) * m)
+            rows = slice(start - lo, start - lo + n_e)
+            torch.addmm(self.b_enc[block], x_sorted[start : start + n_e], W_rows[block].t(), out=out[rows])
+        return out
+
+    def _aux_entries(self, pre: Tensor, dead: Tensor, e: int, tokens: Tensor) -> Entries:
+        """AuxK entries (rows, cols, values) of expert e's `tokens` from their pre-activations
+        [n_e, m] (overwritten): the top k_aux of the expert's dead latents."""
+        m = self.block
+        dead_e = dead[e * m : (e + 1) * m]
+        n = min(k_aux(self.cfg), int(dead_e.sum()))
+        vals, idx = pre.masked_fill_(~dead_e, float("-inf")).topk(n, dim=-1, sorted=False)
+        return tokens.repeat_interleave(n), (idx + e * m).reshape(-1), vals.reshape(-1)
 
     def training_forward(
         self,

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 Rows = tuple[Tensor, Tensor]  # (ids [n] ascending, gradient rows [n, ...]) of one parameter
-CHUNK = 4096  # rows per gather/update/scatter: the working set stays in cache
+CHUNK = 8192  # rows per gather/update/scatter: the working set stays in cache
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -53,6 +53,7 @@ class LazyAdam(torch.optim.Optimizer):
             [{"params": [p], "row_dim": d} for p, d in zip(params, row_dims)], dict(lr=lr, betas=betas, eps=eps)
         )
         self.row_grads = row_grads
+        self._work: dict[tuple, list[Tensor]] = {}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -71,8 +72,16 @@ class LazyAdam(torch.optim.Optimizer):
             if rows is None:
                 ids = touched_rows(p.grad, dim)
                 rows = ids, p.grad.index_select(dim, ids).movedim(dim, 0)
-            _adam_rows_([t.movedim(dim, 0) for t in (p, state["exp_avg"], state["exp_avg_sq"])], *rows, args)
+            targets = [t.movedim(dim, 0) for t in (p, state["exp_avg"], state["exp_avg_sq"])]
+            _adam_rows_(targets, *rows, args, self._chunk_buffers(targets[0]))
         return None
+
+    def _chunk_buffers(self, p: Tensor) -> list[Tensor]:
+        """Four [CHUNK, *row] buffers for rows of p (row dimension first), reused across steps."""
+        key = (tuple(p.shape[1:]), p.dtype, p.device)
+        if key not in self._work or self._work[key][0].shape[0] != CHUNK:
+            self._work[key] = [p.new_empty(CHUNK, *p.shape[1:]) for _ in range(4)]
+        return self._work[key]
 
     def _state(self, p: Tensor) -> dict:
         """p's state, created on first use; moments laid out as p (a loaded checkpoint's are
@@ -88,12 +97,13 @@ class LazyAdam(torch.optim.Optimizer):
         return state
 
 
-def _adam_rows_(targets: list[Tensor], ids: Tensor, grad: Tensor, args: tuple) -> None:
-    """Adam on rows `ids` of p, m, v (`targets`, row dimension first), chunk by chunk."""
+def _adam_rows_(targets: list[Tensor], ids: Tensor, grad: Tensor, args: tuple, work: list[Tensor]) -> None:
+    """Adam on rows `ids` of p, m, v (`targets`, row dimension first), chunk by chunk, through
+    the reused chunk buffers `work` (p, m, v, denominator): fresh allocations would page-fault."""
     for lo in range(0, ids.shape[0], CHUNK):
         i = ids[lo : lo + CHUNK]
-        parts = [t.index_select(0, i) for t in targets]
-        _adam_(parts[0], grad[lo : lo + CHUNK], parts[1], parts[2], *args)
+        parts = [torch.index_select(t, 0, i, out=w[: i.shape[0]]) for t, w in zip(targets, work)]
+        _adam_(parts[0], grad[lo : lo + CHUNK], parts[1], parts[2], *args, denom=work[3][: i.shape[0]])
         for target, part in zip(targets, parts):
             target.index_copy_(0, i, part)
 
@@ -105,13 +115,25 @@ def touched_rows(grad: Tensor, dim: int) -> Tensor:
     return nonzero.nonzero().squeeze(1)
 
 
-def _adam_(p: Tensor, g: Tensor, m: Tensor, v: Tensor, lr: float, beta1: float, beta2: float, eps: float, t: int):
-    """torch.optim.Adam's single-tensor update, in place on p, m, v (as its _single_tensor_adam)."""
+def _adam_(
+    p: Tensor,
+    g: Tensor,
+    m: Tensor,
+    v: Tensor,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    t: int,
+    denom: Tensor | None = None,
+):
+    """torch.optim.Adam's single-tensor update, in place on p, m, v (as its _single_tensor_adam);
+    `denom`: a buffer shaped as p for the denominator."""
     m.lerp_(g, 1 - beta1)
     v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     bias1, bias2 = 1 - beta1**t, 1 - beta2**t
-    denom = (v.sqrt() / bias2**0.5).add_(eps)
-    p.addcdiv_(m, denom, value=-lr / bias1)
+    denom = torch.sqrt(v, out=denom) if denom is not None else v.sqrt()
+    p.addcdiv_(m, denom.div_(bias2**0.5).add_(eps), value=-lr / bias1)
 
 
 def optimizer_for(sae: nn.Module, lr: float, fused: bool = False) -> torch.optim.Optimizer:

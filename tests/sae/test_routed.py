@@ -42,8 +42,10 @@ def fast_grads(sae, loss) -> dict:
     return {**dense, **{n: p.grad.clone() for n, p in sae.named_parameters() if n not in rows}}
 
 
+@pytest.mark.parametrize("topk_rows", [1024, 10])  # 10: experts share top-k buffers in several groups
 @pytest.mark.parametrize("n_dead", [0, 5, 30])
-def test_fast_path_matches_the_dense_reference(n_dead):
+def test_fast_path_matches_the_dense_reference(n_dead, topk_rows, monkeypatch):
+    monkeypatch.setattr("monosemantic.sae.routed.TOPK_ROWS", topk_rows)
     sae = make()
     x = torch.randn(64, D_IN, dtype=torch.float64) * 2
     dead = torch.zeros(D_SAE, dtype=torch.bool)
