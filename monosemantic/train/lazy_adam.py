@@ -8,8 +8,9 @@ gradient rows, sae/row_grads.py; no full-size gradient exists, nothing is scanne
 dense .grad, those where it is not all zero. The rows are gathered, updated and scattered back in
 chunks, in place; W_enc stored transposed (routed.py) makes each a contiguous row.
 
-- those rows get exactly torch.optim.Adam's update (same formula and bias correction, no weight
-  decay, no amsgrad);
+- those rows get torch.optim.Adam(fused=True)'s update (its kernel, as the trainer's dense
+  parameters; equal up to the last bit, which its vector lanes may round differently on a chunk of
+  rows than on the whole tensor; no weight decay, no amsgrad);
 - the other rows are skipped, as in torch.optim.SparseAdam: their parameters and moments stay as
   they are (the moments are not decayed by beta^skipped), and the step count (bias correction) is
   the parameter's, counted every step; so a row that skips steps does not follow Adam exactly,
@@ -65,22 +66,21 @@ class LazyAdam(torch.optim.Optimizer):
                 continue
             state = self._state(p)
             state["step"] += 1
-            args = (group["lr"], *group["betas"], group["eps"], int(state["step"].item()))
             if dim is None:
-                _adam_(p, p.grad, state["exp_avg"], state["exp_avg_sq"], *args)
+                _adam_(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group)
                 continue
             if rows is None:
                 ids = touched_rows(p.grad, dim)
                 rows = ids, p.grad.index_select(dim, ids).movedim(dim, 0)
             targets = [t.movedim(dim, 0) for t in (p, state["exp_avg"], state["exp_avg_sq"])]
-            _adam_rows_(targets, *rows, args, self._chunk_buffers(targets[0]))
+            _adam_rows_(targets, *rows, state["step"], group, self._chunk_buffers(targets[0]))
         return None
 
     def _chunk_buffers(self, p: Tensor) -> list[Tensor]:
-        """Four [CHUNK, *row] buffers for rows of p (row dimension first), reused across steps."""
+        """Three [CHUNK, *row] buffers for rows of p (row dimension first), reused across steps."""
         key = (tuple(p.shape[1:]), p.dtype, p.device)
         if key not in self._work or self._work[key][0].shape[0] != CHUNK:
-            self._work[key] = [p.new_empty(CHUNK, *p.shape[1:]) for _ in range(4)]
+            self._work[key] = [p.new_empty(CHUNK, *p.shape[1:]) for _ in range(3)]
         return self._work[key]
 
     def _state(self, p: Tensor) -> dict:
@@ -97,13 +97,13 @@ class LazyAdam(torch.optim.Optimizer):
         return state
 
 
-def _adam_rows_(targets: list[Tensor], ids: Tensor, grad: Tensor, args: tuple, work: list[Tensor]) -> None:
+def _adam_rows_(targets: list[Tensor], ids: Tensor, grad: Tensor, step: Tensor, group: dict, work: list[Tensor]):
     """Adam on rows `ids` of p, m, v (`targets`, row dimension first), chunk by chunk, through
-    the reused chunk buffers `work` (p, m, v, denominator): fresh allocations would page-fault."""
+    the reused chunk buffers `work` (fresh allocations would page-fault)."""
     for lo in range(0, ids.shape[0], CHUNK):
         i = ids[lo : lo + CHUNK]
         parts = [torch.index_select(t, 0, i, out=w[: i.shape[0]]) for t, w in zip(targets, work)]
-        _adam_(parts[0], grad[lo : lo + CHUNK], parts[1], parts[2], *args, denom=work[3][: i.shape[0]])
+        _adam_(*parts[:1], grad[lo : lo + CHUNK].contiguous(), *parts[1:], step, group)
         for target, part in zip(targets, parts):
             target.index_copy_(0, i, part)
 
@@ -115,25 +115,12 @@ def touched_rows(grad: Tensor, dim: int) -> Tensor:
     return nonzero.nonzero().squeeze(1)
 
 
-def _adam_(
-    p: Tensor,
-    g: Tensor,
-    m: Tensor,
-    v: Tensor,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    t: int,
-    denom: Tensor | None = None,
-):
-    """torch.optim.Adam's single-tensor update, in place on p, m, v (as its _single_tensor_adam);
-    `denom`: a buffer shaped as p for the denominator."""
-    m.lerp_(g, 1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    bias1, bias2 = 1 - beta1**t, 1 - beta2**t
-    denom = torch.sqrt(v, out=denom) if denom is not None else v.sqrt()
-    p.addcdiv_(m, denom.div_(bias2**0.5).add_(eps), value=-lr / bias1)
+def _adam_(p: Tensor, g: Tensor, m: Tensor, v: Tensor, step: Tensor, group: dict) -> None:
+    """torch.optim.Adam(fused=True)'s update, in place on p, m, v, with `step` already counted:
+    its kernel (one pass; 10x faster on CPU than the single-tensor one's eight)."""
+    beta1, beta2 = group["betas"]
+    common = dict(lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"])
+    torch._fused_adam_([p], [g], [m], [v], [], [step], **common, amsgrad=False, maximize=False)
 
 
 def optimizer_for(sae: nn.Module, lr: float, fused: bool = False) -> torch.optim.Optimizer:
