@@ -181,7 +181,7 @@ class RoutedSAE(SAE):
         x_sorted = x_c[order]
         vals = torch.empty(N, k, dtype=x_c.dtype, device=x_c.device)
         idx = torch.empty(N, k, dtype=torch.long, device=x_c.device)
-        buf = torch.empty(min(N, TOPK_ROWS + max(counts)), m, dtype=x_c.dtype, device=x_c.device)
+        buf = self._pre_buffer(min(N, TOPK_ROWS + max(counts)), x_c.dtype)
         has_dead = dead.view(self.experts, m).any(1).tolist() if dead is not None else [False] * self.experts
         aux: list[Entries] = []
         group: list[tuple[int, int, int]] = []  # (expert, its first row in x_sorted, its tokens)
@@ -203,6 +203,14 @@ class RoutedSAE(SAE):
         top_vals, top_cols = torch.empty_like(vals), torch.empty_like(idx)
         top_vals[order], top_cols[order] = vals, idx  # back to token order
         return Selection(top_vals, top_cols, _sorted_entries(aux) if aux else None)
+
+    def _pre_buffer(self, rows: int, dtype: torch.dtype) -> Tensor:
+        """A [>= rows, m] buffer for pre-activations, kept across steps (a fresh one page-faults on
+        every step) and grown, never shrunk, as the largest group of tokens varies."""
+        buf = self._workspace.get("routed_pre")
+        if buf is None or buf.shape[0] < rows or buf.dtype != dtype or buf.device != self.W_enc.device:
+            buf = self.workspace("routed_pre", (rows, self.block), dtype)
+        return buf
 
     def _group_preacts(self, x_sorted: Tensor, group: list[tuple[int, int, int]], out: Tensor) -> Tensor:
         """Pre-activations of a group of experts' tokens within their experts: `out` [rows, m]."""

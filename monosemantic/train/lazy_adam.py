@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 Rows = tuple[Tensor, Tensor]  # (ids [n] ascending, gradient rows [n, ...]) of one parameter
-CHUNK = 8192  # rows per gather/update/scatter: the working set stays in cache
+CHUNK = 32768  # rows per gather/update/scatter: few ops (under load each parallel op waits for its threads)
 
 
 class LazyAdam(torch.optim.Optimizer):
