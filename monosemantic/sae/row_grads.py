@@ -77,7 +77,7 @@ def make_plan(rows: Tensor, cols: Tensor, tokens: Tensor, active: Tensor, n_out:
 class _EncodeRows(torch.autograd.Function):
     """pre[i] = (x[token_i] - b_dec) . W_enc[:, cols_i] + b_enc[cols_i]; the forward returns the values
     the selection computed. Backward: W_enc^T and b_enc rows into the plan's store, and b_dec's
-    gradient (-sum_i dpre_i W_enc[:, cols_i], one embedding bag over all entries)."""
+    gradient (-sum_i dpre_i W_enc[:, cols_i])."""
 
     @staticmethod
     def forward(ctx: Any, values: Tensor, x_c: Tensor, W_enc: Tensor, b_dec: Tensor | None, plan: Plan) -> Tensor:
@@ -96,9 +96,9 @@ class _EncodeRows(torch.autograd.Function):
         x_rows = F.embedding_bag(plan.tokens[plan.perm], x_c, plan.offsets, mode="sum", per_sample_weights=g)
         plan.store.add("W_enc", x_rows)
         db_dec = None
-        if ctx.needs_input_grad[3]:
-            one_bag = torch.zeros(1, dtype=torch.long, device=grad.device)
-            db_dec = -F.embedding_bag(plan.cols, W_enc.t(), one_bag, mode="sum", per_sample_weights=grad)[0]
+        if ctx.needs_input_grad[3]:  # one bag per output row: aten parallelises over bags, not within one
+            offsets = row_offsets(plan.rows, plan.n_out)
+            db_dec = -F.embedding_bag(plan.cols, W_enc.t(), offsets, mode="sum", per_sample_weights=grad).sum(0)
         return None, None, None, db_dec, None
 
 
