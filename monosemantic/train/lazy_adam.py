@@ -102,9 +102,9 @@ def _adam_rows_(targets: list[Tensor], ids: Tensor, grad: Tensor, step: Tensor, 
     the reused chunk buffers `work` (fresh allocations would page-fault)."""
     for lo in range(0, ids.shape[0], CHUNK):
         i = ids[lo : lo + CHUNK]
-        parts = [torch.index_select(t, 0, i, out=w[: i.shape[0]]) for t, w in zip(targets, work)]
-        _adam_(*parts[:1], grad[lo : lo + CHUNK].contiguous(), *parts[1:], step, group)
-        for target, part in zip(targets, parts):
+        p, m, v = (torch.index_select(t, 0, i, out=w[: i.shape[0]]) for t, w in zip(targets, work))
+        _adam_(p, grad[lo : lo + CHUNK].contiguous(), m, v, step, group)
+        for target, part in zip(targets, (p, m, v)):
             target.index_copy_(0, i, part)
 
 
