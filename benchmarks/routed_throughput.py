@@ -102,6 +102,11 @@ def main() -> None:
         for _ in range(args.rounds):
             for variant in results:
                 results[variant].append(run_worker(variant, acts, args))
+    for i, (dense, routed) in enumerate(zip(results["topk"], results["routed"])):  # the spread: load moves them
+        ratio = routed["tokens_per_s"] / dense["tokens_per_s"]
+        print(
+            f"  round {i}: dense {dense['tokens_per_s']:.0f}, routed {routed['tokens_per_s']:.0f} tok/s = {ratio:.1%}"
+        )
     med = {v: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for v, rs in results.items()}
     print(
         f"routed {args.routed_latents} latents / {args.experts} experts vs dense TopK {args.dense_latents}, d_in 192 "

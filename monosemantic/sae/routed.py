@@ -19,9 +19,13 @@ expert's dead latents. Departures from the paper: the router reads x - b_dec (th
 bias b_router of its own), and AuxK is ours (the paper's experts are plain TopK SAEs).
 
 The fast path groups the tokens by expert and runs one [n_e, d_in] @ [d_in, m] matmul per expert, so
-a token costs O(d_in * m) instead of O(d_in * d_sae); the backward then touches only the selected
-latents (sae/sparse.py), and `LAZY_ROWS` tells the trainer's lazy Adam (train/lazy_adam.py) which
-dimension of each parameter holds one latent per row. `forward` is the dense reference.
+a token costs O(d_in * m) instead of O(d_in * d_sae). W_enc is stored as the transpose of a
+[d_sae, d_in] tensor, so a latent's encoder weights are a contiguous row. The backward
+(sae/row_grads.py) gives W_enc, b_enc and W_dec no full-size gradient: it writes the rows of the
+latents that fired into `row_grads`, which the trainer's lazy Adam (train/lazy_adam.py) updates and
+`normalize_decoder_` renormalises; no step costs O(d_sae * d_in) outside the matmuls. `LAZY_ROWS`
+names the latent dimension of each parameter (for dense gradients: the reference path). `forward`
+is the dense reference.
 
 Formats without a router (SAELens, sparsify, ...) get it as a plain TopK SAE (`as_topk`): the same
 weights, but its encoder picks the top k of all d_sae latents, not of one expert's, and leaves out
@@ -31,18 +35,29 @@ p_e, so its latents differ from the routed SAE's; our own cfg.json + safetensors
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from monosemantic.sae.base import SAE, SAEConfig, SAEOutput, TrainOutput, mse_loss
-from monosemantic.sae.sparse import selected_preacts, sparse_decode
-from monosemantic.sae.topk import TopKSAE, active_k, k_aux
+from monosemantic.sae.row_grads import RowGrads, decode_rows, encode_rows, make_plan
+from monosemantic.sae.topk import TopKSAE, active_k, chunked_topk, k_aux
 
 BALANCE_COEF = 1.0  # alpha; the MSE is summed over d_in (E||x|| = sqrt(d_in)), so both are O(1)
 Entries = tuple[Tensor, Tensor, Tensor]  # (rows, cols, values) of selected latents, as in sae/sparse.py
 LAZY_ROWS = {"W_enc": 1, "b_enc": 0, "W_dec": 0}  # parameter -> dimension indexed by latent
+TOPK_ROWS = 1024  # tokens per top-k call: on a few dozen rows aten's top-k costs 4x as much per row
+
+
+class Selection(NamedTuple):
+    """The fast path's choice: top_vals, top_cols [N, k] (pre-activations and latent ids, token
+    order) and the AuxK entries (rows, cols, values; sorted by row), or None without dead latents."""
+
+    top_vals: Tensor
+    top_cols: Tensor
+    aux: Entries | None
 
 
 class RoutedSAE(SAE):
@@ -55,6 +70,8 @@ class RoutedSAE(SAE):
         super().__init__(cfg, device=device)
         self.W_router = nn.Parameter(torch.empty(cfg.d_in, self.experts, device=device, dtype=cfg.torch_dtype))
         self.reset_router()
+        self.row_grads: RowGrads | None = None  # the last fast-path backward's gradients (row_grads.py)
+        self._row_layout_()
 
     @torch.no_grad()
     def reset_router(self) -> None:
@@ -131,9 +148,9 @@ class RoutedSAE(SAE):
         if torch.is_grad_enabled():
             return self.dense_latents(x_c)[0].reshape(*lead, self.d_sae)
         _, expert, p = self.route(x_c)
-        rows, cols, values = _sorted_entries(self.select(x_c, expert, None)[0])
+        sel = self.select(x_c, expert, None)
         z = torch.zeros(x_c.shape[0], self.d_sae, dtype=x_c.dtype, device=x_c.device)
-        z[rows, cols] = F.relu(values) * p[rows]
+        z.scatter_(1, sel.top_cols, F.relu(sel.top_vals) * p[:, None])
         return z.reshape(*lead, self.d_sae)
 
     @torch.no_grad()
@@ -144,32 +161,74 @@ class RoutedSAE(SAE):
 
     # ---- fast path --------------------------------------------------------------------------
 
+    def _row_layout_(self) -> None:
+        """Keep W_enc [d_in, d_sae] as the transpose of a contiguous [d_sae, d_in] tensor, so that a
+        latent's encoder weights are one contiguous row: the sparse backward, lazy Adam and the
+        per-expert matmuls then gather and scatter rows, not strided columns. Same values, same
+        Parameter object (the optimiser keeps it); a loaded SAE is re-laid out at its first step."""
+        if not self.W_enc.t().is_contiguous():
+            self.W_enc.data = self.W_enc.data.t().contiguous().t()
+
     @torch.no_grad()
-    def select(self, x_c: Tensor, expert: Tensor, dead: Tensor | None) -> tuple[list[Entries], list[Entries]]:
-        """Per expert with tokens: its top-k (rows, cols, pre-activation values) and, with `dead`,
-        its AuxK selections; one [n_e, d_in] @ [d_in, m] matmul each. Returns two lists of
-        (rows, cols, values) triples, flattened and concatenated by the caller."""
-        k, m = active_k(self.cfg), self.block
+    def select(self, x_c: Tensor, expert: Tensor, dead: Tensor | None) -> Selection:
+        """Each token's top k latents within its expert (pre-activation values [N, k], latent ids
+        [N, k]) and, with `dead`, its AuxK entries within the expert's dead latents. The tokens are
+        sorted by expert once; each expert runs one [n_e, d_in] @ [d_in, m] matmul, into a buffer
+        shared by consecutive experts until it holds `TOPK_ROWS` tokens, and each buffer one top-k."""
+        N, k, m = x_c.shape[0], active_k(self.cfg), self.block
         order = torch.argsort(expert, stable=True)
         counts = torch.bincount(expert, minlength=self.experts).tolist()
-        top: list[Entries] = []
+        x_sorted = x_c[order]
+        vals = torch.empty(N, k, dtype=x_c.dtype, device=x_c.device)
+        idx = torch.empty(N, k, dtype=torch.long, device=x_c.device)
+        buf = self._pre_buffer(min(N, TOPK_ROWS + max(counts)), x_c.dtype)
+        has_dead = dead.view(self.experts, m).any(1).tolist() if dead is not None else [False] * self.experts
         aux: list[Entries] = []
+        group: list[tuple[int, int, int]] = []  # (expert, its first row in x_sorted, its tokens)
         start = 0
         for e, n_e in enumerate(counts):
-            if n_e == 0:
-                continue
-            tokens = order[start : start + n_e]
-            start += n_e
-            cols = slice(e * m, (e + 1) * m)
-            pre = torch.addmm(self.b_enc[cols], x_c[tokens], self.W_enc[:, cols])  # [n_e, m]
-            vals, idx = pre.topk(k, dim=-1, sorted=False)
-            top.append((tokens.repeat_interleave(k), (idx + e * m).reshape(-1), vals.reshape(-1)))
-            dead_e = dead[cols] if dead is not None else None
-            if dead_e is not None and bool(dead_e.any()):
-                n = min(k_aux(self.cfg), int(dead_e.sum()))
-                vals, idx = pre.masked_fill(~dead_e, float("-inf")).topk(n, dim=-1, sorted=False)
-                aux.append((tokens.repeat_interleave(n), (idx + e * m).reshape(-1), vals.reshape(-1)))
-        return top, aux
+            if n_e:
+                group.append((e, start, n_e))
+                start += n_e
+            if group and (start - group[0][1] >= TOPK_ROWS or e == self.experts - 1):
+                lo = group[0][1]
+                pre = self._group_preacts(x_sorted, group, buf[: start - lo])
+                vals[lo:start], idx[lo:start] = chunked_topk(pre, k)
+                for g_e, g_start, g_n in group:
+                    if dead is not None and has_dead[g_e]:
+                        rows = slice(g_start - lo, g_start - lo + g_n)
+                        aux.append(self._aux_entries(pre[rows], dead, g_e, order[g_start : g_start + g_n]))
+                group = []
+        idx += (expert[order] * m)[:, None]  # expert-local ids -> latent ids
+        top_vals, top_cols = torch.empty_like(vals), torch.empty_like(idx)
+        top_vals[order], top_cols[order] = vals, idx  # back to token order
+        return Selection(top_vals, top_cols, _sorted_entries(aux) if aux else None)
+
+    def _pre_buffer(self, rows: int, dtype: torch.dtype) -> Tensor:
+        """A [>= rows, m] buffer for pre-activations, kept across steps (a fresh one page-faults on
+        every step) and grown, never shrunk, as the largest group of tokens varies."""
+        buf = self._workspace.get("routed_pre")
+        if buf is None or buf.shape[0] < rows or buf.dtype != dtype or buf.device != self.W_enc.device:
+            buf = self.workspace("routed_pre", (rows, self.block), dtype)
+        return buf
+
+    def _group_preacts(self, x_sorted: Tensor, group: list[tuple[int, int, int]], out: Tensor) -> Tensor:
+        """Pre-activations of a group of experts' tokens within their experts: `out` [rows, m]."""
+        m, lo, W_rows = self.block, group[0][1], self.W_enc.t()  # W_rows [d_sae, d_in]
+        for e, start, n_e in group:
+            block = slice(e * m, (e + 1) * m)
+            rows = slice(start - lo, start - lo + n_e)
+            torch.addmm(self.b_enc[block], x_sorted[start : start + n_e], W_rows[block].t(), out=out[rows])
+        return out
+
+    def _aux_entries(self, pre: Tensor, dead: Tensor, e: int, tokens: Tensor) -> Entries:
+        """AuxK entries (rows, cols, values) of expert e's `tokens` from their pre-activations
+        [n_e, m] (overwritten): the top k_aux of the expert's dead latents."""
+        m = self.block
+        dead_e = dead[e * m : (e + 1) * m]
+        n = min(k_aux(self.cfg), int(dead_e.sum()))
+        vals, idx = pre.masked_fill_(~dead_e, float("-inf")).topk(n, dim=-1, sorted=False)
+        return tokens.repeat_interleave(n), (idx + e * m).reshape(-1), vals.reshape(-1)
 
     def training_forward(
         self,
@@ -179,29 +238,57 @@ class RoutedSAE(SAE):
         penalty_scale: float = 1.0,
         matmul_dtype: torch.dtype | None = None,
     ) -> TrainOutput:
-        """Fast path (fp32 selection; `matmul_dtype` is not used: each expert's matmul is small)."""
+        """Fast path (fp32 selection; `matmul_dtype` is not used: each expert's matmul is small).
+        W_enc, b_enc and W_dec get no .grad: their gradient is `self.row_grads` (sae/row_grads.py),
+        the rows of the latents this step used, which lazy Adam consumes."""
+        self._row_layout_()
         x = self._flatten(x)
-        B = x.shape[0]
+        B, k = x.shape[0], active_k(self.cfg)
         x_c = self._centred(x)
         probs, expert, p = self.route(x_c)
-        top, aux = self.select(x_c.detach(), expert, dead)
-        rows, cols, values = _sorted_entries(top)
+        sel = self.select(x_c.detach(), expert, dead)
+        rows = torch.arange(B, device=x.device).repeat_interleave(k)
+        cols, values, tokens = sel.top_cols.reshape(-1), sel.top_vals.reshape(-1), rows
+        if sel.aux is not None:  # the AuxK reconstruction is stacked below x_hat: rows B + token
+            a_rows, a_cols, a_vals = sel.aux
+            cols, values = torch.cat([cols, a_cols]), torch.cat([values, a_vals])
+            rows, tokens = torch.cat([rows, a_rows + B]), torch.cat([rows, a_rows])
+        plan = make_plan(rows, cols, tokens, values > 0, B if sel.aux is None else 2 * B)
+        self.row_grads = plan.store
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
-        acts = F.relu(selected_preacts(x, self.W_enc, self.b_enc, b_dec, rows, cols, values)) * p[rows]
-        x_hat = sparse_decode(acts, rows, cols, self.W_dec, B) + self.b_dec
+        pre = encode_rows(values, x_c.detach(), self.W_enc, b_dec, plan)
+        acts = F.relu(pre[: B * k]) * p.repeat_interleave(k)
+        out = decode_rows(torch.cat([acts, F.relu(pre[B * k :])]) if sel.aux is not None else acts, self.W_dec, plan)
+        x_hat = out[:B] + self.b_dec
         losses = {"mse": mse_loss(x_hat, x), "balance": self.balance_loss(probs, expert)}
-        if aux:
-            a_rows, a_cols, a_vals = _sorted_entries(aux)
-            pre_aux = selected_preacts(x, self.W_enc, self.b_enc, b_dec, a_rows, a_cols, a_vals)
-            e_hat = sparse_decode(F.relu(pre_aux), a_rows, a_cols, self.W_dec, B)
-            losses["auxk"] = self.cfg.auxk_coef * mse_loss(e_hat, (x - x_hat).detach())
+        if sel.aux is not None:
+            losses["auxk"] = self.cfg.auxk_coef * mse_loss(out[B:], (x - x_hat).detach())
         loss = torch.stack(list(losses.values())).sum()
-        active = acts > 0
+        active = values[: B * k] > 0
         fired = torch.zeros(self.d_sae, dtype=torch.bool, device=x.device)
-        fired[cols[active]] = True
+        fired[cols[: B * k][active]] = True
         return TrainOutput(
             x_hat.detach(), loss, {k: v.detach() for k, v in losses.items()}, fired, active.sum().float() / B
         )
+
+    @torch.no_grad()
+    def remove_parallel_grad_(self) -> None:
+        """As every SAE's, on the decoder rows of `row_grads` too."""
+        super().remove_parallel_grad_()
+        store = self.row_grads
+        if store is not None and "W_dec" in store.grads:
+            g, W = store.grads["W_dec"], self.W_dec.index_select(0, store.ids)
+            g.addcmul_(torch.bmm(g.unsqueeze(1), W.unsqueeze(2)).view(-1, 1), W, value=-1)
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """After a fast-path step only the rows it updated (`row_grads`, then done with); else all."""
+        store: RowGrads | None = getattr(self, "row_grads", None)  # unset while the base class initialises
+        if store is None:
+            return super().normalize_decoder_()
+        self.row_grads = None
+        W = self.W_dec.index_select(0, store.ids)
+        self.W_dec.index_copy_(0, store.ids, W.div_(W.norm(dim=1, keepdim=True).clamp_min(1e-12)))
 
     # ---- export -----------------------------------------------------------------------------
 
@@ -211,7 +298,12 @@ class RoutedSAE(SAE):
         cfg = dataclasses.replace(self.cfg, arch="topk", experts=None)
         with torch.device("meta"):
             sae = TopKSAE(cfg)
-        tensors = {k: v.detach().clone() for k, v in self.state_dict().items() if k != "W_router"}
+        # contiguous: the plain SAE gets the usual [d_in, d_sae] layout, not our transposed W_enc
+        tensors = {
+            k: v.detach().clone(memory_format=torch.contiguous_format)
+            for k, v in self.state_dict().items()
+            if k != "W_router"
+        }
         return sae.assign_(tensors, self.W_enc.device)  # type: ignore[return-value]
 
 

@@ -3,10 +3,14 @@
 A routed SAE with a million latents gives gradient to a few percent of its encoder and decoder
 rows per step; plain Adam would still read and write all of W_enc, W_dec and both moments. Here a
 parameter with a row dimension (`row_dims`, e.g. 1 for W_enc [d_in, d_sae]) is updated only at the
-rows whose gradient is not all zero:
+rows that received gradient: those that the SAE's sparse backward names (`row_grads`: ids and the
+gradient rows, sae/row_grads.py; no full-size gradient exists, nothing is scanned) or, given a
+dense .grad, those where it is not all zero. The rows are gathered, updated and scattered back in
+chunks, in place; W_enc stored transposed (routed.py) makes each a contiguous row.
 
-- those rows get exactly torch.optim.Adam's update (same formula and bias correction, no weight
-  decay, no amsgrad);
+- those rows get torch.optim.Adam(fused=True)'s update (its kernel, as the trainer's dense
+  parameters; equal up to the last bit, which its vector lanes may round differently on a chunk of
+  rows than on the whole tensor; no weight decay, no amsgrad);
 - the other rows are skipped, as in torch.optim.SparseAdam: their parameters and moments stay as
   they are (the moments are not decayed by beta^skipped), and the step count (bias correction) is
   the parameter's, counted every step; so a row that skips steps does not follow Adam exactly,
@@ -20,43 +24,88 @@ the same tensors as Adam's ("step", "exp_avg", "exp_avg_sq"), so checkpoints sav
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
+Rows = tuple[Tensor, Tensor]  # (ids [n] ascending, gradient rows [n, ...]) of one parameter
+CHUNK = 32768  # rows per gather/update/scatter: few ops (under load each parallel op waits for its threads)
+
 
 class LazyAdam(torch.optim.Optimizer):
-    """See the module docstring. `row_dims[i]`: the row dimension of the i-th parameter, or None."""
+    """See the module docstring. `row_dims[i]`: the row dimension of the i-th parameter, or None.
+    `row_grads(p)`: the gradient of parameter p as rows (ids, rows [n, ...] in the layout of
+    p.movedim(row_dim, 0)), for parameters whose backward gives no .grad (sae/row_grads.py); None
+    where there is none."""
 
-    def __init__(self, params: list[nn.Parameter], row_dims: list[int | None], lr: float, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(
+        self,
+        params: list[nn.Parameter],
+        row_dims: list[int | None],
+        lr: float,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        row_grads: Callable[[Tensor], Rows | None] | None = None,
+    ):
         if len(params) != len(row_dims):
             raise ValueError(f"{len(params)} parameters but {len(row_dims)} row dimensions")
         super().__init__(
             [{"params": [p], "row_dim": d} for p, d in zip(params, row_dims)], dict(lr=lr, betas=betas, eps=eps)
         )
+        self.row_grads = row_grads
+        self._work: dict[tuple, list[Tensor]] = {}
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
             [p] = group["params"]
-            if p.grad is None:
-                continue
-            state = self.state[p]
-            if not state:
-                state["step"] = torch.tensor(0.0)
-                state["exp_avg"] = torch.zeros_like(p)
-                state["exp_avg_sq"] = torch.zeros_like(p)
-            state["step"] += 1
-            args = (group["lr"], *group["betas"], group["eps"], int(state["step"].item()))
             dim = group["row_dim"]
-            if dim is None:
-                _adam_(p, p.grad, state["exp_avg"], state["exp_avg_sq"], *args)
+            rows = self.row_grads(p) if p.grad is None and dim is not None and self.row_grads is not None else None
+            if p.grad is None and rows is None:
                 continue
-            rows = touched_rows(p.grad, dim)
-            parts = [t.index_select(dim, rows) for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"])]
-            _adam_(*parts, *args)
-            for target, part in zip((p, state["exp_avg"], state["exp_avg_sq"]), (parts[0], parts[2], parts[3])):
-                target.index_copy_(dim, rows, part)
+            state = self._state(p)
+            state["step"] += 1
+            if dim is None:
+                _adam_(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group)
+                continue
+            if rows is None:
+                ids = touched_rows(p.grad, dim)
+                rows = ids, p.grad.index_select(dim, ids).movedim(dim, 0)
+            targets = [t.movedim(dim, 0) for t in (p, state["exp_avg"], state["exp_avg_sq"])]
+            _adam_rows_(targets, *rows, state["step"], group, self._chunk_buffers(targets[0]))
         return None
+
+    def _chunk_buffers(self, p: Tensor) -> list[Tensor]:
+        """Three [CHUNK, *row] buffers for rows of p (row dimension first), reused across steps."""
+        key = (tuple(p.shape[1:]), p.dtype, p.device)
+        if key not in self._work or self._work[key][0].shape[0] != CHUNK:
+            self._work[key] = [p.new_empty(CHUNK, *p.shape[1:]) for _ in range(3)]
+        return self._work[key]
+
+    def _state(self, p: Tensor) -> dict:
+        """p's state, created on first use; moments laid out as p (a loaded checkpoint's are
+        contiguous: re-laid once, so that rows of a transposed parameter stay contiguous rows)."""
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if state[key].stride() != p.stride():
+                state[key] = torch.empty_like(p).copy_(state[key])
+        return state
+
+
+def _adam_rows_(targets: list[Tensor], ids: Tensor, grad: Tensor, step: Tensor, group: dict, work: list[Tensor]):
+    """Adam on rows `ids` of p, m, v (`targets`, row dimension first), chunk by chunk, through
+    the reused chunk buffers `work` (fresh allocations would page-fault)."""
+    for lo in range(0, ids.shape[0], CHUNK):
+        i = ids[lo : lo + CHUNK]
+        p, m, v = (torch.index_select(t, 0, i, out=w[: i.shape[0]]) for t, w in zip(targets, work))
+        _adam_(p, grad[lo : lo + CHUNK].contiguous(), m, v, step, group)
+        for target, part in zip(targets, (p, m, v)):
+            target.index_copy_(0, i, part)
 
 
 def touched_rows(grad: Tensor, dim: int) -> Tensor:
@@ -66,13 +115,12 @@ def touched_rows(grad: Tensor, dim: int) -> Tensor:
     return nonzero.nonzero().squeeze(1)
 
 
-def _adam_(p: Tensor, g: Tensor, m: Tensor, v: Tensor, lr: float, beta1: float, beta2: float, eps: float, t: int):
-    """torch.optim.Adam's single-tensor update, in place on p, m, v (as its _single_tensor_adam)."""
-    m.lerp_(g, 1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    bias1, bias2 = 1 - beta1**t, 1 - beta2**t
-    denom = (v.sqrt() / bias2**0.5).add_(eps)
-    p.addcdiv_(m, denom, value=-lr / bias1)
+def _adam_(p: Tensor, g: Tensor, m: Tensor, v: Tensor, step: Tensor, group: dict) -> None:
+    """torch.optim.Adam(fused=True)'s update, in place on p, m, v, with `step` already counted:
+    its kernel (one pass; 10x faster on CPU than the single-tensor one's eight)."""
+    beta1, beta2 = group["betas"]
+    common = dict(lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"])
+    torch._fused_adam_([p], [g], [m], [v], [], [step], **common, amsgrad=False, maximize=False)
 
 
 def optimizer_for(sae: nn.Module, lr: float, fused: bool = False) -> torch.optim.Optimizer:
@@ -82,4 +130,12 @@ def optimizer_for(sae: nn.Module, lr: float, fused: bool = False) -> torch.optim
     if rows is None:
         return torch.optim.Adam(sae.parameters(), lr=lr, fused=fused)
     named = list(sae.named_parameters())
-    return LazyAdam([p for _, p in named], [rows.get(n) for n, _ in named], lr=lr)
+    names = {id(p): n for n, p in named}
+
+    def row_grads(p: Tensor) -> Rows | None:  # the fast path's gradient rows (sae/row_grads.py)
+        store = getattr(sae, "row_grads", None)
+        if store is None or names[id(p)] not in store.grads:
+            return None
+        return store.ids, store.grads[names[id(p)]]
+
+    return LazyAdam([p for _, p in named], [rows.get(n) for n, _ in named], lr=lr, row_grads=row_grads)

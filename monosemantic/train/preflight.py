@@ -16,6 +16,7 @@ import torch
 
 from monosemantic.config import ConfigError
 from monosemantic.sae import SAEConfig, create_sae
+from monosemantic.sae.routed import TOPK_ROWS
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -38,15 +39,20 @@ def check_device(device: str | torch.device) -> torch.device:
 def training_bytes(cfg: SAEConfig, batch_size: int, shards: int = 1, matmul_dtype: str = "float32") -> dict[str, int]:
     """A lower bound on the memory that training the SAE `cfg` takes on one rank (1 / `shards` of
     its latents): the parameters, their gradients and Adam's two moments, and the [batch, d_sae]
-    pre-activations of one step (in the SAE's dtype, or bfloat16 with that `matmul_dtype`)."""
+    pre-activations of one step (in the SAE's dtype, or bfloat16 with that `matmul_dtype`); a
+    routed SAE has no full-size gradients and holds one group of tokens' pre-activations in one
+    expert's latents at a time."""
     meta = create_sae(cfg, device="meta")  # shapes without memory
     params = sum(p.numel() for p in meta.parameters()) // shards  # a shard: its latents' rows, and all of b_dec
     item = torch.empty((), dtype=cfg.torch_dtype).element_size()
-    return {
-        "parameters": params * item,
-        "gradients and Adam": 3 * params * item,
-        "one batch of latents": batch_size * (cfg.d_sae // shards) * (2 if matmul_dtype == "bfloat16" else item),
-    }
+    latents = batch_size * (cfg.d_sae // shards) * (2 if matmul_dtype == "bfloat16" else item)
+    if cfg.experts is not None:  # routed (sae/routed.py): row gradients only, one group of tokens per expert block
+        return {
+            "parameters": params * item,
+            "gradients and Adam": 2 * params * item,
+            "one batch of latents": min(batch_size, TOPK_ROWS) * (cfg.d_sae // cfg.experts) * item,
+        }
+    return {"parameters": params * item, "gradients and Adam": 3 * params * item, "one batch of latents": latents}
 
 
 def available_bytes(device: torch.device) -> tuple[int, int] | None:

@@ -24,12 +24,28 @@ def make(seed=0, **kw) -> RoutedSAE:
 
 def grads(sae, loss) -> dict:
     sae.zero_grad(set_to_none=True)
+    sae.row_grads = None
     loss.backward()
     return {n: p.grad.clone() for n, p in sae.named_parameters()}
 
 
+def fast_grads(sae, loss) -> dict:
+    """The fast path's gradients made dense: W_enc, b_enc and W_dec get no .grad (no full-size
+    tensor), only rows in `sae.row_grads`."""
+    sae.zero_grad(set_to_none=True)
+    loss.backward()
+    rows = {"W_enc", "b_enc", "W_dec"}
+    assert all(p.grad is None for n, p in sae.named_parameters() if n in rows)
+    store = sae.row_grads
+    dense = {n: store.dense(n, D_SAE) for n in rows}
+    dense["W_enc"] = dense["W_enc"].t()
+    return {**dense, **{n: p.grad.clone() for n, p in sae.named_parameters() if n not in rows}}
+
+
+@pytest.mark.parametrize("topk_rows", [1024, 10])  # 10: experts share top-k buffers in several groups
 @pytest.mark.parametrize("n_dead", [0, 5, 30])
-def test_fast_path_matches_the_dense_reference(n_dead):
+def test_fast_path_matches_the_dense_reference(n_dead, topk_rows, monkeypatch):
+    monkeypatch.setattr("monosemantic.sae.routed.TOPK_ROWS", topk_rows)
     sae = make()
     x = torch.randn(64, D_IN, dtype=torch.float64) * 2
     dead = torch.zeros(D_SAE, dtype=torch.bool)
@@ -42,10 +58,14 @@ def test_fast_path_matches_the_dense_reference(n_dead):
     torch.testing.assert_close(fast.x_hat, ref.x_hat.detach())
     torch.testing.assert_close(fast.fired, (ref.latents != 0).any(0))
     torch.testing.assert_close(fast.l0, (ref.latents != 0).sum(-1).float().mean())
-    g_ref, g_fast = grads(sae, ref.loss), grads(sae, sae.training_forward(x, dead=dead).loss)
+    g_ref, g_fast = grads(sae, ref.loss), fast_grads(sae, sae.training_forward(x, dead=dead).loss)
     assert g_ref["W_router"].abs().sum() > 0  # the router learns through p_e and the balance term
     for name in g_ref:
         torch.testing.assert_close(g_fast[name], g_ref[name], msg=name)
+    # the rows with gradient are exactly the latents with an active entry (top k or AuxK), no more
+    has_grad = (g_ref["W_dec"] != 0).any(1)
+    assert torch.equal(sae.row_grads.ids, has_grad.nonzero().squeeze(1))
+    assert sae.W_enc.t().is_contiguous()  # a latent's encoder weights are one contiguous row
 
 
 def test_each_token_uses_the_top_k_of_its_argmax_expert_scaled_by_its_probability():

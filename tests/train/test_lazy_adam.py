@@ -1,5 +1,6 @@
-"""monosemantic.train.lazy_adam: Adam on the rows that received gradient, against torch.optim.Adam
-on those rows; skipped rows keep their values and moments (torch.optim.SparseAdam's semantics)."""
+"""monosemantic.train.lazy_adam: Adam on the rows that received gradient, against
+torch.optim.Adam(fused=True) on those rows (the same kernel; its vector lanes may round the last bit
+differently); skipped rows keep their values and moments (torch.optim.SparseAdam's semantics)."""
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ def test_rows_with_gradient_follow_torch_adam_and_the_others_stay_put(row_dim):
     shape, touched = (7, 5) if row_dim == 0 else (5, 7), [0, 2, 5]
     init = torch.randn(*shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     lazy_p, adam_p = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
-    lazy, adam = LazyAdam([lazy_p], [row_dim], lr=LR), torch.optim.Adam([adam_p], lr=LR, foreach=False)
+    lazy, adam = LazyAdam([lazy_p], [row_dim], lr=LR), torch.optim.Adam([adam_p], lr=LR, fused=True)
     for grad in grad_steps(shape, row_dim, touched):
         for p, opt in ((lazy_p, lazy), (adam_p, adam)):
             p.grad = grad.clone()
@@ -71,8 +72,50 @@ def test_dense_parameters_get_plain_adam_and_the_routed_sae_gets_lazy_adam():
     topk = create_sae(SAEConfig(arch="topk", d_in=6, d_sae=16, k=2))
     assert type(optimizer_for(topk, LR)) is torch.optim.Adam
     p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
-    lazy, adam = LazyAdam([p], [None], lr=LR), torch.optim.Adam([q], lr=LR, foreach=False)
+    lazy, adam = LazyAdam([p], [None], lr=LR), torch.optim.Adam([q], lr=LR, fused=True)
     for _ in range(3):
         p.grad, q.grad = torch.tensor([1.0, 0.0, -2.0]), torch.tensor([1.0, 0.0, -2.0])
         lazy.step(), adam.step()
     torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=0)
+
+
+def test_row_gradients_from_the_sparse_backward_follow_torch_adam_chunk_by_chunk(monkeypatch):
+    """Gradients given as (ids, rows) with no .grad (sae/row_grads.py), on a parameter stored
+    transposed as the routed SAE's W_enc: torch's Adam on those rows, the rest untouched, the
+    moments laid out as the parameter; chunks of 2 rows cross the chunk boundaries."""
+    monkeypatch.setattr("monosemantic.train.lazy_adam.CHUNK", 2)
+    init = torch.randn(5, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    lazy_p = torch.nn.Parameter(init.t().contiguous().t())  # [5, 9], latents along dim 1 are rows
+    adam_p = torch.nn.Parameter(init.clone())
+    touched = torch.tensor([0, 2, 3, 5, 8])
+    pending = {}
+    lazy = LazyAdam([lazy_p], [1], lr=LR, row_grads=lambda p: pending.get(id(p)))
+    adam = torch.optim.Adam([adam_p], lr=LR, fused=True)
+    for grad in grad_steps((5, 9), 1, touched):
+        pending[id(lazy_p)] = (touched, grad.t()[touched].contiguous())
+        adam_p.grad = grad.clone()
+        lazy.step()
+        adam.step()
+    assert lazy_p.grad is None and lazy.state[lazy_p]["exp_avg"].stride() == lazy_p.stride()
+    torch.testing.assert_close(
+        lazy_p.detach()[:, touched], adam_p.detach()[:, touched], rtol=0, atol=0
+    )  # the same kernel: bit for bit
+    for key in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(lazy.state[lazy_p][key][:, touched], adam.state[adam_p][key][:, touched])
+    other = torch.tensor([1, 4, 6, 7])
+    assert torch.equal(lazy_p.detach()[:, other], init[:, other])
+    assert not lazy.state[lazy_p]["exp_avg"][:, other].any()
+
+
+def test_moments_loaded_contiguous_are_laid_out_as_the_parameter_with_the_same_values():
+    p = torch.nn.Parameter(torch.randn(6, 4, dtype=torch.float64).t().contiguous().t())
+    opt = LazyAdam([p], [1], lr=LR)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    saved = {k: v.contiguous().clone() if v.ndim else v.clone() for k, v in opt.state[p].items()}
+    opt.load_state_dict({"state": {0: saved}, "param_groups": opt.state_dict()["param_groups"]})
+    assert opt.state[p]["exp_avg"].stride() != p.stride()
+    p.grad = torch.zeros_like(p)
+    opt.step()  # no row touched: only the layout changes
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert opt.state[p][key].stride() == p.stride() and torch.equal(opt.state[p][key], saved[key])

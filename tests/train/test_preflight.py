@@ -40,3 +40,15 @@ def test_a_device_this_machine_lacks_is_refused():
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     with pytest.raises(ConfigError, match=rf"device 'cuda:{count}': .*--device cpu|this machine has {count} CUDA"):
         check_device(f"cuda:{count}")
+
+
+def test_a_routed_sae_is_sized_without_full_gradients_or_a_batch_of_all_its_latents():
+    from monosemantic.sae.routed import TOPK_ROWS
+
+    cfg = SAEConfig(arch="routed", d_in=192, d_sae=1 << 20, k=32, experts=64)
+    params = 2 * 192 * (1 << 20) + (1 << 20) + 192 + 192 * 64
+    assert training_bytes(cfg, 4096) == {
+        "parameters": 4 * params,
+        "gradients and Adam": 2 * 4 * params,  # Adam's moments; the gradients are rows (sae/row_grads.py)
+        "one batch of latents": 4 * TOPK_ROWS * (1 << 14),
+    }
