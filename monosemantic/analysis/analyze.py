@@ -32,7 +32,7 @@ from monosemantic.analysis.label_text import Describer, label_fields, label_rows
 from monosemantic.analysis.labels import DENSE, KeySpace, LabelStats, Names, Scored
 from monosemantic.analysis.latent_stats import Batch, Examples, LatentStats
 from monosemantic.analysis.loss_effect import loss_effect_file, record_loss_effects
-from monosemantic.analysis.predicted import PREDICTED_TOKENS, load_predicted, record_predicted
+from monosemantic.analysis.predicted import PREDICTED_TOKENS, PredictedSet, load_predicted
 from monosemantic.analysis.settings import AnalyzeConfig
 from monosemantic.analysis.store import features_dir, outdated_labels
 from monosemantic.analysis.writer import StoreWriter
@@ -77,9 +77,13 @@ def analyze(
         shutil.rmtree(features_dir(run_dir))
     writer = StoreWriter(features_dir(run_dir), settings, run.sae.d_sae, cfg.shard_latents, run.vocab)
     to_logits = direct_logit_path(run.model, run.hookpoint)
+    predicted = None
+    if to_logits is not None and load_predicted(writer.directory) is None:  # what the logit effects rank within
+        log.info("the model's predicted tokens on the first %d tokens of %s ...", PREDICTED_TOKENS, run.corpus_spec)
+        predicted = PredictedSet(run)  # its forwards run on the model thread of the first shard's pass
     for lo, hi in writer.pending_shards():
         co = Cooccurrence(lo, hi, run.sae.d_sae)
-        results = analyze_shard(run, cfg, lo, hi, to_logits, co, progress=progress)
+        results = analyze_shard(run, cfg, lo, hi, to_logits, co, progress=progress, side=predicted)
         save_cooccurrence(writer.directory, co)  # before the shard's rows: a resumed shard is counted anew
         writer.write_shard(lo, hi, *results)
     writer.finish()
@@ -90,9 +94,8 @@ def analyze(
     for lo, hi in done if loss_effects else []:  # from the stored top examples: an older store gets them too
         if not loss_effect_file(writer.directory, lo, hi).is_file():
             record_loss_effects(run, writer.directory, lo, hi, cfg.window * 3 // 4, progress=progress)
-    if to_logits is not None and load_predicted(writer.directory) is None:  # what the logit effects rank within
-        log.info("the model's predicted tokens on the first %d tokens of %s ...", PREDICTED_TOKENS, run.corpus_spec)
-        record_predicted(run, writer.directory)
+    if predicted is not None:
+        predicted.save(writer.directory)
     return writer.directory
 
 
@@ -102,17 +105,22 @@ def _documents(corpus: Corpus, inputs: LabelInputs) -> Iterator:
         yield doc
 
 
-def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int) -> Iterator[tuple]:
+def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int, side=None) -> Iterator[tuple]:
     """(batch, kept tokens, (latents [n_kept, hi - lo], (token, latent) [nnz, 2] of every latent that
     fires, for `cooccurrence.py`)) of each packed batch. The model and the SAE
     run one batch ahead on a worker thread while the caller does its bookkeeping on the previous
     batch (the torch kernels of both release the GIL); everything else, the packing and all state
-    the caller keeps, stays on the caller's thread, so the results are those of a plain loop."""
+    the caller keeps, stays on the caller's thread, so the results are those of a plain loop. `side`
+    (a `PredictedSet`): one step of its other forwards after each batch, on the same thread (one model
+    forward at a time: the capture hooks are the model's), so they too run beside the bookkeeping."""
 
     def latents(batch, keep):
         with torch.inference_mode():
             z = run.latents(batch.input_ids, batch.attention_mask, keep)
-            return z[:, lo:hi], (z > 0).nonzero()
+            out = z[:, lo:hi], (z > 0).nonzero()
+        if side is not None:
+            side.step()
+        return out
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-encode") as worker:
         pending = []  # (batch, keep, future of its latents), at most two
@@ -131,7 +139,15 @@ def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int) -> Itera
 
 
 def analyze_shard(
-    run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, co: Cooccurrence | None = None, *, progress=True
+    run: RunModel,
+    cfg: AnalyzeConfig,
+    lo: int,
+    hi: int,
+    to_logits,
+    co: Cooccurrence | None = None,
+    *,
+    progress=True,
+    side: PredictedSet | None = None,
 ):
     """One pass over the tokens for latents [lo, hi): (tokens, tensors for the shard file, feature rows,
     label rows, example roles); counts the shard's co-occurrences into `co` on the way."""
@@ -151,7 +167,7 @@ def analyze_shard(
         torch.inference_mode(),
     ):
         for batch, keep, (z, firing) in _latent_batches(
-            run, pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens), lo, hi
+            run, pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens), lo, hi, side
         ):
             if co is not None:
                 co.update(firing, z.shape[0])
