@@ -176,6 +176,7 @@ def analyze_shard(
             bar.update(z.shape[0])
             if stats.tokens >= cfg.tokens:
                 break
+    inputs.flush()  # documents the packing read ahead count too (languages, names)
     if stats.tokens < cfg.tokens:
         raise ConfigError(
             f"the corpus {run.corpus_spec!r} ran out after {stats.tokens} tokens, fewer than --tokens {cfg.tokens}"
