@@ -1,4 +1,4 @@
-"""`monosemantic analyze` throughput vs the model + SAE encoder it cannot avoid, on the same tokens.
+"""`monosemantic analyze` throughput vs the reading, model and SAE encoder it cannot avoid, on the same tokens.
 
 One run times side by side (interleaved rounds, medians):
 - encode only:  batches packed beforehand run through the model up to the hookpoint and the SAE's
@@ -7,14 +7,18 @@ One run times side by side (interleaved rounds, medians):
   documents and tokenizing them into packed batches): no analysis can skip reading its tokens, and
   at an early hookpoint (the demo's layers.0.resid.pre: the forward stops after the embedding) this
   reading costs more than the forward and the encoder;
-- predicted:    the full-model forwards of the predicted-token set (`analysis/predicted.py`: the
-  model's argmax next token on the corpus' first PREDICTED_TOKENS tokens), model work the analysis
-  records by default;
+- predicted:    alone, the full-model forwards of the predicted-token set (`analysis/predicted.py`:
+  the model's argmax next token on the corpus' first PREDICTED_TOKENS tokens), model work the
+  analysis does by default;
+- bare:         read+encode and predicted together, with the parallelism the analysis has: reading
+  on this thread, the forward to the hookpoint and the encoder one batch ahead on a worker thread,
+  the predicted set's forwards on another (on a copy of the model: the capture hooks are the
+  model's). All of the analysis' work but its bookkeeping;
 - analyze:      the whole `analyze` of the run into a fresh directory: loading the model and the SAE,
   statistics, histograms, top and quantile contexts, label counting and scoring, co-occurrences,
   logit effects, the predicted set, neighbours, the SQLite and safetensors writes (without the
   opt-in --loss-effects).
-Overhead = analyze / (read+encode + predicted) - 1 (target <= 25%); also printed against encode only.
+Bookkeeping overhead = analyze / bare - 1 (target <= 25%); also printed against encode only.
 
     python benchmarks/analyze_throughput.py --run runs/demo --tokens 200000
 """
@@ -22,11 +26,13 @@ Overhead = analyze / (read+encode + predicted) - 1 (target <= 25%); also printed
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -76,10 +82,29 @@ def main() -> None:
                 shutil.copy(Path(args.run) / name, tmp)
             analyze(tmp, cfg, progress=False)
 
+    model_copy = copy.deepcopy(src.model)
+
+    def bare() -> None:
+        texts = (doc.text for doc in src.corpus.documents() if doc.text.strip())
+        with ThreadPoolExecutor(1) as encoder, ThreadPoolExecutor(1) as other:
+            forwards = other.submit(argmax_counts, model_copy, src.tokenizer, texts, PREDICTED_TOKENS, src.seq_len)
+            pending, n_read = [], 0
+            for b in pack(src.corpus.documents(), src.tokenizer, src.seq_len, cfg.batch_tokens):
+                keep = kept_tokens(b, src.tokenizer)
+                pending.append(encoder.submit(encode, [b]))
+                n_read += int(keep.sum())
+                if len(pending) == 2:
+                    pending.pop(0).result()
+                if n_read >= args.tokens:
+                    break
+            for f in [*pending, forwards]:
+                f.result()
+
     variants = {
         "encode_only": lambda: encode(batches),
         "read_encode": lambda: encode(packed(src, cfg, args.tokens)[0]),
         "predicted": predicted,
+        "bare": bare,
         "analyze": full_analysis,
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -90,17 +115,16 @@ def main() -> None:
             fn()
             times[name].append(time.perf_counter() - start)
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    base = med["read_encode"] + med["predicted"]
-    overhead, old = med["analyze"] / base - 1, med["analyze"] / med["encode_only"] - 1
+    overhead, old = med["analyze"] / med["bare"] - 1, med["analyze"] / med["encode_only"] - 1
     print(
         f"analyze throughput: run={args.run} (d_sae={src.sae.d_sae}, {src.hookpoint}), {n} tokens, "
         f"{args.threads} threads, medians of {args.rounds} interleaved rounds, "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print("  ".join(f"{name} {med[name]:.2f} s" for name in variants))
-    print(f"{'read+encode+predicted tok/s':>28} {'analyze tok/s':>14} {'overhead':>9}")
+    print(f"{'bare tok/s':>12} {'analyze tok/s':>14} {'overhead':>9}")
     verdict = "ok" if overhead <= TARGET else "MISSED"
-    print(f"{n / base:>28.0f} {n / med['analyze']:>14.0f} {overhead:>9.1%}  {verdict} (target <= {TARGET:.0%})")
+    print(f"{n / med['bare']:>12.0f} {n / med['analyze']:>14.0f} {overhead:>9.1%}  {verdict} (target <= {TARGET:.0%})")
     print(f"(against encode only, batches packed beforehand: {n / med['encode_only']:.0f} tok/s, overhead {old:.1%})")
 
 
