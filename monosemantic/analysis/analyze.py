@@ -32,7 +32,7 @@ from monosemantic.analysis.label_text import Describer, label_fields, label_rows
 from monosemantic.analysis.labels import DENSE, KeySpace, LabelStats, Names, Scored
 from monosemantic.analysis.latent_stats import Batch, Examples, LatentStats
 from monosemantic.analysis.loss_effect import loss_effect_file, record_loss_effects
-from monosemantic.analysis.predicted import PREDICTED_TOKENS, load_predicted, record_predicted
+from monosemantic.analysis.predicted import PREDICTED_TOKENS, PredictedSet, load_predicted
 from monosemantic.analysis.settings import AnalyzeConfig
 from monosemantic.analysis.store import features_dir, outdated_labels
 from monosemantic.analysis.writer import StoreWriter
@@ -77,9 +77,13 @@ def analyze(
         shutil.rmtree(features_dir(run_dir))
     writer = StoreWriter(features_dir(run_dir), settings, run.sae.d_sae, cfg.shard_latents, run.vocab)
     to_logits = direct_logit_path(run.model, run.hookpoint)
+    predicted = None
+    if to_logits is not None and load_predicted(writer.directory) is None:  # what the logit effects rank within
+        log.info("the model's predicted tokens on the first %d tokens of %s ...", PREDICTED_TOKENS, run.corpus_spec)
+        predicted = PredictedSet(run)  # its forwards run on the model thread of the first shard's pass
     for lo, hi in writer.pending_shards():
         co = Cooccurrence(lo, hi, run.sae.d_sae)
-        results = analyze_shard(run, cfg, lo, hi, to_logits, co, progress=progress)
+        results = analyze_shard(run, cfg, lo, hi, to_logits, co, progress=progress, side=predicted)
         save_cooccurrence(writer.directory, co)  # before the shard's rows: a resumed shard is counted anew
         writer.write_shard(lo, hi, *results)
     writer.finish()
@@ -90,9 +94,8 @@ def analyze(
     for lo, hi in done if loss_effects else []:  # from the stored top examples: an older store gets them too
         if not loss_effect_file(writer.directory, lo, hi).is_file():
             record_loss_effects(run, writer.directory, lo, hi, cfg.window * 3 // 4, progress=progress)
-    if to_logits is not None and load_predicted(writer.directory) is None:  # what the logit effects rank within
-        log.info("the model's predicted tokens on the first %d tokens of %s ...", PREDICTED_TOKENS, run.corpus_spec)
-        record_predicted(run, writer.directory)
+    if predicted is not None:
+        predicted.save(writer.directory)
     return writer.directory
 
 
@@ -102,36 +105,56 @@ def _documents(corpus: Corpus, inputs: LabelInputs) -> Iterator:
         yield doc
 
 
-def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int) -> Iterator[tuple]:
-    """(batch, kept tokens, (latents [n_kept, hi - lo], (token, latent) [nnz, 2] of every latent that
-    fires, for `cooccurrence.py`)) of each packed batch. The model and the SAE
-    run one batch ahead on a worker thread while the caller does its bookkeeping on the previous
-    batch (the torch kernels of both release the GIL); everything else, the packing and all state
-    the caller keeps, stays on the caller's thread, so the results are those of a plain loop."""
+def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int, work, limit: int, side=None) -> Iterator[tuple]:
+    """(batch, kept tokens, what `work(batch, keep, z, firing)` returned) of each packed batch until
+    `limit` kept tokens, where z [n_kept, hi - lo] are the latents and firing [nnz, 2] the (token,
+    latent) of every latent that fires. The model, the SAE and `work` (the bookkeeping that needs
+    only the latents: statistics, co-occurrences) run one batch ahead on a worker thread while the
+    caller does the rest on the previous batch (torch kernels release the GIL). The worker runs the
+    batches in order and the caller keeps to its own state (the packing, the documents), so the
+    results are those of a plain loop. `side` (a `PredictedSet`): one step of its other forwards
+    after each batch, on the same thread (one model forward at a time: the capture hooks are the
+    model's), so they too run beside the caller's work."""
 
-    def latents(batch, keep):
+    def task(batch, keep):
         with torch.inference_mode():
             z = run.latents(batch.input_ids, batch.attention_mask, keep)
-            return z[:, lo:hi], (z > 0).nonzero()
+            out = work(batch, keep, z[:, lo:hi], (z > 0).nonzero())
+        if side is not None:
+            side.step()
+        return out
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-encode") as worker:
-        pending = []  # (batch, keep, future of its latents), at most two
+        pending = []  # (batch, keep, future of its work), at most two
+        tokens = 0
         try:
             for batch in batches:
+                if tokens >= limit:
+                    break  # a batch read ahead, as the packing always did, never analysed
                 keep = kept_tokens(batch, run.tokenizer)
-                pending.append((batch, keep, worker.submit(latents, batch, keep)))
+                tokens += int(keep.sum())
+                pending.append((batch, keep, worker.submit(task, batch, keep)))
                 if len(pending) == 2:
-                    batch, keep, z = pending.pop(0)
-                    yield batch, keep, z.result()
-            for batch, keep, z in pending:
-                yield batch, keep, z.result()
+                    batch, keep, out = pending.pop(0)
+                    yield batch, keep, out.result()
+            while pending:
+                batch, keep, out = pending.pop(0)
+                yield batch, keep, out.result()
         finally:
-            for _, _, z in pending:
-                z.cancel()  # the caller stopped early: no need to encode what is queued
+            for _, _, out in pending:
+                out.cancel()  # the caller stopped early: no need to encode what is queued
 
 
 def analyze_shard(
-    run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, to_logits, co: Cooccurrence | None = None, *, progress=True
+    run: RunModel,
+    cfg: AnalyzeConfig,
+    lo: int,
+    hi: int,
+    to_logits,
+    co: Cooccurrence | None = None,
+    *,
+    progress=True,
+    side: PredictedSet | None = None,
 ):
     """One pass over the tokens for latents [lo, hi): (tokens, tensors for the shard file, feature rows,
     label rows, example roles); counts the shard's co-occurrences into `co` on the way."""
@@ -144,22 +167,24 @@ def analyze_shard(
     fit_tokens = int(cfg.tokens * cfg.label_fit)
     labels = LabelStats(n, space, names, fit_tokens, bos=run.tokenizer.bos_token_id)
     docs = _documents(run.corpus, inputs)
+
+    def work(batch, keep, z, firing):  # on the model's thread
+        if co is not None:
+            co.update(firing, z.shape[0])
+        return z.shape[0], stats.update(Batch(z, keep, batch.input_ids, batch.doc_ids, batch.positions))
+
     with (
         tqdm(
             total=cfg.tokens, unit="tok", unit_scale=True, desc=f"analyse latents {lo}-{hi - 1}", disable=not progress
         ) as bar,
         torch.inference_mode(),
     ):
-        for batch, keep, (z, firing) in _latent_batches(
-            run, pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens), lo, hi
+        for batch, keep, (n_kept, (tok, lat)) in _latent_batches(
+            run, pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens), lo, hi, work, cfg.tokens, side
         ):
-            if co is not None:
-                co.update(firing, z.shape[0])
-            tok, lat = stats.update(Batch(z, keep, batch.input_ids, batch.doc_ids, batch.positions))
             labels.update(inputs.rules(batch, keep), tok, lat)
-            bar.update(z.shape[0])
-            if stats.tokens >= cfg.tokens:
-                break
+            bar.update(n_kept)
+    inputs.flush()  # documents the packing read ahead count too (languages, names)
     if stats.tokens < cfg.tokens:
         raise ConfigError(
             f"the corpus {run.corpus_spec!r} ran out after {stats.tokens} tokens, fewer than --tokens {cfg.tokens}"
@@ -174,12 +199,14 @@ def count_cooccurrence(run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, *, p
     """The co-occurrences of latents [lo, hi) alone, over the tokens `analyze_shard` reads."""
     co = Cooccurrence(lo, hi, run.sae.d_sae)
     batches = pack(run.corpus.documents(), run.tokenizer, run.seq_len, cfg.batch_tokens)
+
+    def work(batch, keep, z, firing):
+        co.update(firing, z.shape[0])
+        return z.shape[0]
+
     with tqdm(total=cfg.tokens, unit="tok", unit_scale=True, desc="co-occurrences", disable=not progress) as bar:
-        for _, _, (z, firing) in _latent_batches(run, batches, lo, hi):
-            co.update(firing, z.shape[0])
-            bar.update(z.shape[0])
-            if co.tokens >= cfg.tokens:
-                break
+        for _, _, n_kept in _latent_batches(run, batches, lo, hi, work, cfg.tokens):
+            bar.update(n_kept)
     return co
 
 

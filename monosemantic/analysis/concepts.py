@@ -18,6 +18,7 @@ concept per number would be too narrow); the answer's first token gets answer_st
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 
@@ -71,8 +72,39 @@ def math_spans(sample: Sample) -> tuple[RoleSpan, ...]:
 def document_roles(doc: object, tokenizer) -> list[tuple | None] | None:
     """The role of every token of `doc` by position (None where a token has none); None if the
     document has no roles at all."""
-    spans = math_spans(doc) if isinstance(doc, Sample) else getattr(doc, "roles", ())
-    return span_token_roles(doc.text, spans, tokenizer) if spans else None
+    return documents_roles([doc], tokenizer)[0]
+
+
+def documents_roles(docs: list, tokenizer) -> list[list[tuple | None] | None]:
+    """`document_roles` of each of `docs`, their texts tokenized in one call: the tokenizer's
+    per-call overhead was most of the analysis' cost of reading roles a document at a time. The
+    roles are those of `data.roles.span_token_roles` (the span each token's first character lies in)."""
+    spans = [math_spans(doc) if isinstance(doc, Sample) else getattr(doc, "roles", ()) for doc in docs]
+    out: list[list[tuple | None] | None] = [None] * len(docs)
+    need = [i for i, s in enumerate(spans) if s]
+    if not need:
+        return out
+    if not getattr(tokenizer, "is_fast", False):
+        return [span_token_roles(doc.text, s, tokenizer) if s else None for doc, s in zip(docs, spans)]  # its error
+    enc = tokenizer(
+        [docs[i].text for i in need],
+        add_special_tokens=True,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+    )
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    for j, i in enumerate(need):
+        ids, starts = enc["input_ids"][j], [s.start for s in spans[i]]
+        roles: list[tuple | None] = []
+        for (start, _), special in zip(enc["offset_mapping"][j], enc["special_tokens_mask"][j]):
+            k = bisect.bisect_right(starts, start) - 1  # the last span starting at or before `start`
+            roles.append(None if special or k < 0 or start >= spans[i][k].end else spans[i][k].role)
+        if bos is not None and (not ids or ids[0] != bos):
+            roles.insert(0, None)
+        if eos is not None and (not ids or ids[-1] != eos):
+            roles.append(None)
+        out[i] = roles
+    return out
 
 
 def concepts_of(role: tuple) -> list[tuple[str, object]]:
@@ -139,6 +171,7 @@ class LabelInputs:
         self.role_ids: dict[tuple, int] = {}
         self.role_rows: list[tuple[list[int], list[int], int]] = []  # input keys, next keys, language bucket
         self._tables: tuple | None = None
+        self._pending: list = []  # documents added, not yet read
 
     def _keys(self, field: str, values: list) -> Tensor:
         named = [-1 if v is None else self.names.id(field, v) for v in values]
@@ -160,15 +193,23 @@ class LabelInputs:
         return min(self.languages.index(str(name)), MAX_LANGUAGES)
 
     def add(self, doc) -> None:
-        meta = tuple(sorted(document_meta(doc).items()))
-        if meta not in self.meta_ids:
-            self.meta_ids[meta] = len(self.meta_rows)
-            self.meta_rows.append(
-                (self._row([(f"meta:{k}", v) for k, v in meta]), self.language(dict(meta).get("language")))
-            )
-        roles = document_roles(doc, self.tokenizer)
-        ids = None if roles is None else torch.tensor([self._role_id(r) for r in roles], dtype=torch.int32)
-        self.docs[doc.id] = (self.meta_ids[meta], ids, hashlib.blake2b(doc.text.encode(), digest_size=16).digest())
+        """Take the next document; read when `rules` (or `flush`) next needs it, with the others
+        pending, in order (the ids of names and roles are given in order of first sight)."""
+        self._pending.append(doc)
+
+    def flush(self) -> None:
+        """Read the documents added since the last call (`documents_roles` tokenizes them together)."""
+        docs, self._pending = self._pending, []
+        for doc, roles in zip(docs, documents_roles(docs, self.tokenizer)):
+            meta = tuple(sorted(document_meta(doc).items()))
+            if meta not in self.meta_ids:
+                self.meta_ids[meta] = len(self.meta_rows)
+                self.meta_rows.append(
+                    (self._row([(f"meta:{k}", v) for k, v in meta]), self.language(dict(meta).get("language")))
+                )
+            ids = None if roles is None else torch.tensor([self._role_id(r) for r in roles], dtype=torch.int32)
+            text = hashlib.blake2b(doc.text.encode(), digest_size=16).digest()
+            self.docs[doc.id] = (self.meta_ids[meta], ids, text)
 
     def _role_id(self, role: tuple | None) -> int:
         if role is None:
@@ -198,6 +239,7 @@ class LabelInputs:
         return self._tables[1:]
 
     def rules(self, batch: Packed, kept: Tensor) -> TokenRules:
+        self.flush()
         meta_keys, meta_lang, role_in, role_next, role_lang = self._table()
         B, T = batch.input_ids.shape
         role = torch.full((B, T + 1), -1, dtype=torch.long)  # role id of each token, and of the one after the row

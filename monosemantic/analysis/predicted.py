@@ -31,12 +31,9 @@ PREDICTED_TOKENS = 20_000
 DEFINITION = "the model's argmax next token at some position of the first {n} analysed tokens"
 
 
-@torch.inference_mode()
-def argmax_counts(
-    model: nn.Module, tokenizer, texts: Iterable[str], max_tokens: int, limit: int = 64
-) -> tuple[Tensor, int]:
-    """[vocab] how often each token is the model's argmax next token, over the texts' positions (each
-    text read alone with BOS, cut to `limit` tokens), until `max_tokens` positions; and that count."""
+def predicted_batches(tokenizer, texts: Iterable[str], max_tokens: int, limit: int = 64) -> tuple[list[Tensor], int]:
+    """The token batches `argmax_counts` reads (each text alone with BOS, cut to `limit` tokens, until
+    `max_tokens` positions; texts of one length together, 64 a batch, without padding), and that count."""
     sequences, n = [], 0
     for text in texts:
         ids = prompt_ids(tokenizer, text)[:limit]
@@ -44,12 +41,30 @@ def argmax_counts(
         n += len(sequences[-1])
         if n >= max_tokens:
             break
+    batches = [
+        torch.tensor([sequences[i] for i in members[start : start + 64]])
+        for members in by_length(sequences).values()
+        for start in range(0, len(members), 64)
+    ]
+    return batches, n
+
+
+@torch.inference_mode()
+def count_argmax(model: nn.Module, ids: Tensor, counts: Tensor) -> None:
+    """Add to `counts` [vocab] the model's argmax next token at every position of `ids` [B, T]."""
+    argmax = model(input_ids=ids.to(device_of(model)), use_cache=False).logits.argmax(-1).flatten().cpu()
+    counts += torch.bincount(argmax, minlength=counts.shape[0])[: counts.shape[0]]
+
+
+def argmax_counts(
+    model: nn.Module, tokenizer, texts: Iterable[str], max_tokens: int, limit: int = 64
+) -> tuple[Tensor, int]:
+    """[vocab] how often each token is the model's argmax next token, over the texts' positions (each
+    text read alone with BOS, cut to `limit` tokens), until `max_tokens` positions; and that count."""
+    batches, n = predicted_batches(tokenizer, texts, max_tokens, limit)
     counts = torch.zeros(model.get_output_embeddings().weight.shape[0], dtype=torch.long)
-    for members in by_length(sequences).values():  # equal lengths run together, without padding
-        for start in range(0, len(members), 64):
-            ids = torch.tensor([sequences[i] for i in members[start : start + 64]], device=device_of(model))
-            argmax = model(input_ids=ids).logits.argmax(-1).flatten().cpu()  # [batch * length]
-            counts += torch.bincount(argmax, minlength=counts.shape[0])[: counts.shape[0]]
+    for ids in batches:
+        count_argmax(model, ids, counts)
     return counts, n
 
 
@@ -99,12 +114,30 @@ def logit_effects_within(logits: Tensor, predicted: dict, vocab: list[str], n: i
     }
 
 
+class PredictedSet:
+    """The predicted set of a run, counted a batch at a time (`step`), so that the analysis can run its
+    forwards on its model thread while it does its bookkeeping; `save` counts what is left and saves it."""
+
+    def __init__(self, run, max_tokens: int = PREDICTED_TOKENS):
+        texts = (doc.text for doc in run.corpus.documents() if doc.text.strip())
+        self.run = run
+        self.batches, self.n = predicted_batches(run.tokenizer, texts, max_tokens, limit=run.seq_len)
+        self.counts = torch.zeros(run.model.get_output_embeddings().weight.shape[0], dtype=torch.long)
+
+    def step(self) -> None:
+        if self.batches:
+            count_argmax(self.run.model, self.batches.pop(0), self.counts)
+
+    def save(self, directory: str | Path) -> Path:
+        while self.batches:
+            self.step()
+        return save_predicted(directory, self.counts, self.n, self.run.vocab)
+
+
 def record_predicted(run, directory: str | Path, max_tokens: int = PREDICTED_TOKENS) -> Path:
     """Count the predicted set on the first `max_tokens` tokens of the run's (analysed) corpus, each
     document read alone and cut to the run's row length as the analysis packs it; save it."""
-    texts = (doc.text for doc in run.corpus.documents() if doc.text.strip())
-    counts, n = argmax_counts(run.model, run.tokenizer, texts, max_tokens, limit=run.seq_len)
-    return save_predicted(directory, counts, n, run.vocab)
+    return PredictedSet(run, max_tokens).save(directory)
 
 
 def ranked_logit_effects(run, predicted: dict, latent: int, n: int = 10) -> dict | None:

@@ -1,7 +1,17 @@
 """The math corpus' token roles read as concepts (codes in words, word forms as their symbols' kinds,
 the answer's first token marked), concepts and their words."""
 
-from monosemantic.analysis.concepts import concept_phrase, concepts_of, document_roles, next_concepts_of, token_class
+from monosemantic.analysis.concepts import (
+    concept_phrase,
+    concepts_of,
+    document_roles,
+    documents_roles,
+    math_spans,
+    next_concepts_of,
+    token_class,
+)
+from monosemantic.data.corpora import Document
+from monosemantic.data.roles import RoleSpan, span_token_roles
 from monosemantic.mathlm.corpus import MathCorpus
 from monosemantic.mathlm.tokenizer import build_tokenizer
 
@@ -54,3 +64,17 @@ def test_concepts_and_their_words():
     assert [token_class(t) for t in ("7", " 12", " ", "\n", "fois", " the", "=", "", "(3")] == [
         "digit", "digit", "space", "space", "word", "word", "symbol", None, "symbol"
     ]  # fmt: skip
+
+
+def test_documents_roles_of_a_batch_are_those_of_each_document_alone():
+    """The analysis reads a batch's documents with one tokenizer call: the same roles, document by
+    document, as `data.roles.span_token_roles` gives each alone (math samples, a document with
+    `.jsonl`-style roles, one without roles, an empty one)."""
+    tok = build_tokenizer()
+    samples = [MathCorpus().sample(i) for i in range(40)]
+    spans = (RoleSpan(0, 2, (("kind", "number"),)), RoleSpan(3, 4, (("kind", "relation"), ("exact", True))))
+    docs = [*samples, Document(1000, "12 = 12", roles=spans), Document(1001, "no roles here"), Document(1002, "")]
+    want = [span_token_roles(s.text, math_spans(s), tok) for s in samples]
+    want += [span_token_roles("12 = 12", spans, tok), None, None]
+    assert documents_roles(docs, tok) == want
+    assert [document_roles(d, tok) for d in docs] == want

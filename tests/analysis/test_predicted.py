@@ -2,6 +2,7 @@
 ranked within it, against slow eager references: one forward per prefix, a Python sort."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,12 +10,13 @@ from tiny_models import tiny_model
 
 from monosemantic.analysis.predicted import (
     PREDICTED_FILE,
+    PredictedSet,
     argmax_counts,
     load_predicted,
     logit_effects_within,
     save_predicted,
 )
-from monosemantic.data.corpora import prompt_ids
+from monosemantic.data.corpora import Document, prompt_ids
 from monosemantic.mathlm.tokenizer import build_tokenizer
 
 TEXTS = ["12 + 7 = 19", "3 × 4 = 12", "cinq plus deux égale sept", "22 ÷ 7 ≈ 3.14", "8 − 5 = 3"]
@@ -70,3 +72,20 @@ def test_effects_are_ranked_only_among_predicted_tokens():
     assert got["promotes"] == [[vocab[i], float(logits[i]), predicted["counts"][i]] for i in members[:3]]
     assert got["suppresses"] == [[vocab[i], float(logits[i]), predicted["counts"][i]] for i in members[::-1][:3]]
     assert got["set_size"] == 5 and got["within"] == "d"
+
+
+def test_the_predicted_set_counted_a_step_at_a_time_is_argmax_counts(model_and_tokenizer, tmp_path):
+    """`analyze` runs the set's forwards one step per batch on its model thread; `save` does the rest."""
+    model, tokenizer = model_and_tokenizer
+    docs = [Document(i, text) for i, text in enumerate(TEXTS * 30)]  # several length groups, > 64 a group
+    corpus = SimpleNamespace(documents=lambda: iter(docs))
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    run = SimpleNamespace(model=model, tokenizer=tokenizer, corpus=corpus, seq_len=6, vocab=vocab)
+    counted = PredictedSet(run, max_tokens=500)
+    assert len(counted.batches) > 2
+    counted.step()
+    counted.step()
+    counted.save(tmp_path)
+    want, n = argmax_counts(model, tokenizer, TEXTS * 30, 500, limit=6)
+    saved = load_predicted(tmp_path)
+    assert saved["tokens_read"] == n and saved["counts"] == {i: int(c) for i, c in enumerate(want.tolist()) if c}
