@@ -87,6 +87,7 @@ class ActivationStream:
         self._last: tuple[int, tuple[Tensor, Tensor]] | None = None  # the chunk returned last
         self._ahead: tuple[int, _Ahead] | None = None  # the next chunk, being computed in a thread
         self.look_ahead, self._stopping = look_ahead, False
+        self.ahead_until: int | None = None  # chunks from here on are not computed ahead (the reader stops before)
         self.widths = hookpoint_widths(model, self.hooks)
         self.d = sum(self.widths)
 
@@ -180,7 +181,7 @@ class ActivationStream:
                     self._source = None  # a source that raised is closed
                 chunk = chunk if ahead[0] == k else None
             self._last = (k, chunk if chunk is not None else self._compute(k))
-        if self.look_ahead and self._ahead is None:
+        if self.look_ahead and self._ahead is None and (self.ahead_until is None or k + 1 < self.ahead_until):
             self._ahead = (k + 1, _Ahead(self._compute, k + 1))
         return self._last[1]
 

@@ -117,7 +117,7 @@ def train_on_model(
     stream, source = activation_stream(job, run, flat_hooks(units))
     cfg = unit_config(run, units[0], unit_widths(units, stream.widths)[0])
     new = NewSAE(cfg, job.out, job.world, progress, run.record(cfg, source))
-    with harvesting(stream):
+    with harvesting(stream, run.train):
         return train_saes({0: new}, run.train, lambda: training_batches(job, stream, run), job.world)[0]
 
 
@@ -145,7 +145,7 @@ def resume_on_model(
     check_source(job.out, source, saved.source)
     new = NewSAE(saved.sae, job.out, job.world, progress)
     batches = lambda: training_batches(job, stream, run)
-    with harvesting(stream):
+    with harvesting(stream, run.train):
         return train_saes({0: new}, run.train, batches, job.world, resume=True, step=step)[0]
 
 
@@ -203,7 +203,7 @@ def _train_many(job: Job, run: RunConfig, units: list[Unit], saved_source: dict 
         cfg = unit_config(run, units[h], dims[h])
         record = run.record(cfg, source, hookpoint=names[h])
         saes[h] = NewSAE(cfg, job.out / names[h], w, job.progress and world.writer, record)
-    with harvesting(stream):
+    with harvesting(stream, run.train):
         done = train_saes(
             saes,
             run.train,
@@ -347,19 +347,23 @@ def activation_stream(job: Job, run: RunConfig, hookpoints: str | list[Hookpoint
 
 
 @contextlib.contextmanager
-def harvesting(stream: ActivationStream) -> Iterator[None]:
+def harvesting(stream: ActivationStream, train: TrainConfig) -> Iterator[None]:
     """The stream harvests its next chunk in a thread while the SAE trains on this one (only the
-    stream runs the job's model); the thread stops when the block ends. Meanwhile a thread waiting
+    stream runs the job's model), up to the last chunk `train`'s steps read (so a run harvests what it
+    trains on and no more); the thread stops when the block ends. Meanwhile a thread waiting
     for the GIL gets it after 0.5 ms instead of 5: the harvest (mostly Python) holds it, and the
     SAE step, many short torch ops, needs it back after each (on 2 cores, 5 ms made the step ~1.5x
     slower and ate the overlap's gain)."""
     stream.look_ahead = True
+    steps = train.total_tokens // train.batch_size
+    stream.ahead_until = -(-steps * stream.batch_size // stream.chunk_tokens)
     interval = sys.getswitchinterval()
     sys.setswitchinterval(min(interval, GIL_SWITCH_S))
     try:
         yield
     finally:
         stream.stop_ahead()
+        stream.look_ahead, stream.ahead_until = False, None
         sys.setswitchinterval(interval)
 
 

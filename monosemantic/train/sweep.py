@@ -23,7 +23,7 @@ from monosemantic.distributed.world import World
 from monosemantic.models import model_name
 from monosemantic.sae import SAE, SAEConfig
 from monosemantic.train.config import RunConfig
-from monosemantic.train.pipeline import Job, NewSAE, activation_stream, train_saes, training_batches
+from monosemantic.train.pipeline import Job, NewSAE, activation_stream, harvesting, train_saes, training_batches
 from monosemantic.train.rundir import SWEEP_FILE, check_new_run_dir
 
 SPARSITY_KNOB = {
@@ -93,13 +93,14 @@ def sweep_on_model(out: str | Path, run: RunConfig, points: list[dict], *, progr
         "harvest": to_dict(run.harvest),
         "source": source,
     }
-    done = train_saes(
-        saes,
-        run.train,
-        lambda: training_batches(job, stream, run),
-        job.world,
-        parent=(out / SWEEP_FILE, sweep),
-        split=lambda x: dict.fromkeys(saes, x),  # every SAE sees the whole batch
-        n_init=init_batches([stream.d], run.train.batch_size),
-    )
+    with harvesting(stream, run.train):
+        done = train_saes(
+            saes,
+            run.train,
+            lambda: training_batches(job, stream, run),
+            job.world,
+            parent=(out / SWEEP_FILE, sweep),
+            split=lambda x: dict.fromkeys(saes, x),  # every SAE sees the whole batch
+            n_init=init_batches([stream.d], run.train.batch_size),
+        )
     return {run_name(points[i]): sae for i, sae in done.items() if sae is not None}  # one process: all
