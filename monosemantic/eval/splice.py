@@ -111,9 +111,7 @@ def spliced_eval(
         clean_logp = F.log_softmax(clean.float(), dim=-1)
         x = acts[hook.name]
         x_kept = x[keep].float()
-        z = sae.encode(x_kept)
-        x_hat = sae.decode(z, x_kept)  # x: SAEs with a per-token input_norm restore its scale
-        stats.update(x_kept, x_hat, z)
+        x_hat = torch.cat([_reconstruct(sae, part, stats) for part in x_kept.split(latent_rows(sae.d_sae))])
         spliced = x.clone()
         spliced[keep] = x_hat.to(x.dtype)
         ce, _ = ce_kl_sums(clean, clean_logp, targets, scored)
@@ -131,6 +129,23 @@ def spliced_eval(
             totals[f"kl_{name}"] += kl
         n_scored += int(scored.sum())
     return _result(totals, n_scored, stats)
+
+
+LATENT_BUDGET = 2**25
+"""latent values held at once ([rows, d_sae] float32: 128 MB), so that a wide SAE (a routed one of
+1M latents) is evaluated a few dozen tokens at a time instead of asking for 16 GB per batch"""
+
+
+def latent_rows(d_sae: int) -> int:
+    """Tokens whose [rows, d_sae] latents fit `LATENT_BUDGET` (a whole batch below ~8k latents)."""
+    return max(1, LATENT_BUDGET // d_sae)
+
+
+def _reconstruct(sae, x: Tensor, stats: ReconstructionStats) -> Tensor:
+    z = sae.encode(x)
+    x_hat = sae.decode(z, x)  # x: SAEs with a per-token input_norm restore its scale
+    stats.update(x, x_hat, z)
+    return x_hat
 
 
 def eval_batches(corpus: Corpus, tokenizer, seq_len: int, batch_tokens: int, tokens: int) -> list[Packed]:

@@ -138,3 +138,22 @@ def test_the_report_warns_when_ablation_barely_matters():
     assert "costs the model only 0.0070 nats (zero) / -0.0020 (mean)" in format_spliced(SplicedEval(**base))
     big = {**base, "ce_zero_ablated": 2.5, "ce_mean_ablated": 1.9}
     assert "note:" not in format_spliced(SplicedEval(**big))
+
+
+def test_a_wide_sae_is_evaluated_a_few_tokens_at_a_time_with_the_same_result(gpt2, monkeypatch):
+    """Latents are held [rows, d_sae] at a time (`LATENT_BUDGET`); a budget of 3 tokens' latents
+    gives the whole-batch result (the FVU's streaming merge is exact up to float64 rounding)."""
+    import monosemantic.eval.splice as splice
+
+    model, tok = gpt2
+    torch.manual_seed(0)
+    sae = create_sae(SAEConfig(arch="topk", d_in=128, d_sae=256, k=4))
+    whole = spliced_eval(model, tok, sae, HOOK, MathCorpus("heldout"), 600, progress=False)
+    monkeypatch.setattr(splice, "LATENT_BUDGET", 3 * 256)
+    assert splice.latent_rows(256) == 3
+    pieces = spliced_eval(model, tok, sae, HOOK, MathCorpus("heldout"), 600, progress=False)
+    for name, value in vars(whole).items():
+        if isinstance(value, float):
+            assert getattr(pieces, name) == pytest.approx(value, rel=1e-9, abs=1e-12), name
+        else:
+            assert getattr(pieces, name) == value, name
