@@ -79,7 +79,8 @@ def analyze(
     to_logits = direct_logit_path(run.model, run.hookpoint)
     predicted = None
     if to_logits is not None and load_predicted(writer.directory) is None:  # what the logit effects rank within
-        log.info("the model's predicted tokens on the first %d tokens of %s ...", PREDICTED_TOKENS, run.corpus_spec)
+        if progress:  # -q: results and errors only
+            log.info("the model's predicted tokens on the first %d tokens of %s ...", PREDICTED_TOKENS, run.corpus_spec)
         predicted = PredictedSet(run)  # its forwards run on the model thread of the first shard's pass
     for lo, hi in writer.pending_shards():
         co = Cooccurrence(lo, hi, run.sae.d_sae)
@@ -89,7 +90,8 @@ def analyze(
     writer.finish()
     done = [(entry["lo"], entry["hi"]) for entry in writer.manifest["shards"].values()]
     for lo, hi in missing_shards(writer.directory, done):  # a store analysed before it was counted
-        log.info("co-occurring features of latents %d-%d: one more pass over the tokens", lo, hi - 1)
+        if progress:
+            log.info("co-occurring features of latents %d-%d: one more pass over the tokens", lo, hi - 1)
         save_cooccurrence(writer.directory, count_cooccurrence(run, cfg, lo, hi, progress=progress))
     for lo, hi in done if loss_effects else []:  # from the stored top examples: an older store gets them too
         if not loss_effect_file(writer.directory, lo, hi).is_file():
