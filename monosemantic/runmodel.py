@@ -137,6 +137,11 @@ class RunModel:
 
     def latents(self, input_ids: Tensor, attention_mask: Tensor | None, keep: Tensor) -> Tensor:
         """[n_kept, d_sae] SAE latents (on the CPU) of the tokens of input_ids [B, T] where keep [B, T]."""
+        return self.sae.encode(self.hook_acts(input_ids, attention_mask, keep)).cpu()
+
+    def hook_acts(self, input_ids: Tensor, attention_mask: Tensor | None, keep: Tensor) -> Tensor:
+        """[n_kept, d_in] float32 activations at the hookpoint (on the model's device) of the tokens
+        of input_ids [B, T] where keep [B, T]: what the SAE encodes."""
         device = device_of(self.model)
         acts = run_and_capture(
             self.model,
@@ -144,7 +149,7 @@ class RunModel:
             [self.hook],
             None if attention_mask is None else attention_mask.to(device),
         )[self.hook.name]
-        return self.sae.encode(acts[keep.to(device)].float()).cpu()
+        return acts[keep.to(device)].float()
 
     def text_latents(self, ids: list[int]) -> TextLatents:
         """The SAE latents of every token of `ids` (a `prompt_ids` list) but BOS."""

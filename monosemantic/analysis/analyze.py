@@ -34,6 +34,7 @@ from monosemantic.analysis.latent_stats import Batch, Examples, LatentStats
 from monosemantic.analysis.loss_effect import loss_effect_file, record_loss_effects
 from monosemantic.analysis.predicted import PREDICTED_TOKENS, PredictedSet, load_predicted
 from monosemantic.analysis.settings import AnalyzeConfig
+from monosemantic.analysis.shard_latents import LatentCache, shard_view
 from monosemantic.analysis.store import features_dir, outdated_labels
 from monosemantic.analysis.writer import StoreWriter
 from monosemantic.config import ConfigError, derive_seed, to_dict
@@ -43,6 +44,9 @@ from monosemantic.models import direct_logit_path
 from monosemantic.runmodel import RunModel
 
 log = logging.getLogger(__name__)
+
+NEIGHBOURS_ALL = 1 << 16  # up to this many latents, nearest latents are searched among all of them
+NEIGHBOURS_FLOATS = 1 << 26  # decoder similarities held at a time (256 MiB)
 
 
 def analysis_settings(run: RunModel, cfg: AnalyzeConfig) -> dict:
@@ -82,9 +86,10 @@ def analyze(
         if progress:  # -q: results and errors only
             log.info("the model's predicted tokens on the first %d tokens of %s ...", PREDICTED_TOKENS, run.corpus_spec)
         predicted = PredictedSet(run)  # its forwards run on the model thread of the first shard's pass
+    cache = LatentCache(run)  # the model and the encoder run in the first pass only, where it fits
     for lo, hi in writer.pending_shards():
         co = Cooccurrence(lo, hi, run.sae.d_sae)
-        results = analyze_shard(run, cfg, lo, hi, to_logits, co, progress=progress, side=predicted)
+        results = analyze_shard(run, cfg, lo, hi, to_logits, co, progress=progress, side=predicted, cache=cache)
         save_cooccurrence(writer.directory, co)  # before the shard's rows: a resumed shard is counted anew
         writer.write_shard(lo, hi, *results)
     writer.finish()
@@ -92,7 +97,7 @@ def analyze(
     for lo, hi in missing_shards(writer.directory, done):  # a store analysed before it was counted
         if progress:
             log.info("co-occurring features of latents %d-%d: one more pass over the tokens", lo, hi - 1)
-        save_cooccurrence(writer.directory, count_cooccurrence(run, cfg, lo, hi, progress=progress))
+        save_cooccurrence(writer.directory, count_cooccurrence(run, cfg, lo, hi, progress=progress, cache=cache))
     for lo, hi in done if loss_effects else []:  # from the stored top examples: an older store gets them too
         if not loss_effect_file(writer.directory, lo, hi).is_file():
             record_loss_effects(run, writer.directory, lo, hi, cfg.window * 3 // 4, progress=progress)
@@ -107,10 +112,13 @@ def _documents(corpus: Corpus, inputs: LabelInputs) -> Iterator:
         yield doc
 
 
-def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int, work, limit: int, side=None) -> Iterator[tuple]:
+def _latent_batches(
+    cache: LatentCache, batches: Iterator, lo: int, hi: int, work, limit: int, side=None
+) -> Iterator[tuple]:
     """(batch, kept tokens, what `work(batch, keep, z, firing)` returned) of each packed batch until
     `limit` kept tokens, where z [n_kept, hi - lo] are the latents and firing [nnz, 2] the (token,
-    latent) of every latent that fires. The model, the SAE and `work` (the bookkeeping that needs
+    latent) of every latent that fires (`shard_view`; the run's model and SAE through `cache`,
+    never all latents dense). The model, the SAE and `work` (the bookkeeping that needs
     only the latents: statistics, co-occurrences) run one batch ahead on a worker thread while the
     caller does the rest on the previous batch (torch kernels release the GIL). The worker runs the
     batches in order and the caller keeps to its own state (the packing, the documents), so the
@@ -118,10 +126,10 @@ def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int, work, li
     after each batch, on the same thread (one model forward at a time: the capture hooks are the
     model's), so they too run beside the caller's work."""
 
-    def task(batch, keep):
+    def task(index, batch, keep):
         with torch.inference_mode():
-            z = run.latents(batch.input_ids, batch.attention_mask, keep)
-            out = work(batch, keep, z[:, lo:hi], (z > 0).nonzero())
+            z, firing = shard_view(cache.get(index, batch, keep), int(keep.sum()), lo, hi)
+            out = work(batch, keep, z, firing)
         if side is not None:
             side.step()
         return out
@@ -130,12 +138,12 @@ def _latent_batches(run: RunModel, batches: Iterator, lo: int, hi: int, work, li
         pending = []  # (batch, keep, future of its work), at most two
         tokens = 0
         try:
-            for batch in batches:
+            for index, batch in enumerate(batches):
                 if tokens >= limit:
                     break  # a batch read ahead, as the packing always did, never analysed
-                keep = kept_tokens(batch, run.tokenizer)
+                keep = kept_tokens(batch, cache.run.tokenizer)
                 tokens += int(keep.sum())
-                pending.append((batch, keep, worker.submit(task, batch, keep)))
+                pending.append((batch, keep, worker.submit(task, index, batch, keep)))
                 if len(pending) == 2:
                     batch, keep, out = pending.pop(0)
                     yield batch, keep, out.result()
@@ -157,6 +165,7 @@ def analyze_shard(
     *,
     progress=True,
     side: PredictedSet | None = None,
+    cache: LatentCache | None = None,
 ):
     """One pass over the tokens for latents [lo, hi): (tokens, tensors for the shard file, feature rows,
     label rows, example roles); counts the shard's co-occurrences into `co` on the way."""
@@ -182,7 +191,13 @@ def analyze_shard(
         torch.inference_mode(),
     ):
         for batch, keep, (n_kept, (tok, lat)) in _latent_batches(
-            run, pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens), lo, hi, work, cfg.tokens, side
+            cache or LatentCache(run),
+            pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens),
+            lo,
+            hi,
+            work,
+            cfg.tokens,
+            side,
         ):
             labels.update(inputs.rules(batch, keep), tok, lat)
             bar.update(n_kept)
@@ -197,7 +212,9 @@ def analyze_shard(
     return stats.tokens, stats.tensors(), rows, label_rows(describer, scored, lo), roles
 
 
-def count_cooccurrence(run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, *, progress: bool = True) -> Cooccurrence:
+def count_cooccurrence(
+    run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, *, progress: bool = True, cache: LatentCache | None = None
+) -> Cooccurrence:
     """The co-occurrences of latents [lo, hi) alone, over the tokens `analyze_shard` reads."""
     co = Cooccurrence(lo, hi, run.sae.d_sae)
     batches = pack(run.corpus.documents(), run.tokenizer, run.seq_len, cfg.batch_tokens)
@@ -207,7 +224,7 @@ def count_cooccurrence(run: RunModel, cfg: AnalyzeConfig, lo: int, hi: int, *, p
         return z.shape[0]
 
     with tqdm(total=cfg.tokens, unit="tok", unit_scale=True, desc="co-occurrences", disable=not progress) as bar:
-        for _, _, n_kept in _latent_batches(run, batches, lo, hi, work, cfg.tokens):
+        for _, _, n_kept in _latent_batches(cache or LatentCache(run), batches, lo, hi, work, cfg.tokens):
             bar.update(n_kept)
     return co
 
@@ -263,7 +280,7 @@ def feature_rows(
         top_ids, top_vals, bottom_ids, bottom_vals = (
             t.tolist() for t in (top.indices, top.values, bottom.indices, bottom.values)
         )
-    neighbours = nearest_latents(run.sae.W_dec.detach().float().cpu(), lo, lo + n)
+    neighbours = nearest_latents(run.sae.W_dec.detach().float().cpu(), lo, lo + n, block=neighbour_block(run.sae))
     # whole tensors to Python lists once: per-element .item()/.tolist() dominated this loop
     fires_l, sum_l, max_l = (t.tolist() for t in (stats.fires, stats.act_sum, stats.act_max))
     windows = stats.top.ctx_tokens.tolist()  # [n, top_k, window]
@@ -293,15 +310,44 @@ def feature_rows(
     return rows
 
 
-def nearest_latents(W_dec: Tensor, lo: int, hi: int, n: int = 8, chunk: int = 1024) -> list[tuple[list, list]]:
-    """For latents [lo, hi): the `n` other latents of highest decoder cosine similarity, with it."""
-    unit = W_dec / W_dec.norm(dim=1, keepdim=True).clamp(min=1e-12)
+def neighbour_block(sae) -> int | None:
+    """Latents among which nearest latents are searched: all (None) up to `NEIGHBOURS_ALL` latents;
+    beyond, a routed SAE's expert (its latents are the ones that compete for a token) or else
+    contiguous blocks of `NEIGHBOURS_ALL`, so the search costs O(d_sae * block * d_in), not
+    O(d_sae^2 * d_in) (1M latents against all: 4e14 flops, hours on a few cores)."""
+    if sae.d_sae <= NEIGHBOURS_ALL:
+        return None
+    experts = getattr(sae.cfg, "experts", None)
+    return sae.d_sae // experts if experts else NEIGHBOURS_ALL
+
+
+def nearest_latents(
+    W_dec: Tensor, lo: int, hi: int, n: int = 8, chunk: int = 1024, block: int | None = None
+) -> list[tuple[list, list]]:
+    """For latents [lo, hi): the `n` other latents of highest decoder cosine similarity, with it;
+    with `block`, among the latents of their own block of `block` (latent i's: i // block)."""
+    if block is None:
+        return _nearest_in(W_dec, lo, hi, 0, n, chunk)
+    out, start = [], lo
+    while start < hi:
+        first = start // block * block
+        end = min(hi, first + block)
+        out += _nearest_in(W_dec[first : first + block], start - first, end - first, first, n, chunk)
+        start = end
+    return out
+
+
+def _nearest_in(W: Tensor, lo: int, hi: int, offset: int, n: int, chunk: int) -> list[tuple[list, list]]:
+    """`nearest_latents` of rows [lo, hi) of W among all its rows; ids + `offset`. At most
+    `NEIGHBOURS_FLOATS` similarities at a time: [1024, d_sae] is 4 GiB at 1M latents."""
+    unit = W / W.norm(dim=1, keepdim=True).clamp(min=1e-12)
     n = min(n, unit.shape[0] - 1)
+    chunk = max(1, min(chunk, NEIGHBOURS_FLOATS // unit.shape[0]))
     out = []
     for start in range(lo, hi, chunk):
-        sims = unit[start : min(hi, start + chunk)] @ unit.T  # [chunk, d_sae]
+        sims = unit[start : min(hi, start + chunk)] @ unit.T  # [chunk, rows of W]
         sims[torch.arange(sims.shape[0]), torch.arange(start, start + sims.shape[0])] = -torch.inf
         top = sims.topk(n, dim=1) if n > 0 else None
         for r in range(sims.shape[0]):
-            out.append(([], []) if top is None else (top.indices[r].tolist(), top.values[r].tolist()))
+            out.append(([], []) if top is None else ((top.indices[r] + offset).tolist(), top.values[r].tolist()))
     return out

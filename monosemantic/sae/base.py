@@ -75,6 +75,9 @@ class TrainOutput(NamedTuple):
     l0: Tensor
 
 
+#: floats of dense latents `encode_entries` holds at a time (256 MiB in float32)
+ENCODE_BUDGET = 1 << 26
+
 #: architecture name -> class, for `SAE.load`. Filled by registry.py, which imports every
 #: architecture (each imports this module, so the table cannot be built here).
 ARCHITECTURES: dict[str, type[SAE]] = {}
@@ -180,6 +183,21 @@ class SAE(nn.Module):
         lead = x.shape[:-1]
         x, _ = self.normalize_input(self._flatten(x))
         return self.inference_activation(self.pre_acts(x)).reshape(*lead, self.cfg.d_sae)
+
+    def encode_entries(self, x: Tensor, budget: int = ENCODE_BUDGET) -> tuple[Tensor, Tensor, Tensor]:
+        """The nonzero latents of x [..., d_in] flattened to [N, d_in]: (token [nnz], latent [nnz],
+        value [nnz]) in row-major order, exactly the nonzeros of `encode(x)` without its [N, d_sae]
+        tensor: tokens are encoded `budget // d_sae` at a time (at 1M latents, 4096 tokens of dense
+        latents are 16 GiB). Architectures with sparse encoders override it with a direct path."""
+        x = x.reshape(-1, self.cfg.d_in)
+        step = max(1, budget // self.cfg.d_sae)
+        parts = []
+        for start in range(0, x.shape[0], step) or [0]:  # no tokens: one empty encode, for the dtypes
+            z = self.encode(x[start : start + step])
+            tok, lat = torch.nonzero(z, as_tuple=True)
+            parts.append((tok + start, lat, z[tok, lat]))
+        tok, lat, val = (torch.cat(ts) for ts in zip(*parts))
+        return tok, lat, val
 
     def decode(self, z: Tensor, x: Tensor | None = None) -> Tensor:
         """Reconstruction [..., d_in] from latent activations z [..., d_sae].

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from monosemantic.sae.base import SAE, SAEConfig, SAEOutput, TrainOutput, mse_loss
+from monosemantic.sae.base import ENCODE_BUDGET, SAE, SAEConfig, SAEOutput, TrainOutput, mse_loss
 from monosemantic.sae.row_grads import RowGrads, decode_rows, encode_rows, make_plan
 from monosemantic.sae.topk import TopKSAE, active_k, chunked_topk, k_aux
 
@@ -152,6 +152,20 @@ class RoutedSAE(SAE):
         z = torch.zeros(x_c.shape[0], self.d_sae, dtype=x_c.dtype, device=x_c.device)
         z.scatter_(1, sel.top_cols, F.relu(sel.top_vals) * p[:, None])
         return z.reshape(*lead, self.d_sae)
+
+    def encode_entries(self, x: Tensor, budget: int = ENCODE_BUDGET) -> tuple[Tensor, Tensor, Tensor]:
+        """As `encode`'s nonzeros (token, latent, value; row-major), straight from each token's k
+        selected latents: O(N * k) memory whatever d_sae (the analysis of a 1M-latent SAE)."""
+        if torch.is_grad_enabled():
+            return super().encode_entries(x, budget)
+        x_c = self._centred(self._flatten(x))
+        _, expert, p = self.route(x_c)
+        sel = self.select(x_c, expert, None)
+        cols, order = sel.top_cols.sort(dim=1)  # row-major: latents ascending within a token
+        vals = (F.relu(sel.top_vals) * p[:, None]).gather(1, order)
+        tok = torch.arange(x_c.shape[0], device=x_c.device)[:, None].expand_as(cols)
+        nonzero = vals != 0
+        return tok[nonzero], cols[nonzero], vals[nonzero]
 
     @torch.no_grad()
     def fold_input_scale_(self, scale: float) -> None:
