@@ -14,19 +14,9 @@ from monosemantic.train.checkpoint import CheckpointError
 from monosemantic.train.config import read_saved_run
 from monosemantic.train.precision import native_bf16, resolve_matmul_dtype
 from monosemantic.train.trainer import TrainConfig, Trainer
+from tests.train.test_trainer import Crash, crashing
 
 NATIVE, FOUND = native_bf16("cpu")
-
-
-class Crash(Exception):
-    pass
-
-
-def crashing(batches, after: int):
-    for i, b in enumerate(batches):
-        if i == after:
-            raise Crash
-        yield b
 
 
 @pytest.fixture(autouse=True)
