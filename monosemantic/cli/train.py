@@ -28,7 +28,7 @@ from monosemantic.mathlm.pretrained import PRETRAINED_DIR, PretrainedConfig, exp
 from monosemantic.sae import SAEConfig
 from monosemantic.sae.config import SAE_ARCHS, TRANSCODER_ARCHS
 from monosemantic.train.checkpoint import OPERATIONAL_FIELDS
-from monosemantic.train.config import DataConfig, RunConfig, SAEOptions, read_saved_run
+from monosemantic.train.config import DataConfig, RunConfig, SAEOptions, read_saved_run, saved_train_config
 from monosemantic.train.rundir import PARENT_FILE, TRAIN_CONFIG_FILE, read_train_config
 from monosemantic.train.trainer import TrainConfig
 
@@ -218,7 +218,7 @@ def saved_tensor_run(args: argparse.Namespace, out: Path):
     saved = read_train_config(out)
     changes = changed_on_resume(args, saved, out)
     sae_cfg = from_dict(SAEConfig, saved["sae"], source=f"{out}/{TRAIN_CONFIG_FILE}")
-    train_cfg = from_dict(TrainConfig, {**saved["train"], **changes}, source=f"{out}/{TRAIN_CONFIG_FILE}")
+    train_cfg = saved_train_config(saved["train"], f"{out}/{TRAIN_CONFIG_FILE}", **changes)
     acts_path = args.acts or saved["data"]["path"]
     acts = load_activation_file(acts_path, saved["data"].get("key"))
     if list(acts.shape) != saved["data"]["shape"]:

@@ -33,6 +33,8 @@ from monosemantic.sae.base import SAE, check_state
 from monosemantic.sae.config import file_sha256
 from monosemantic.train.rundir import CHECKPOINTS_DIR
 
+# fields added after the first checkpoints were written: what a checkpoint without them trained with
+SAVED_BEFORE = {"train": {"matmul_dtype": "float32"}}
 OPERATIONAL_FIELDS = {"device", "checkpoint_every", "keep_checkpoints", "log_every"}  # may change on resume
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 SHA256_FILE = "sha256.json"
@@ -224,7 +226,7 @@ def check_same_configs(saved: dict, current: dict, source: Path) -> None:
     """Refuse to resume a checkpoint under a different configuration (operational fields aside)."""
     diffs = []
     for part in ("sae", "train"):
-        a, b = saved.get(part, {}), current.get(part, {})
+        a, b = {**SAVED_BEFORE.get(part, {}), **saved.get(part, {})}, current.get(part, {})
         for key in sorted(set(a) | set(b)):
             if key not in OPERATIONAL_FIELDS and a.get(key) != b.get(key):
                 diffs.append(f"{part}.{key}: checkpoint has {a.get(key)!r}, now {b.get(key)!r}")

@@ -27,6 +27,7 @@ from monosemantic.config import OMIT_NONE, from_dict, to_dict
 from monosemantic.data.stream import HarvestConfig
 from monosemantic.sae import SAEConfig
 from monosemantic.sae.config import TRANSCODER_ARCHS
+from monosemantic.train.checkpoint import SAVED_BEFORE
 from monosemantic.train.rundir import PARENT_FILE, TRAIN_CONFIG_FILE, read_train_config
 from monosemantic.train.trainer import TrainConfig
 
@@ -150,6 +151,12 @@ class SavedRun:
     """the hookpoints of several runs, one SAE each"""
 
 
+def saved_train_config(saved: dict, source: str, **changes) -> TrainConfig:
+    """The `TrainConfig` a run saved, with `changes` (the operational flags given on resume) applied."""
+    # a run saved before matmul_dtype existed trained with fp32 selection; "auto" could now pick bf16
+    return from_dict(TrainConfig, {**SAVED_BEFORE["train"], **saved, **changes}, source=source)
+
+
 def read_saved_run(path: str | Path) -> SavedRun:
     """The configuration saved in run directory `path` (or in the parent of several hookpoints' runs)."""
     path = Path(path)
@@ -157,8 +164,7 @@ def read_saved_run(path: str | Path) -> SavedRun:
     saved = json.loads((path / PARENT_FILE).read_text()) if many else read_train_config(path)
     file = f"{path}/{PARENT_FILE if many else TRAIN_CONFIG_FILE}"
     data = from_dict(DataConfig, saved["data"], source=file)
-    # a run saved before matmul_dtype existed trained with fp32 selection; "auto" could now pick bf16
-    train = from_dict(TrainConfig, {"matmul_dtype": "float32", **saved["train"]}, source=file)
+    train = saved_train_config(saved["train"], source=file)
     harvest = from_dict(HarvestConfig, saved["harvest"])
     if many:
         options = from_dict(SAEOptions, saved["sae_options"], source=file)

@@ -2,11 +2,15 @@
 bfloat16 where the device multiplies bf16 natively and float32 elsewhere; the run's
 train_config.json records the dtype and why, and a resume trains with the recorded value."""
 
+import hashlib
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from monosemantic.cli.main import main
 from monosemantic.config import from_dict, to_dict
 from monosemantic.data.activations import TensorBatches
 from monosemantic.sae import SAEConfig, create_sae
@@ -82,3 +86,34 @@ def test_a_run_saved_before_the_field_existed_resumes_with_fp32_selection(tmp_pa
     }
     (tmp_path / "train_config.json").write_text(json.dumps(record))
     assert read_saved_run(tmp_path).run.train.matmul_dtype == "float32"
+
+
+def forget_matmul_dtype(run: Path) -> None:
+    """Make `run` look as a run saved before the field existed: no matmul_dtype in its config files
+    (train_config.json and each checkpoint's trainer.json, whose sha256 is written again)."""
+    config = run / "train_config.json"
+    record = json.loads(config.read_text())
+    record["train"].pop("matmul_dtype")
+    config.write_text(json.dumps(record))
+    for step in (run / "checkpoints").iterdir():
+        state = json.loads((step / "trainer.json").read_text())
+        assert state["configs"]["train"].pop("matmul_dtype") == "float32"
+        (step / "trainer.json").write_text(json.dumps(state))
+        sums = json.loads((step / "sha256.json").read_text())
+        sums["trainer.json"] = hashlib.sha256((step / "trainer.json").read_bytes()).hexdigest()
+        (step / "sha256.json").write_text(json.dumps(sums))
+
+
+def test_train_tensors_resumes_a_run_saved_before_the_field_with_fp32_selection(tmp_path, interrupted_training):
+    torch.manual_seed(0)
+    acts = tmp_path / "acts.npy"
+    np.save(acts, torch.randn(2000, 8).numpy())
+    out = tmp_path / "run"
+    flags = ["--arch", "topk", "--k", "4", "--expansion-factor", "4", "--batch-size", "64", "--total-tokens", "1920"]
+    flags += ["--checkpoint-every", "10", "--matmul-dtype", "float32"]
+    interrupted_training(["-q", "train-tensors", str(acts), "--out", str(out), *flags])
+    forget_matmul_dtype(out)
+    assert main(["-q", "train-tensors", "--out", str(out), "--resume"]) == 0
+    newest = sorted((out / "checkpoints").iterdir())[-1]  # written by the resumed run: it selected in fp32
+    assert newest.name == "step_000000030"
+    assert json.loads((newest / "trainer.json").read_text())["configs"]["train"]["matmul_dtype"] == "float32"
