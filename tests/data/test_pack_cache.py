@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from monosemantic.data.corpora import CorpusShard, pack
+from monosemantic.data.corpora import CorpusShard, encode_many, pack
 from monosemantic.data.pack_cache import SEGMENT_BATCHES, cache_folder, decode_segment, packed_batches
 from monosemantic.data.stream import ActivationStream, HarvestConfig
 from monosemantic.mathlm.corpus import MathCorpus
@@ -112,6 +112,15 @@ def test_damaged_or_truncated_segments_are_regenerated(cache, tok):
     assert decode_segment(first.read_bytes()) is None and decode_segment(second.read_bytes()) is None
     assert_same(list(islice(packed_batches(corpus, tok, SEQ, TOKENS), N)), want)
     assert decode_segment(first.read_bytes()) is not None and second.read_bytes() == good  # both rewritten
+
+
+def test_encode_many_gives_the_tokenizers_own_ids(tok):
+    texts = [doc.text for doc in islice(MathCorpus("train").documents(), 3000)] + ["", "ünïcode ≈ 3.14 ✓"]
+    own = tok(texts, add_special_tokens=True)["input_ids"]  # the wrapper's call, as encode_many made it before
+    assert encode_many(tok, texts) == [[*ids, tok.eos_token_id] for ids in own]
+    truncating = load_model("builtin")[1]
+    truncating.backend_tokenizer.enable_truncation(4)  # the wrapper turns this off: so must encode_many
+    assert encode_many(truncating, texts[:50]) == [[*ids, tok.eos_token_id] for ids in own[:50]]
 
 
 def test_the_cache_can_be_turned_off(monkeypatch, tok):
