@@ -15,6 +15,7 @@ import torch
 
 torch.set_num_threads(2)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MONOSEMANTIC_PACK_CACHE", "off")  # tests that cache packed tokens give their own folder
 
 # Fixtures of this file that start a server (a test that uses one, even through another fixture, is `process`)
 PROCESS_FIXTURES = {"dashboard_url"}

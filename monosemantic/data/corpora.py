@@ -200,13 +200,24 @@ def encode_many(tokenizer, texts: list[str]) -> list[list[int]]:
     short = [i for i, text in enumerate(texts) if len(text) <= ENCODE_CHARS]
     ids: list[list[int]] = [[] for _ in texts]
     if short:
-        encoded = tokenizer([texts[i] for i in short], add_special_tokens=True)["input_ids"]
+        encoded = _encode_short(tokenizer, [texts[i] for i in short])
         for i, row in zip(short, encoded):
             ids[i] = row
     return [
         _ends(tokenizer, row if len(text) <= ENCODE_CHARS else _encode_long(tokenizer, text))
         for row, text in zip(ids, texts)
     ]
+
+
+def _encode_short(tokenizer, texts: list[str]) -> list[list[int]]:
+    """`tokenizer(texts, add_special_tokens=True)["input_ids"]`; from a fast tokenizer's Rust backend
+    directly when the wrapper would call it as is (no truncation, padding or special-token splitting
+    set on it): the wrapper's conversion of each encoding to Python cost more than the tokenizing."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    split = bool(getattr(tokenizer, "split_special_tokens", False))
+    if backend is None or backend.truncation or backend.padding or backend.encode_special_tokens != split:
+        return tokenizer(texts, add_special_tokens=True)["input_ids"]
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=True)]
 
 
 def _encode_long(tokenizer, text: str) -> list[int]:

@@ -1,6 +1,7 @@
 """Harvesting activations: model + hookpoint + corpus -> shuffled [batch, d] batches, with provenance.
 
-Documents are batched one per row (`corpora.pack`), run through the model up to the hookpoint (the
+Documents are batched one per row (`corpora.pack`; the built-in corpus' batches are cached on disk
+by `pack_cache.py`), run through the model up to the hookpoint (the
 forward stops there), and every real token's activation is kept; BOS and padding are not. Each
 activation carries its provenance: (document id, position in the document, token id).
 
@@ -21,7 +22,8 @@ import torch
 from torch import Tensor
 
 from monosemantic.config import ConfigError, derive_seed
-from monosemantic.data.corpora import Corpus, kept_tokens, pack
+from monosemantic.data.corpora import Corpus, kept_tokens
+from monosemantic.data.pack_cache import packed_batches
 from monosemantic.hooks import hookpoint_widths, run_and_capture
 from monosemantic.models import Hookpoint, ModelError, context_length, resolve_hookpoints
 
@@ -120,7 +122,7 @@ class ActivationStream:
     def _forwarded(self, skip_tokens: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Kept activations [n, d] and provenance [n, 3] per forward, in corpus order, from the
         `skip_tokens`-th kept token on; batches before it are counted, not run."""
-        for batch in pack(self.corpus.documents(), self.tokenizer, self.cfg.seq_len, self.cfg.batch_tokens):
+        for batch in packed_batches(self.corpus, self.tokenizer, self.cfg.seq_len, self.cfg.batch_tokens):
             if self._stopping:
                 return  # stop_ahead: the chunk is dropped
             keep = kept_tokens(batch, self.tokenizer).view(-1)  # [B * T]

@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from monosemantic.analysis.analyze import AnalyzeConfig, analyze
 from monosemantic.analysis.store import FeatureStore
 from monosemantic.atomic import atomic_directory, atomic_write_json, remove_stale_temporaries
 from monosemantic.config import to_dict
+from monosemantic.data.pack_cache import cache_root
 from monosemantic.errors import MonosemanticError
 from monosemantic.mathlm.pretrained import (
     HELDOUT,
@@ -49,16 +49,6 @@ STAMP_FORMAT = "monosemantic-builtin-view/1"
 # First use pays for this analysis: 4096 latents over 100k tokens of the math corpus, the first half
 # choosing label rules and the second scoring them
 VIEW_ANALYSIS = AnalyzeConfig(tokens=100_000)
-
-
-def cache_root() -> Path:
-    """Where monosemantic keeps what it can rebuild: $MONOSEMANTIC_CACHE, else
-    $XDG_CACHE_HOME/monosemantic, else ~/.cache/monosemantic."""
-    if os.environ.get("MONOSEMANTIC_CACHE"):
-        return Path(os.environ["MONOSEMANTIC_CACHE"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "monosemantic"
-    return Path.home() / ".cache" / "monosemantic"
 
 
 @contextlib.contextmanager
