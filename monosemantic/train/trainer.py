@@ -38,7 +38,7 @@ from monosemantic.distributed.sharded import ShardSpec, gather_sae
 from monosemantic.distributed.world import World, broadcast_json, distributed_forward
 from monosemantic.errors import MonosemanticError
 from monosemantic.eval.metrics import fvu
-from monosemantic.sae.base import DTYPES, SAE, TrainOutput
+from monosemantic.sae.base import BY_LATENT_FROM, DTYPES, SAE, TrainOutput
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.train import checkpoint as ckpt
 from monosemantic.train.data_init import init_scale_and_b_dec, resample_dead_latents
@@ -175,7 +175,7 @@ class Trainer:
         self.device = self.world.device if self.world.distributed else check_device(cfg.device)
         self.sae = sae.to(self.device).train()
         if sae.trains_by_latent and not (dense_reference or self.world.distributed):  # before Adam's state
-            self.sae.encoder_layout_(by_latent=True)  # no transposing copies of W_enc per step
+            self.sae.encoder_layout_(by_latent=sae.d_sae >= BY_LATENT_FROM)  # no transposing copies per step
         self.steps = cfg.steps
         full_cfg = shards.cfg if shards is not None else sae.cfg
         self.lr = cfg.lr if cfg.lr is not None else default_lr(full_cfg.d_sae)

@@ -17,6 +17,13 @@ def batches(n_steps=12, batch=64, d=16, seed=0):
     return [torch.relu(torch.randn(batch, 40, generator=g)) @ basis for _ in range(n_steps)]
 
 
+@pytest.fixture(autouse=True)
+def _by_latent_from_512(monkeypatch):
+    """Small SAEs stay contiguous in real runs (`BY_LATENT_FROM`); these take the by-latent layout."""
+    monkeypatch.setattr("monosemantic.train.trainer.BY_LATENT_FROM", 512)
+    monkeypatch.setattr("monosemantic.train.trainer.SCALE_TOKENS", 64)  # initialise from one batch
+
+
 def trainer(arch: str, matmul_dtype: str) -> Trainer:
     torch.manual_seed(0)
     sae = create_sae(SAEConfig(arch=arch, d_in=16, d_sae=512, k=4))
@@ -47,6 +54,11 @@ def test_steps_with_w_enc_by_latent_equal_those_with_a_contiguous_w_enc(arch, ma
             torch.testing.assert_close(a_m, b_m, msg=lambda m, n=name, k=key: f"{n}.{k}: {m}")
 
 
+def test_below_by_latent_from_w_enc_stays_contiguous(monkeypatch):
+    monkeypatch.setattr("monosemantic.train.trainer.BY_LATENT_FROM", 1024)
+    assert trainer("topk", "bfloat16").sae.W_enc.is_contiguous()
+
+
 def test_the_exported_sae_is_contiguous_and_the_trainer_keeps_its_layout():
     t = trainer("topk", "float32")
     t.step(batches(1)[0])
@@ -54,3 +66,32 @@ def test_the_exported_sae_is_contiguous_and_the_trainer_keeps_its_layout():
     assert exported is not None and exported.W_enc.is_contiguous()
     assert torch.equal(exported.W_enc, t.sae.W_enc)  # scale 1: nothing folded in
     assert t.sae.W_enc.t().is_contiguous()
+
+
+class Crash(Exception):
+    pass
+
+
+def crashing(items, after: int):
+    for i, b in enumerate(items):
+        if i == after:
+            raise Crash
+        yield b
+
+
+def test_a_resume_with_w_enc_by_latent_is_bit_exact(tmp_path):
+    """The checkpoint holds Adam's moments contiguous; restored in W_enc's layout or fused Adam
+    would pair each weight with another's moments."""
+    kw = dict(batch_size=64, total_tokens=64 * 12, lr=3e-3, dead_window=128, checkpoint_every=5)
+
+    def run(path, source, resume=False):
+        torch.manual_seed(0)
+        sae = create_sae(SAEConfig(arch="topk", d_in=16, d_sae=512, k=4))
+        return Trainer(sae, TrainConfig(**kw), path, progress=False).fit(source, resume=resume)
+
+    full = run(tmp_path / "a", iter(batches()))
+    with pytest.raises(Crash):
+        run(tmp_path / "b", crashing(batches(), 8))
+    resumed = run(tmp_path / "b", iter(batches()), resume=True)
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
