@@ -83,6 +83,12 @@ ENCODE_BUDGET = 1 << 26
 ARCHITECTURES: dict[str, type[SAE]] = {}
 
 
+# From this many latents the trainer stores W_enc by latent (`SAE.encoder_layout_`): measured at
+# 16k (d_in 512, batch 4096, 2 threads) the bf16 step ran 13-19% faster; at 4096, where the copies
+# it saves are small, 7-15% slower (oneDNN's bf16 matmul reads a transposed W_enc slower there).
+BY_LATENT_FROM = 16384
+
+
 def mse_loss(x_hat: Tensor, x: Tensor) -> Tensor:
     """Squared error summed over d_in, averaged over tokens (the SAELens convention)."""
     return (x_hat - x).pow(2).sum(-1).mean()
@@ -96,6 +102,9 @@ class SAE(nn.Module):
     scaled_buffers: ClassVar[tuple[str, ...]] = ()
     #: latents can be negative (sae/signed.py); code that reads firing as z > 0 refuses such an SAE
     signed_latents: ClassVar[bool] = False
+    #: the training fast path reads W_enc by latent (sparse kernels, sae/sparse.py): the trainer
+    #: stores it by latent (`encoder_layout_`) for such an SAE from `BY_LATENT_FROM` latents
+    trains_by_latent: ClassVar[bool] = False
 
     def __init__(self, cfg: SAEConfig, device: torch.device | str | None = None):
         super().__init__()
@@ -293,8 +302,22 @@ class SAE(nn.Module):
         return buf
 
     def transposed_copy(self, name: str, t: Tensor) -> Tensor:
-        """t^T, contiguous, copied into a reused buffer (see `workspace`)."""
+        """t^T, contiguous: a view where t is stored transposed (`encoder_layout_`), else a copy
+        into a reused buffer (see `workspace`)."""
+        if t.t().is_contiguous():
+            return t.detach().t()
         return self.workspace(name, tuple(t.shape[::-1]), t.dtype).copy_(t.detach().t())
+
+    @torch.no_grad()
+    def encoder_layout_(self, by_latent: bool) -> None:
+        """Store W_enc [d_in, d_sae] as the transpose of a contiguous [d_sae, d_in] tensor (by_latent)
+        or contiguous. By latent, the sparse fast path gets W_enc^T (for the exact values of the
+        picked latents) as a view and gives its gradient, computed latent by latent, in W_enc's
+        layout: two transposing copies of W_enc fewer per step (each ~3x a plain copy on CPU).
+        Same values, same Parameter object; set before the optimiser creates its state (fused
+        Adam walks a parameter, its gradient and its moments in one flat order)."""
+        if by_latent != self.W_enc.t().is_contiguous():
+            self.W_enc.data = self.W_enc.data.t().contiguous().t() if by_latent else self.W_enc.data.contiguous()
 
     # ---- constraints kept by the trainer ----------------------------------------------------
 

@@ -104,6 +104,7 @@ class BatchTopKSAE(SAE):
     """BatchTopK in training, a learned threshold at inference; see the module docstring."""
 
     arch = "batchtopk"
+    trains_by_latent = True
     scaled_buffers = ("threshold",)
     threshold: Tensor  # a registered buffer [], declared for the type checker (nn.Module's getattr is untyped)
 

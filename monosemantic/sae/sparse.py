@@ -144,8 +144,9 @@ class _SelectedPreacts(torch.autograd.Function):
             db_enc.index_add_(0, cols, grad)
         if ctx.needs_input_grad[1]:
             x_c = x - b_dec if ctx.has_b_dec else x
-            # (d_sae, d_in), transposed into W_enc's layout so the optimiser sees a contiguous grad
-            dW_enc = scatter_rows(x_c.to(W_enc.dtype), grad, rows, cols, d_sae, ctx.order).t().contiguous()
+            # (d_sae, d_in), handed over transposed: no copy where W_enc is stored by latent
+            # (`SAE.encoder_layout_`); autograd copies it into a contiguous W_enc's layout otherwise
+            dW_enc = scatter_rows(x_c.to(W_enc.dtype), grad, rows, cols, d_sae, ctx.order).t()
         if ctx.needs_input_grad[0]:
             dx = F.embedding_bag(
                 cols,

@@ -67,7 +67,10 @@ def encoder_preacts(sae: SAE, x: Tensor, matmul_dtype: torch.dtype | None) -> Te
     out = sae.workspace("pre_acts", (x.shape[0], sae.d_sae), dtype)
     W_enc: Tensor = sae.W_enc
     if dtype != W_enc.dtype:
-        W_enc = sae.workspace("W_enc_cast", tuple(W_enc.shape), dtype).copy_(W_enc)
+        if W_enc.t().is_contiguous():  # stored by latent (`SAE.encoder_layout_`): cast in that layout
+            W_enc = sae.workspace("W_enc_cast", tuple(W_enc.shape[::-1]), dtype).copy_(W_enc.t()).t()
+        else:
+            W_enc = sae.workspace("W_enc_cast", tuple(W_enc.shape), dtype).copy_(W_enc)
     return torch.addmm(sae.b_enc.to(dtype), x_c.to(dtype), W_enc, out=out)
 
 
@@ -252,6 +255,7 @@ class TopKSAE(SAE):
     """ReLU(TopK) SAE with AuxK; see the module docstring."""
 
     arch = "topk"
+    trains_by_latent = True
 
     def activation(self, pre: Tensor) -> Tensor:
         vals, idx = pre.topk(active_k(self.cfg), dim=-1, sorted=False)

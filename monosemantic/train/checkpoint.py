@@ -200,7 +200,11 @@ def load_optimizer_tensors(
         name, entry = key.rsplit(".", 1)
         if name not in params:
             raise CheckpointError(f"{source}: optimizer state for unknown parameter {name!r}")
-        state.setdefault(index[id(params[name])], {})[entry] = value.to(params[name].device)
+        p = params[name]
+        # in the parameter's memory layout (`SAE.encoder_layout_`): fused Adam walks a parameter and
+        # its moments in one flat order
+        value = torch.empty_like(p, dtype=value.dtype).copy_(value) if value.shape == p.shape else value.to(p.device)
+        state.setdefault(index[id(p)], {})[entry] = value
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
 
 

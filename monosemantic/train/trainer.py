@@ -38,7 +38,7 @@ from monosemantic.distributed.sharded import ShardSpec, gather_sae
 from monosemantic.distributed.world import World, broadcast_json, distributed_forward
 from monosemantic.errors import MonosemanticError
 from monosemantic.eval.metrics import fvu
-from monosemantic.sae.base import DTYPES, SAE, TrainOutput
+from monosemantic.sae.base import BY_LATENT_FROM, DTYPES, SAE, TrainOutput
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.train import checkpoint as ckpt
 from monosemantic.train.data_init import init_scale_and_b_dec, resample_dead_latents
@@ -174,6 +174,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = self.world.device if self.world.distributed else check_device(cfg.device)
         self.sae = sae.to(self.device).train()
+        if sae.trains_by_latent and not (dense_reference or self.world.distributed):  # before Adam's state
+            self.sae.encoder_layout_(by_latent=sae.d_sae >= BY_LATENT_FROM)  # no transposing copies per step
         self.steps = cfg.steps
         full_cfg = shards.cfg if shards is not None else sae.cfg
         self.lr = cfg.lr if cfg.lr is not None else default_lr(full_cfg.d_sae)
@@ -491,6 +493,7 @@ class Trainer:
             return None
         sae = sae.cpu().eval()
         sae._workspace = {}
+        sae.encoder_layout_(by_latent=False)
         sae.fold_input_scale_(self.state.scale)
         if self.run_dir is not None and self.world.writer:
             sae.save(self.run_dir)
