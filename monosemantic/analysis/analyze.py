@@ -39,7 +39,7 @@ from monosemantic.analysis.store import features_dir, outdated_labels
 from monosemantic.analysis.writer import StoreWriter
 from monosemantic.config import ConfigError, derive_seed, to_dict
 from monosemantic.data.corpora import Corpus, kept_tokens, pack
-from monosemantic.mathlm.roles import document_roles, math_corpus
+from monosemantic.mathlm.roles import math_corpus, samples_roles
 from monosemantic.models import direct_logit_path
 from monosemantic.runmodel import RunModel
 
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 NEIGHBOURS_ALL = 1 << 16  # up to this many latents, nearest latents are searched among all of them
 NEIGHBOURS_FLOATS = 1 << 26  # decoder similarities held at a time (256 MiB)
+KEEP_DOCUMENTS = 1 << 16  # math documents of a pass kept for the example roles (a few KB each)
 
 
 def analysis_settings(run: RunModel, cfg: AnalyzeConfig) -> dict:
@@ -106,9 +107,14 @@ def analyze(
     return writer.directory
 
 
-def _documents(corpus: Corpus, inputs: LabelInputs) -> Iterator:
+def _documents(corpus: Corpus, inputs: LabelInputs, kept: dict[int, object]) -> Iterator:
+    """The corpus' documents, each given to `inputs`; the math corpus' kept in `kept` by id (up to
+    `KEEP_DOCUMENTS`), so that `example_roles` need not generate them again."""
+    keep = math_corpus(corpus) is not None
     for doc in corpus.documents():
         inputs.add(doc)
+        if keep and len(kept) < KEEP_DOCUMENTS:
+            kept[doc.id] = doc
         yield doc
 
 
@@ -177,7 +183,8 @@ def analyze_shard(
     inputs = LabelInputs(space, names, run.tokenizer, run.vocab)
     fit_tokens = int(cfg.tokens * cfg.label_fit)
     labels = LabelStats(n, space, names, fit_tokens, bos=run.tokenizer.bos_token_id)
-    docs = _documents(run.corpus, inputs)
+    read: dict[int, object] = {}
+    docs = _documents(run.corpus, inputs, read)
 
     def work(batch, keep, z, firing):  # on the model's thread
         if co is not None:
@@ -208,7 +215,7 @@ def analyze_shard(
         )
     scored, describer = labels.scored(), Describer(run.vocab, space, names)
     rows = feature_rows(run, stats, describer, scored, inputs.languages, lo, to_logits)
-    roles = example_roles(run.corpus, run.tokenizer, [stats.top, stats.samples], bool(inputs.role_ids))
+    roles = example_roles(run.corpus, run.tokenizer, [stats.top, stats.samples], bool(inputs.role_ids), read)
     return stats.tokens, stats.tensors(), rows, label_rows(describer, scored, lo), roles
 
 
@@ -230,21 +237,23 @@ def count_cooccurrence(
 
 
 def example_roles(
-    corpus: Corpus, tokenizer, examples: list[Examples], has_roles: bool = True
+    corpus: Corpus, tokenizer, examples: list[Examples], has_roles: bool = True, read: dict | None = None
 ) -> list[tuple[int, int, str]]:
     """(document, position, role in words) of the token of every example that has a role, each
     document read once: the math corpus' Role ('answer_digit operation=add ...'), a `.jsonl` corpus'
     `roles` (kind, then the attributes by name: 'relation exact=exact'); none for corpora without roles
-    (`has_roles` False)."""
+    (`has_roles` False). `read`: math corpus documents by id already at hand (others are generated)."""
     positions: dict[int, set[int]] = {}
     for ex in examples:
         for doc, pos in zip(ex.doc.flatten().tolist(), ex.pos.flatten().tolist()):
             if doc >= 0:
                 positions.setdefault(doc, set()).add(pos)
     out = []
-    if math_corpus(corpus) is not None:
-        for doc in sorted(positions):
-            roles = document_roles(corpus, doc, tokenizer) or []
+    math = math_corpus(corpus)
+    if math is not None:
+        ids, read = sorted(positions), read or {}
+        samples = [read[doc] if doc in read else math.sample(doc) for doc in ids]
+        for doc, roles in zip(ids, samples_roles(samples, tokenizer)):
             out += [(doc, pos, roles[pos].describe()) for pos in sorted(positions[doc])]
         return out
     if not has_roles or not positions:
