@@ -196,7 +196,9 @@ def analyze_shard(
             total=cfg.tokens, unit="tok", unit_scale=True, desc=f"analyse latents {lo}-{hi - 1}", disable=not progress
         ) as bar,
         torch.inference_mode(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-labels") as labeller,
     ):
+        counting, seen = None, 0  # the label counting of the previous batch, on the labeller thread
         for batch, keep, (n_kept, (tok, lat)) in _latent_batches(
             cache or LatentCache(run),
             pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens),
@@ -206,8 +208,16 @@ def analyze_shard(
             cfg.tokens,
             side,
         ):
-            labels.update(inputs.rules(batch, keep), tok, lat)
+            rules = inputs.rules(batch, keep)  # reads the batch's documents: here, in corpus order
+            if counting is not None:
+                counting.result()  # batches counted in order, one at a time
+            counting = labeller.submit(_count_labels, labels, rules, tok, lat)
+            seen += rules.keys.shape[0]
+            if seen - rules.keys.shape[0] < fit_tokens <= seen:
+                counting.result()  # its candidates are chosen among the names seen so far: none of the next batch's
             bar.update(n_kept)
+        if counting is not None:
+            counting.result()
     inputs.flush()  # documents the packing read ahead count too (languages, names)
     if stats.tokens < cfg.tokens:
         raise ConfigError(
@@ -217,6 +227,13 @@ def analyze_shard(
     rows = feature_rows(run, stats, describer, scored, inputs.languages, lo, to_logits)
     roles = example_roles(run.corpus, run.tokenizer, [stats.top, stats.samples], bool(inputs.role_ids), read)
     return stats.tokens, stats.tensors(), rows, label_rows(describer, scored, lo), roles
+
+
+def _count_labels(labels: LabelStats, rules, tok: Tensor, lat: Tensor) -> None:
+    """`labels.update` on the labeller thread: torch kernels (they release the GIL) beside the
+    reading of the next batch's documents on the caller's thread."""
+    with torch.inference_mode():
+        labels.update(rules, tok, lat)
 
 
 def count_cooccurrence(
