@@ -270,8 +270,8 @@ def example_roles(
     if math is not None:
         ids, read = sorted(positions), read or {}
         samples = [read[doc] if doc in read else math.sample(doc) for doc in ids]
-        for doc, roles in zip(ids, samples_roles(samples, tokenizer)):
-            out += [(doc, pos, roles[pos].describe()) for pos in sorted(positions[doc])]
+        for doc, of_doc in zip(ids, samples_roles(samples, tokenizer)):
+            out += [(doc, pos, of_doc[pos].describe()) for pos in sorted(positions[doc])]
         return out
     if not has_roles or not positions:
         return []
