@@ -39,7 +39,7 @@ from monosemantic.analysis.store import features_dir, outdated_labels
 from monosemantic.analysis.writer import StoreWriter
 from monosemantic.config import ConfigError, derive_seed, to_dict
 from monosemantic.data.corpora import Corpus, kept_tokens, pack
-from monosemantic.mathlm.roles import document_roles, math_corpus
+from monosemantic.mathlm.roles import math_corpus, samples_roles
 from monosemantic.models import direct_logit_path
 from monosemantic.runmodel import RunModel
 
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 NEIGHBOURS_ALL = 1 << 16  # up to this many latents, nearest latents are searched among all of them
 NEIGHBOURS_FLOATS = 1 << 26  # decoder similarities held at a time (256 MiB)
+KEEP_DOCUMENTS = 1 << 16  # math documents of a pass kept for the example roles (a few KB each)
 
 
 def analysis_settings(run: RunModel, cfg: AnalyzeConfig) -> dict:
@@ -106,9 +107,14 @@ def analyze(
     return writer.directory
 
 
-def _documents(corpus: Corpus, inputs: LabelInputs) -> Iterator:
+def _documents(corpus: Corpus, inputs: LabelInputs, kept: dict[int, object]) -> Iterator:
+    """The corpus' documents, each given to `inputs`; the math corpus' kept in `kept` by id (up to
+    `KEEP_DOCUMENTS`), so that `example_roles` need not generate them again."""
+    keep = math_corpus(corpus) is not None
     for doc in corpus.documents():
         inputs.add(doc)
+        if keep and len(kept) < KEEP_DOCUMENTS:
+            kept[doc.id] = doc
         yield doc
 
 
@@ -177,7 +183,8 @@ def analyze_shard(
     inputs = LabelInputs(space, names, run.tokenizer, run.vocab)
     fit_tokens = int(cfg.tokens * cfg.label_fit)
     labels = LabelStats(n, space, names, fit_tokens, bos=run.tokenizer.bos_token_id)
-    docs = _documents(run.corpus, inputs)
+    read: dict[int, object] = {}
+    docs = _documents(run.corpus, inputs, read)
 
     def work(batch, keep, z, firing):  # on the model's thread
         if co is not None:
@@ -189,7 +196,9 @@ def analyze_shard(
             total=cfg.tokens, unit="tok", unit_scale=True, desc=f"analyse latents {lo}-{hi - 1}", disable=not progress
         ) as bar,
         torch.inference_mode(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="analyze-labels") as labeller,
     ):
+        counting, seen = None, 0  # the label counting of the previous batch, on the labeller thread
         for batch, keep, (n_kept, (tok, lat)) in _latent_batches(
             cache or LatentCache(run),
             pack(docs, run.tokenizer, run.seq_len, cfg.batch_tokens),
@@ -199,8 +208,16 @@ def analyze_shard(
             cfg.tokens,
             side,
         ):
-            labels.update(inputs.rules(batch, keep), tok, lat)
+            rules = inputs.rules(batch, keep)  # reads the batch's documents: here, in corpus order
+            if counting is not None:
+                counting.result()  # batches counted in order, one at a time
+            counting = labeller.submit(_count_labels, labels, rules, tok, lat)
+            seen += rules.keys.shape[0]
+            if seen - rules.keys.shape[0] < fit_tokens <= seen:
+                counting.result()  # its candidates are chosen among the names seen so far: none of the next batch's
             bar.update(n_kept)
+        if counting is not None:
+            counting.result()
     inputs.flush()  # documents the packing read ahead count too (languages, names)
     if stats.tokens < cfg.tokens:
         raise ConfigError(
@@ -208,8 +225,15 @@ def analyze_shard(
         )
     scored, describer = labels.scored(), Describer(run.vocab, space, names)
     rows = feature_rows(run, stats, describer, scored, inputs.languages, lo, to_logits)
-    roles = example_roles(run.corpus, run.tokenizer, [stats.top, stats.samples], bool(inputs.role_ids))
+    roles = example_roles(run.corpus, run.tokenizer, [stats.top, stats.samples], bool(inputs.role_ids), read)
     return stats.tokens, stats.tensors(), rows, label_rows(describer, scored, lo), roles
+
+
+def _count_labels(labels: LabelStats, rules, tok: Tensor, lat: Tensor) -> None:
+    """`labels.update` on the labeller thread: torch kernels (they release the GIL) beside the
+    reading of the next batch's documents on the caller's thread."""
+    with torch.inference_mode():
+        labels.update(rules, tok, lat)
 
 
 def count_cooccurrence(
@@ -230,22 +254,24 @@ def count_cooccurrence(
 
 
 def example_roles(
-    corpus: Corpus, tokenizer, examples: list[Examples], has_roles: bool = True
+    corpus: Corpus, tokenizer, examples: list[Examples], has_roles: bool = True, read: dict | None = None
 ) -> list[tuple[int, int, str]]:
     """(document, position, role in words) of the token of every example that has a role, each
     document read once: the math corpus' Role ('answer_digit operation=add ...'), a `.jsonl` corpus'
     `roles` (kind, then the attributes by name: 'relation exact=exact'); none for corpora without roles
-    (`has_roles` False)."""
+    (`has_roles` False). `read`: math corpus documents by id already at hand (others are generated)."""
     positions: dict[int, set[int]] = {}
     for ex in examples:
         for doc, pos in zip(ex.doc.flatten().tolist(), ex.pos.flatten().tolist()):
             if doc >= 0:
                 positions.setdefault(doc, set()).add(pos)
     out = []
-    if math_corpus(corpus) is not None:
-        for doc in sorted(positions):
-            roles = document_roles(corpus, doc, tokenizer) or []
-            out += [(doc, pos, roles[pos].describe()) for pos in sorted(positions[doc])]
+    math = math_corpus(corpus)
+    if math is not None:
+        ids, read = sorted(positions), read or {}
+        samples = [read[doc] if doc in read else math.sample(doc) for doc in ids]
+        for doc, of_doc in zip(ids, samples_roles(samples, tokenizer)):
+            out += [(doc, pos, of_doc[pos].describe()) for pos in sorted(positions[doc])]
         return out
     if not has_roles or not positions:
         return []

@@ -32,10 +32,30 @@ def text_roles(sample: Sample, tokenizer, text: str, *, eos: bool) -> list[Role]
     if not sample.text.startswith(text):
         raise ValueError(f"{text!r} is not a prefix of sample {sample.id}'s text {sample.text!r}")
     enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
-    ids, bos, end = enc["input_ids"], tokenizer.bos_token_id, tokenizer.eos_token_id
+    return _encoded_roles(sample, tokenizer, enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"], eos)
+
+
+def samples_roles(samples: list[Sample], tokenizer) -> list[list[Role]]:
+    """`text_roles(sample, tokenizer, sample.text, eos=True)` of each sample, their texts tokenized in
+    one call (the tokenizer's per-call overhead was most of the cost of one text at a time)."""
+    if not samples:
+        return []
+    enc = tokenizer(
+        [s.text for s in samples], add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True
+    )
+    return [
+        _encoded_roles(s, tokenizer, ids, offsets, special, True)
+        for s, ids, offsets, special in zip(
+            samples, enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"]
+        )
+    ]
+
+
+def _encoded_roles(sample: Sample, tokenizer, ids: list[int], offsets, specials, eos: bool) -> list[Role]:
+    bos, end = tokenizer.bos_token_id, tokenizer.eos_token_id
     roles = [
         _special(tokenizer, i) if special else sample.role_at(start)
-        for i, (start, _), special in zip(ids, enc["offset_mapping"], enc["special_tokens_mask"])
+        for i, (start, _), special in zip(ids, offsets, specials)
     ]
     if not eos and ids and ids[-1] == end and roles[-1].kind == "eos":  # prompt_ids drops a trailing EOS
         ids, roles = ids[:-1], roles[:-1]
