@@ -233,8 +233,10 @@ class RoutedSAE(SAE):
         m, lo, W_rows = self.block, group[0][1], self.W_enc.t()  # W_rows [d_sae, d_in]
         for e, start, n_e in group:
             block = slice(e * m, (e + 1) * m)
-            rows = slice(start - lo, start - lo + n_e)
-            torch.addmm(self.b_enc[block], x_sorted[start : start + n_e], W_rows[block].t(), out=out[rows])
+            pre = out[start - lo : start - lo + n_e]
+            # the bias added after the product, while it is still in cache: addmm would first copy
+            # it, broadcast, into the rows (a slow strided copy, a quarter of the matmuls' time)
+            torch.mm(x_sorted[start : start + n_e], W_rows[block].t(), out=pre).add_(self.b_enc[block])
         return out
 
     def _aux_entries(self, pre: Tensor, dead: Tensor, e: int, tokens: Tensor) -> Entries:
