@@ -27,10 +27,17 @@ from monosemantic.sae.sparse import row_dots, row_offsets
 @dataclass
 class RowGrads:
     """Gradients of the latents `ids` [n] (ascending): "W_enc" [n, d_in] (rows of W_enc^T),
-    "b_enc" [n], "W_dec" [n, d_in]. Filled by the backward; several backward kernels add up."""
+    "b_enc" [n], "W_dec" [n, d_in]. Filled by the backward; several backward kernels add up.
+
+    The decoder's row constraints ride along with the update, which gathers the rows anyway (one
+    gather and scatter of them fewer per step each): `project` names the parameters whose gradient
+    rows must still lose their component along the row (against the rows before the update), and
+    `unit` those whose rows the optimiser renormalised after the update (train/lazy_adam.py)."""
 
     ids: Tensor
     grads: dict[str, Tensor] = field(default_factory=dict)
+    project: set[str] = field(default_factory=set)
+    unit: set[str] = field(default_factory=set)
 
     def add(self, name: str, rows: Tensor) -> None:
         if name in self.grads:

@@ -16,6 +16,12 @@ chunks, in place; W_enc stored transposed (routed.py) makes each a contiguous ro
   the parameter's, counted every step; so a row that skips steps does not follow Adam exactly,
   which on a zero gradient would still move it by its decaying momentum.
 
+With `row_rules` (the routed SAE's decoder, sae/row_grads.py) the chunk that is gathered anyway
+also takes the decoder's constraints: its gradient rows lose their component along the rows before
+the update (the SAE's remove_parallel_grad_) and the rows are renormalised after it
+(normalize_decoder_), as the trainer would do before and after the step, without their own
+gathers and scatters.
+
 Parameters without a row dimension (b_dec, the router) get the dense Adam update. The state holds
 the same tensors as Adam's ("step", "exp_avg", "exp_avg_sq"), so checkpoints save and load it alike.
 
@@ -25,9 +31,13 @@ the same tensors as Adam's ("step", "exp_avg", "exp_avg_sq"), so checkpoints sav
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from monosemantic.sae.row_grads import RowGrads
 
 Rows = tuple[Tensor, Tensor]  # (ids [n] ascending, gradient rows [n, ...]) of one parameter
 CHUNK = 32768  # rows per gather/update/scatter: few ops (under load each parallel op waits for its threads)
@@ -37,7 +47,8 @@ class LazyAdam(torch.optim.Optimizer):
     """See the module docstring. `row_dims[i]`: the row dimension of the i-th parameter, or None.
     `row_grads(p)`: the gradient of parameter p as rows (ids, rows [n, ...] in the layout of
     p.movedim(row_dim, 0)), for parameters whose backward gives no .grad (sae/row_grads.py); None
-    where there is none."""
+    where there is none. `row_rules(p)`: (project, unit) for such rows: remove the gradient's
+    component along each row before the update / renormalise each row after it."""
 
     def __init__(
         self,
@@ -47,6 +58,7 @@ class LazyAdam(torch.optim.Optimizer):
         betas=(0.9, 0.999),
         eps=1e-8,
         row_grads: Callable[[Tensor], Rows | None] | None = None,
+        row_rules: Callable[[Tensor], tuple[bool, bool]] | None = None,
     ):
         if len(params) != len(row_dims):
             raise ValueError(f"{len(params)} parameters but {len(row_dims)} row dimensions")
@@ -54,6 +66,7 @@ class LazyAdam(torch.optim.Optimizer):
             [{"params": [p], "row_dim": d} for p, d in zip(params, row_dims)], dict(lr=lr, betas=betas, eps=eps)
         )
         self.row_grads = row_grads
+        self.row_rules = row_rules
         self._work: dict[tuple, list[Tensor]] = {}
 
     @torch.no_grad()
@@ -69,11 +82,14 @@ class LazyAdam(torch.optim.Optimizer):
             if dim is None:
                 _adam_(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group)
                 continue
+            rules = (False, False)
             if rows is None:
                 ids = touched_rows(p.grad, dim)
                 rows = ids, p.grad.index_select(dim, ids).movedim(dim, 0)
+            elif self.row_rules is not None:
+                rules = self.row_rules(p)
             targets = [t.movedim(dim, 0) for t in (p, state["exp_avg"], state["exp_avg_sq"])]
-            _adam_rows_(targets, *rows, state["step"], group, self._chunk_buffers(targets[0]))
+            _adam_rows_(targets, *rows, state["step"], group, self._chunk_buffers(targets[0]), *rules)
         return None
 
     def _chunk_buffers(self, p: Tensor) -> list[Tensor]:
@@ -97,13 +113,29 @@ class LazyAdam(torch.optim.Optimizer):
         return state
 
 
-def _adam_rows_(targets: list[Tensor], ids: Tensor, grad: Tensor, step: Tensor, group: dict, work: list[Tensor]):
+def _adam_rows_(
+    targets: list[Tensor],
+    ids: Tensor,
+    grad: Tensor,
+    step: Tensor,
+    group: dict,
+    work: list[Tensor],
+    project: bool = False,
+    unit: bool = False,
+):
     """Adam on rows `ids` of p, m, v (`targets`, row dimension first), chunk by chunk, through
-    the reused chunk buffers `work` (fresh allocations would page-fault)."""
+    the reused chunk buffers `work` (fresh allocations would page-fault). `project`: first drop
+    the gradient rows' component along p's rows (in place, as remove_parallel_grad_ would);
+    `unit`: renormalise p's rows after the update (as normalize_decoder_ would)."""
     for lo in range(0, ids.shape[0], CHUNK):
         i = ids[lo : lo + CHUNK]
         p, m, v = (torch.index_select(t, 0, i, out=w[: i.shape[0]]) for t, w in zip(targets, work))
-        _adam_(p, grad[lo : lo + CHUNK].contiguous(), m, v, step, group)
+        g = grad[lo : lo + CHUNK]
+        if project:
+            g.addcmul_(torch.bmm(g.unsqueeze(1), p.unsqueeze(2)).view(-1, 1), p, value=-1)
+        _adam_(p, g.contiguous(), m, v, step, group)
+        if unit:
+            p.div_(p.norm(dim=1, keepdim=True).clamp_min(1e-12))
         for target, part in zip(targets, (p, m, v)):
             target.index_copy_(0, i, part)
 
@@ -138,4 +170,13 @@ def optimizer_for(sae: nn.Module, lr: float, fused: bool = False) -> torch.optim
             return None
         return store.ids, store.grads[names[id(p)]]
 
-    return LazyAdam([p for _, p in named], [rows.get(n) for n, _ in named], lr=lr, row_grads=row_grads)
+    def row_rules(p: Tensor) -> tuple[bool, bool]:  # the decoder's constraints, taken on by the update
+        store, name = cast("RowGrads", sae.row_grads), names[id(p)]  # row_grads(p) found it
+        project, unit = name in store.project, name in getattr(sae, "unit_rows", ())
+        store.project.discard(name)
+        if unit:
+            store.unit.add(name)  # normalize_decoder_ then leaves these rows alone
+        return project, unit
+
+    params, dims = [p for _, p in named], [rows.get(n) for n, _ in named]
+    return LazyAdam(params, dims, lr=lr, row_grads=row_grads, row_rules=row_rules)

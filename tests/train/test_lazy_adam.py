@@ -119,3 +119,46 @@ def test_moments_loaded_contiguous_are_laid_out_as_the_parameter_with_the_same_v
     opt.step()  # no row touched: only the layout changes
     for key in ("exp_avg", "exp_avg_sq"):
         assert opt.state[p][key].stride() == p.stride() and torch.equal(opt.state[p][key], saved[key])
+
+
+def test_the_decoder_constraints_taken_on_by_the_update_equal_them_done_before_and_after(monkeypatch):
+    """The routed SAE's W_dec rows: projected (gradient along the row removed) and renormalised
+    inside lazy Adam's chunks, as the trainer's step calls them, against the same done by formula
+    on the whole tensors around an optimiser that knows nothing of them; chunks of 5 rows."""
+    import copy
+
+    monkeypatch.setattr("monosemantic.train.lazy_adam.CHUNK", 5)
+    torch.manual_seed(0)
+    cfg = SAEConfig(arch="routed", d_in=10, d_sae=48, k=3, experts=4, dtype="float64")
+    fused = create_sae(cfg)
+    with torch.no_grad():
+        fused.W_router.normal_(0, 1.0)
+    plain = copy.deepcopy(fused)
+    named = list(plain.named_parameters())
+    names = {id(p): n for n, p in named}
+
+    def rows(p):
+        store = plain.row_grads
+        return (store.ids, store.grads[names[id(p)]]) if names[id(p)] in store.grads else None
+
+    opt_fused = optimizer_for(fused, LR)
+    opt_plain = LazyAdam([p for _, p in named], [fused.lazy_rows.get(n) for n, _ in named], lr=LR, row_grads=rows)
+    for step in range(4):
+        x = torch.randn(32, 10, generator=torch.Generator().manual_seed(step), dtype=torch.float64) * 2
+        fused.training_forward(x).loss.backward()
+        fused.remove_parallel_grad_()
+        opt_fused.step()
+        fused.normalize_decoder_()
+        plain.training_forward(x).loss.backward()
+        g, W = plain.row_grads.grads["W_dec"], plain.W_dec.detach()[plain.row_grads.ids]
+        g -= (g * W).sum(1, keepdim=True) * W
+        opt_plain.step()
+        with torch.no_grad():
+            plain.W_dec /= plain.W_dec.norm(dim=1, keepdim=True)
+        plain.row_grads = None
+    assert fused.row_grads is None
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(opt_fused.state[p][key], opt_plain.state[q][key], msg=f"{name} {key}")
+    torch.testing.assert_close(fused.W_dec.norm(dim=1), torch.ones(48, dtype=torch.float64))
