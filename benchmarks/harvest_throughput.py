@@ -17,8 +17,11 @@ before the cache). The benchmark's cache is a temporary folder unless $MONOSEMAN
 Then, end to end: the `train` command's own code (`train_on_model`, the demo's SAE: layers.0.resid.pre,
 expansion 4, k 8, batch 4096) for --e2e-tokens tokens, its rate from the run's timing.json (wall time
 of the fit, initialisation included) against min(bare harvest rate, bare SAE-step rate), both
-measured here on the same settings: target >= 70% (the two overlap, or the slower one dominates).
-The run's time breakdown (harvest, SAE step, checkpoint, logging, other) is printed beside it.
+measured here on the same settings (the bare step: the run's own training configuration and number
+of steps, so AuxK works as it does in the run once latents fall dead): target >= 70% (the two
+overlap, or the slower one dominates). `train` runs twice: first with the packed-token cache as the
+harvest measurements left it (the rest of its batches generated and cached: a first run), then warm.
+Each run's time breakdown (harvest, SAE step, checkpoint, logging, other) is printed beside it.
 
     python benchmarks/harvest_throughput.py                      # the built-in model
     python benchmarks/harvest_throughput.py --model path/to/hf_model --hookpoints layers.6.mlp.neurons
@@ -132,9 +135,11 @@ def measure(model, tok, hookpoint: str, n_batches: int, batch_tokens: int, seq_l
     }
 
 
-def bare_rates(model, tok, n_batches: int) -> tuple[float, float]:
+def bare_rates(model, tok, n_batches: int, tokens: int) -> tuple[float, float]:
     """Tokens/s of our harvest alone (the stream `train` reads, without training) and of the SAE step
-    alone (on those activations, already in memory), at the E2E settings."""
+    alone (on those activations, already in memory, cycled), at the E2E settings: the configuration
+    `train` gets for `tokens` tokens and as many steps, so that the step does what it does there (AuxK
+    once latents fall dead: the dead window of a short run is a quarter of its tokens)."""
     stream = ActivationStream(model, tok, E2E["hookpoint"], MathCorpus("train"), E2E["batch_size"], HarvestConfig())
     start = time.perf_counter()
     with torch.inference_mode():
@@ -143,14 +148,14 @@ def bare_rates(model, tok, n_batches: int) -> tuple[float, float]:
     d_in = batches[0].shape[1]
     torch.manual_seed(0)
     sae = create_sae(SAEConfig(arch="topk", d_in=d_in, d_sae=E2E["expansion_factor"] * d_in, k=E2E["k"]))
-    cfg = TrainConfig(batch_size=E2E["batch_size"], total_tokens=E2E["batch_size"] * 10**6)
-    trainer = Trainer(sae, cfg, progress=False)
+    trainer = Trainer(sae, TrainConfig(batch_size=E2E["batch_size"], total_tokens=tokens), progress=False)
     scale = d_in**0.5 / torch.cat(batches).norm(dim=1).mean().item()
-    trainer.step(batches[0] * scale)  # warm-up
+    scaled = [x * scale for x in batches]
+    steps = tokens // E2E["batch_size"]
     start = time.perf_counter()
-    for x in batches:
-        trainer.step(x * scale)
-    return harvest, n_batches * E2E["batch_size"] / (time.perf_counter() - start)
+    for i in range(steps):
+        trainer.step(scaled[i % n_batches])
+    return harvest, steps * E2E["batch_size"] / (time.perf_counter() - start)
 
 
 def end_to_end(tokens: int) -> dict:
@@ -164,18 +169,21 @@ def end_to_end(tokens: int) -> dict:
 
 
 def print_end_to_end(model, tok, tokens: int, n_batches: int) -> None:
-    harvest, step = bare_rates(model, tok, n_batches)
-    timing = end_to_end(tokens)
-    ratio = timing["tokens_per_s"] / min(harvest, step)
+    """`train` twice: first reading the packed-token cache as this benchmark left it (the batches
+    past those measured above are generated: a first run), then warm (every later run)."""
+    harvest, step = bare_rates(model, tok, n_batches, tokens)
     print(
-        f"\nend to end ({E2E}, {tokens} tokens): train {timing['tokens_per_s']:.0f} tok/s; bare harvest "
-        f"{harvest:.0f} tok/s, bare SAE step {step:.0f} tok/s; train / min = {ratio:.1%} "
-        f"{'ok' if ratio >= 0.7 else 'MISSED'} (target >= 70%)"
+        f"\nend to end ({E2E}, {tokens} tokens): bare harvest {harvest:.0f} tok/s, bare SAE step {step:.0f} tok/s "
+        f"(the same configuration and number of steps, activations in memory)"
     )
-    print(
-        f"  where train's {timing['wall_s']:.1f} s went: "
-        + ", ".join(f"{k} {s:.1f} s ({timing['share'][k]:.0%})" for k, s in timing["seconds"].items())
-    )
+    for what in ("first run (cache filling)", "warm cache"):
+        timing = end_to_end(tokens)
+        ratio = timing["tokens_per_s"] / min(harvest, step)
+        print(
+            f"  {what}: train {timing['tokens_per_s']:.0f} tok/s; train / min = {ratio:.1%} "
+            f"{'ok' if ratio >= 0.7 else 'MISSED'} (target >= 70%); where its {timing['wall_s']:.1f} s went: "
+            + ", ".join(f"{k} {s:.1f} s ({timing['share'][k]:.0%})" for k, s in timing["seconds"].items())
+        )
 
 
 def main() -> None:
