@@ -9,6 +9,7 @@ import torch
 
 from monosemantic.sae import SAEConfig, create_sae
 from monosemantic.train.trainer import TrainConfig, Trainer
+from tests.train.test_trainer import Crash, crashing
 
 
 def batches(n_steps=12, batch=64, d=16, seed=0):
@@ -66,17 +67,6 @@ def test_the_exported_sae_is_contiguous_and_the_trainer_keeps_its_layout():
     assert exported is not None and exported.W_enc.is_contiguous()
     assert torch.equal(exported.W_enc, t.sae.W_enc)  # scale 1: nothing folded in
     assert t.sae.W_enc.t().is_contiguous()
-
-
-class Crash(Exception):
-    pass
-
-
-def crashing(items, after: int):
-    for i, b in enumerate(items):
-        if i == after:
-            raise Crash
-        yield b
 
 
 def test_a_resume_with_w_enc_by_latent_is_bit_exact(tmp_path):
