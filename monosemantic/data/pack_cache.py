@@ -7,7 +7,8 @@ segments of SEGMENT_BATCHES batches under `cache_root()/packed/KEY/`, and later 
 
 - KEY hashes everything the batches depend on: the corpus' description (split, seed, mixture, shard),
   the source of the generator and of the packing code (any edit is a new key), the tokenizer (its
-  serialized form and special ids), seq_len and batch_tokens.
+  serialized form and special ids), seq_len and batch_tokens, the torch and tokenizers versions. A
+  key that cannot be made (no source to read) means no cache, never an error.
 - A segment is written atomically (temp file + rename: a killed writer leaves no segment, only a
   `.tmp` that is never read) and carries the sha256 of its contents, checked on every read: a
   damaged or truncated segment is regenerated (and rewritten), never used.
@@ -30,6 +31,7 @@ from itertools import count, islice
 from pathlib import Path
 
 import numpy as np
+import tokenizers
 import torch
 
 from monosemantic.atomic import atomic_write_bytes
@@ -55,9 +57,10 @@ def cache_root() -> Path:
 
 def _generator_source() -> str:
     """The source of everything that writes the built-in corpus and packs it."""
+    from monosemantic import config
     from monosemantic.mathlm import corpus, language, problems, sample
 
-    return "".join(inspect.getsource(m) for m in (corpus, language, problems, sample, corpora))
+    return "".join(inspect.getsource(m) for m in (corpus, language, problems, sample, corpora, config))
 
 
 def cache_key(corpus: Corpus, tokenizer, seq_len: int, batch_tokens: int) -> str:
@@ -69,6 +72,8 @@ def cache_key(corpus: Corpus, tokenizer, seq_len: int, batch_tokens: int) -> str
         "special": [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id],
         "seq_len": seq_len,
         "batch_tokens": batch_tokens,
+        # pack's shuffles (torch.randperm) and the tokenizing are the libraries' own
+        "libraries": [torch.__version__, tokenizers.__version__],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -82,7 +87,11 @@ def cache_folder(corpus: Corpus, tokenizer, seq_len: int, batch_tokens: int) -> 
     if getattr(tokenizer, "backend_tokenizer", None) is None:
         return None
     root = Path(setting) if setting else cache_root() / "packed"
-    return root / cache_key(corpus, tokenizer, seq_len, batch_tokens)
+    try:
+        return root / cache_key(corpus, tokenizer, seq_len, batch_tokens)
+    except Exception as e:  # no source to hash (a .pyc-only install), a tokenizer that cannot serialize
+        log.warning("not caching packed tokens: no key for them (%s)", e)
+        return None
 
 
 def encode_segment(batches: list[Packed]) -> bytes | None:

@@ -128,6 +128,20 @@ def test_the_cache_can_be_turned_off(monkeypatch, tok):
     assert cache_folder(MathCorpus("train"), tok, SEQ, TOKENS) is None
 
 
+def test_without_a_key_the_batches_are_generated_not_cached(cache, tok, monkeypatch):
+    """No source to hash (as in a .pyc-only install: inspect.getsource raises OSError): no cache,
+    the batches generated as without one."""
+
+    def no_source(_module):
+        raise OSError("could not get source code")
+
+    monkeypatch.setattr("monosemantic.data.pack_cache.inspect.getsource", no_source)
+    corpus = MathCorpus("train")
+    assert cache_folder(corpus, tok, SEQ, TOKENS) is None
+    assert_same(list(islice(packed_batches(corpus, tok, SEQ, TOKENS), 3)), reference(corpus, tok, 3))
+    assert not cache.exists()
+
+
 FILL = """
 import sys
 from itertools import islice
